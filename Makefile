@@ -1,0 +1,43 @@
+# The two commands: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export SCINTERP_CONFIG ?= $(CURDIR)/scinterp.yaml
+export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast ui bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch pinned first: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -m scinterp_assets.demo
+
+# pytest exits 5 when it collects nothing: make treats any non-zero exit as failure.
+test: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+ui: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench: install
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf var

@@ -1,0 +1,207 @@
+"""Project configuration: one YAML file, validated at load time.
+
+The file is found through the SCINTERP_CONFIG environment variable, else ./scinterp.yaml. Relative
+paths inside it are resolved against the file's own folder. Every threshold and seed the platform uses
+lives here (FRAMEWORK.md section 8: thresholds versioned with the results), so a run is reproducible
+from the stored configuration alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_ENV_VAR = "SCINTERP_CONFIG"
+PARTITION_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class ConfigError(ValueError):
+    """The configuration file is wrong; the message names the file, the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticCellType(_Strict):
+    """A simulated context with a planted network (FRAMEWORK A25)."""
+
+    kind: Literal["synthetic"]
+    modality: Literal["CRISPRi", "CRISPRa"]
+    wiring_seed: int = Field(ge=0)
+    seed: int = Field(ge=0)
+    n_genes: int = Field(default=300, ge=200)
+    n_control_cells: int = Field(default=1500, ge=100)
+    n_perturbed_genes: int = Field(default=40, ge=30)
+    cells_per_perturbation: int = Field(default=60, ge=10)
+
+
+class H5adCellType(_Strict):
+    """A screen the user downloaded, as one h5ad file with a perturbation column."""
+
+    kind: Literal["h5ad"]
+    path: Path
+    perturbation_column: str
+    control_label: str
+    modality: Literal["CRISPRi", "CRISPRa", "knockout"]
+    gene_symbol_column: str | None = None
+    ensembl_id_column: str | None = None
+    counts_layer: str | None = None
+
+
+CellType = Annotated[Union[SyntheticCellType, H5adCellType], Field(discriminator="kind")]
+
+
+class PreprocessingConfig(_Strict):
+    n_control_cells: int = Field(default=2000, ge=10)
+    n_hvg: int = Field(default=2000, ge=10)
+    force_perturbed_genes: bool = True
+    target_sum: float = Field(default=1e4, gt=0)
+
+
+class DELabelConfig(_Strict):
+    """FRAMEWORK.md section 3: Welch t, BH over the universe, effect in natural-log units."""
+
+    q_threshold: float = Field(default=0.05, gt=0, lt=1)
+    min_abs_log_difference: float = Field(default=0.5, ge=0)
+    min_cells: int = Field(default=30, ge=2)
+    min_positives: int = Field(default=3, ge=1)
+    min_negatives: int = Field(default=3, ge=1)
+
+
+class AttentionConfig(_Strict):
+    batch_size: int = Field(default=8, ge=1)
+    max_cells: int = Field(default=1000, ge=1)
+    layers: list[int] | None = None
+    device: str = "cpu"
+
+
+class ContractThresholds(_Strict):
+    """Parameters handed to the Great Expectations suites in data_contracts/."""
+
+    min_cells: int = Field(default=50, ge=1)
+    max_null_score_fraction: float = Field(default=0.5, ge=0, le=1)
+    min_reference_edges: int = Field(default=10, ge=1)
+    min_evaluable_fraction: float = Field(default=0.5, ge=0, le=1)
+    min_evaluable_perturbations: int = Field(default=5, ge=1)
+
+
+class SeedConfig(_Strict):
+    control_sampling: int = 0
+    attention: int = 0
+    random_scores: int = 0
+
+
+class TinyCheckpointConfig(_Strict):
+    """The embedded default model, trained on the synthetic cell types when missing."""
+
+    enabled: bool = True
+    folder_name: str = "tiny-geneformer-v1"
+    max_seconds: float = Field(default=60, gt=0)
+    max_steps: int = Field(default=400, ge=1)
+    seed: int = 0
+
+
+class ScinterpConfig(_Strict):
+    home: Path
+    checkpoint_dir: Path
+    contracts_dir: Path | None = None
+    cell_types: dict[str, CellType]
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    de_labels: DELabelConfig = DELabelConfig()
+    attention: AttentionConfig = AttentionConfig()
+    contracts: ContractThresholds = ContractThresholds()
+    seeds: SeedConfig = SeedConfig()
+    tiny_checkpoint: TinyCheckpointConfig = TinyCheckpointConfig()
+    source: Path = Path("scinterp.yaml")
+
+    @model_validator(mode="after")
+    def _check_cell_type_keys(self) -> "ScinterpConfig":
+        if not self.cell_types:
+            raise ValueError("cell_types is empty; declare at least one synthetic or h5ad cell type")
+        for key in self.cell_types:
+            if not PARTITION_KEY_PATTERN.match(key):
+                raise ValueError(f"cell type name {key!r} may only use letters, digits, '.', '_' and '-'")
+        return self
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.home / "storage"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.home / "report"
+
+    def fingerprint(self) -> str:
+        """Short hash of the settings that change results (recorded with every registry row)."""
+        payload = self.model_dump(mode="json", exclude={"home", "checkpoint_dir", "contracts_dir", "source"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _format_location(location: tuple) -> str:
+    return ".".join(str(part) for part in location if not str(part).startswith(("function-", "tagged-union")))
+
+
+def load_config(path: str | os.PathLike | None = None) -> ScinterpConfig:
+    """Read and validate the configuration; raise ConfigError naming the key and the fix."""
+    config_path = Path(path or os.environ.get(CONFIG_ENV_VAR) or "scinterp.yaml").expanduser().resolve()
+    if not config_path.is_file():
+        raise ConfigError(
+            f"configuration file {config_path} does not exist; set {CONFIG_ENV_VAR} to your scinterp.yaml "
+            "or run from the repository root (the Makefile sets it for you)"
+        )
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{config_path}: not valid YAML ({error}); fix the syntax") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{config_path}: the top level must be a mapping of keys (home, cell_types, ...)")
+    try:
+        config = ScinterpConfig.model_validate({**raw, "source": str(config_path)})
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = _format_location(first["loc"]) or "(top level)"
+        raise ConfigError(
+            f"{config_path}: key '{key}': {first['msg']}; fix that entry "
+            f"(see the commented example in the repository's scinterp.yaml)"
+        ) from error
+    return _resolve_paths(config, config_path.parent)
+
+
+def _resolve_paths(config: ScinterpConfig, base: Path) -> ScinterpConfig:
+    def resolve(value: Path) -> Path:
+        return value if value.is_absolute() else (base / value).resolve()
+
+    cell_types = {}
+    for name, cell_type in config.cell_types.items():
+        if isinstance(cell_type, H5adCellType):
+            screen_path = resolve(cell_type.path)
+            if not screen_path.is_file():
+                raise ConfigError(
+                    f"{config.source}: key 'cell_types.{name}.path': file {screen_path} does not exist; "
+                    "point it at the downloaded h5ad (relative paths are read from the configuration's folder)"
+                )
+            cell_type = cell_type.model_copy(update={"path": screen_path})
+        cell_types[name] = cell_type
+    updates = {"home": resolve(config.home), "checkpoint_dir": resolve(config.checkpoint_dir), "cell_types": cell_types}
+    if config.contracts_dir is not None:
+        updates["contracts_dir"] = resolve(config.contracts_dir)
+    return config.model_copy(update=updates)
+
+
+@lru_cache(maxsize=None)
+def _cached(path: str | None) -> ScinterpConfig:
+    return load_config(path)
+
+
+def get_config() -> ScinterpConfig:
+    """The configuration for this process (cached per config path)."""
+    return _cached(os.environ.get(CONFIG_ENV_VAR))

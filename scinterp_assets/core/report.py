@@ -1,0 +1,114 @@
+"""The evaluation report: Markdown with PNG plots, from the test registry and PF AUROC tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from scinterp_assets.core.edges import NO_LAYER  # noqa: E402
+
+
+def plot_reference_auroc_by_layer(registry: pd.DataFrame, path: Path) -> Path:
+    """Per-layer reference AUROC (A12) for each model x cell type, with correlation and random as lines."""
+    rows = registry[registry["analysis_id"] == "A12"]
+    contexts = sorted(rows.groupby(["model", "cell_type"]).groups)
+    figure, axes = plt.subplots(1, max(len(contexts), 1), figsize=(4.2 * max(len(contexts), 1), 3.4), squeeze=False)
+    for axis, (model, cell_type) in zip(axes[0], contexts):
+        context = rows[(rows["model"] == model) & (rows["cell_type"] == cell_type)]
+        attention = context[context["test_id"].str.contains(":attention_")]
+        for aggregation, group in attention.groupby("aggregation"):
+            group = group.sort_values("layer")
+            axis.plot(group["layer"].astype(int), group["statistic"], marker="o", label=f"attention {aggregation}")
+        for method, style in (("correlation", "--"), ("random", ":")):
+            value = context.loc[context["test_id"].str.endswith(f":{method}"), "statistic"]
+            if len(value):
+                axis.axhline(float(value.iloc[0]), linestyle=style, color="grey" if method == "random" else "black",
+                             label=method)
+        axis.set_title(f"{model}\n{cell_type}", fontsize=9)
+        axis.set_xlabel("layer")
+        axis.set_ylabel("reference AUROC")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_pf_auroc_by_method(pf_auroc: pd.DataFrame, path: Path) -> Path:
+    """Box plot of per-perturbation AUROC per method (baselines vs edges), one panel per context."""
+    contexts = sorted(pf_auroc.groupby(["model", "cell_type"]).groups)
+    figure, axes = plt.subplots(1, max(len(contexts), 1), figsize=(5.2 * max(len(contexts), 1), 3.8), squeeze=False)
+    for axis, (model, cell_type) in zip(axes[0], contexts):
+        context = pf_auroc[(pf_auroc["model"] == model) & (pf_auroc["cell_type"] == cell_type)]
+        labels, values = [], []
+        for (method, layer, aggregation), group in context.groupby(["method", "layer", "aggregation"], sort=True):
+            labels.append(method if layer == NO_LAYER else f"{method[:4]} L{layer} {aggregation.replace('head_', '')}")
+            values.append(group["auroc"].to_numpy())
+        axis.boxplot(values, showfliers=False)
+        axis.set_xticks(np.arange(1, len(labels) + 1), labels, rotation=60, ha="right", fontsize=7)
+        axis.axhline(0.5, color="grey", linestyle=":")
+        axis.set_ylabel("PF AUROC per perturbation")
+        axis.set_title(f"{model}\n{cell_type}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(_cell(value) for value in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if np.isnan(value) else f"{value:.3g}"
+    return "" if value is pd.NA or value is None else str(value)
+
+
+def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path, config_fingerprint: str) -> Path:
+    """Write report.md and its PNG plots into out_dir; return the Markdown path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reference_plot = plot_reference_auroc_by_layer(registry, out_dir / "reference_auroc_by_layer.png")
+    pf_plot = plot_pf_auroc_by_method(pf_auroc, out_dir / "pf_auroc_by_method.png")
+    summary = (
+        pf_auroc.groupby(["model", "cell_type", "method", "layer", "aggregation"])["auroc"]
+        .agg(["mean", "count"]).reset_index().rename(columns={"mean": "mean_pf_auroc", "count": "perturbations"})
+    )
+    confirmatory = registry[registry["confirmatory"]].sort_values("q_value")
+    lines = [
+        "# scinterp evaluation report",
+        "",
+        f"Configuration fingerprint `{config_fingerprint}`; {len(registry)} registry rows, "
+        f"{int(registry['confirmatory'].sum())} confirmatory, "
+        f"{int((confirmatory['q_value'] < 0.05).sum())} significant at framework-wide BH q < 0.05.",
+        "",
+        "## Reference structure (A12): per-layer AUROC against the reference network",
+        "",
+        f"![reference AUROC by layer]({reference_plot.name})",
+        "",
+        _table(registry.loc[registry["analysis_id"] == "A12",
+                            ["model", "cell_type", "test_id", "statistic", "p_value", "q_value", "n_positives"]]),
+        "",
+        "## Perturbation prediction (A01, A04): PF AUROC, edges vs gene-level baselines",
+        "",
+        f"![PF AUROC by method]({pf_plot.name})",
+        "",
+        _table(summary),
+        "",
+        "## Confirmatory tests (framework-wide BH)",
+        "",
+        _table(confirmatory[["model", "cell_type", "test_id", "effect_name", "effect", "p_value", "q_value", "n"]]),
+        "",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

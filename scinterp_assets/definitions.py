@@ -1,0 +1,58 @@
+"""The code location: the only Definitions(...) of the project.
+
+Configuration is read at load time (SCINTERP_CONFIG, else ./scinterp.yaml); a wrong file fails here with
+a message naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from scinterp_assets.config import ScinterpConfig, get_config
+from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.defs.automation import (
+    cell_type_job,
+    checkpoint_job,
+    make_checkpoint_sensor,
+    make_stale_partition_schedule,
+    model_evaluation_job,
+    summary_job,
+)
+from scinterp_assets.defs.cell_type_assets import build_cell_type_assets
+from scinterp_assets.defs.model_assets import build_model_assets
+from scinterp_assets.defs.partitions import cell_type_partitions, model_cell_type_partitions
+from scinterp_assets.defs.summary_assets import build_summary_assets
+from scinterp_assets.resources.contracts import ContractRunner
+from scinterp_assets.resources.io_manager import AtomicFilesystemIOManager, register_npz_type
+from scinterp_assets.resources.model_store import ModelStore
+
+register_npz_type("attention_scores", AttentionScores)
+
+
+def build_definitions(config: ScinterpConfig) -> dg.Definitions:
+    cell_types = cell_type_partitions(config)
+    multi = model_cell_type_partitions(config)
+    model_store = ModelStore(config.checkpoint_dir)
+    evaluation = model_evaluation_job(multi)
+    registration = checkpoint_job()
+    return dg.Definitions(
+        assets=[*build_cell_type_assets(cell_types), *build_model_assets(multi), *build_summary_assets()],
+        jobs=[evaluation, registration, cell_type_job(cell_types), summary_job()],
+        sensors=[
+            make_checkpoint_sensor(model_store, sorted(config.cell_types), evaluation, registration),
+            dg.AutomationConditionSensorDefinition("summary_automation", target=dg.AssetSelection.groups("summary"),
+                                                   default_status=dg.DefaultSensorStatus.RUNNING),
+        ],
+        schedules=[make_stale_partition_schedule(evaluation, sorted(config.cell_types))],
+        resources={
+            "project": config,
+            "model_store": model_store,
+            "contracts": ContractRunner(config.contracts_dir) if config.contracts_dir else ContractRunner(),
+            "io_manager": AtomicFilesystemIOManager(base_dir=str(config.storage_dir)),
+        },
+        # One process per run: Great Expectations and torch are imported once, not once per step.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(get_config())

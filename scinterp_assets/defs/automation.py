@@ -1,0 +1,95 @@
+"""Jobs, the checkpoint sensor and the nightly schedule."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from scinterp_assets.resources.model_store import ModelStore
+
+MODEL_EVALUATION_GROUP = "model_evaluation"
+
+
+def model_evaluation_job(multi_partitions: dg.MultiPartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        "model_evaluation_job",
+        selection=dg.AssetSelection.groups(MODEL_EVALUATION_GROUP) - dg.AssetSelection.assets("model_checkpoint"),
+        partitions_def=multi_partitions,
+    )
+
+
+def checkpoint_job() -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job("checkpoint_job", selection=dg.AssetSelection.assets("model_checkpoint"))
+
+
+def cell_type_job(partitions: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job("cell_type_job", selection=dg.AssetSelection.groups("cell_type_data"),
+                               partitions_def=partitions)
+
+
+def registered_fingerprint(instance: dg.DagsterInstance, model_key: str) -> str | None:
+    """Fingerprint (data version) of the latest model_checkpoint materialisation of a model, if any.
+
+    Checked besides the sensor cursor so that checkpoints materialised outside the sensor (make demo,
+    a manual run in the UI) are not evaluated a second time."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_checkpoint"), asset_partitions=[model_key]), limit=1
+    )
+    if not result.records:
+        return None
+    return result.records[0].asset_materialization.tags.get("dagster/data_version")
+
+
+def summary_job() -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job("summary_job", selection=dg.AssetSelection.groups("summary"))
+
+
+def make_checkpoint_sensor(model_store: ModelStore, cell_types: list[str], evaluation_job, registration_job):
+    """Watch the checkpoint directory: a new folder (or a new fingerprint of a known one) registers the model
+    partition and requests its evaluation for every cell type. The cursor holds {key: fingerprint}; run keys
+    carry the fingerprint, so a tick never requests the same work twice."""
+
+    @dg.sensor(name="checkpoint_sensor", jobs=[evaluation_job, registration_job], minimum_interval_seconds=30,
+               default_status=dg.DefaultSensorStatus.RUNNING)
+    def checkpoint_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        current = {key: checkpoint.fingerprint for key, checkpoint in model_store.checkpoints().items()}
+        changed = sorted(
+            key for key, fingerprint in current.items()
+            if seen.get(key) != fingerprint and registered_fingerprint(context.instance, key) != fingerprint
+        )
+        new_keys = [key for key in changed if not context.instance.has_dynamic_partition("model", key)]
+        run_requests = []
+        for key in changed:
+            run_requests.append(dg.RunRequest(run_key=f"{key}:{current[key]}", job_name=registration_job.name,
+                                              partition_key=key))
+            for cell_type in cell_types:
+                run_requests.append(dg.RunRequest(
+                    run_key=f"{key}:{current[key]}:{cell_type}",
+                    job_name=evaluation_job.name,
+                    partition_key=dg.MultiPartitionKey({"model": key, "cell_type": cell_type}),
+                ))
+        return dg.SensorResult(
+            run_requests=run_requests,
+            dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest("model", new_keys)] if new_keys else [],
+            cursor=json.dumps(current, sort_keys=True),
+        )
+
+    return checkpoint_sensor
+
+
+def make_stale_partition_schedule(evaluation_job, cell_types: list[str]):
+    """Nightly: request the evaluation of every registered model x cell type that has no report rows yet
+    (a partition that failed, or one added while the sensor was off)."""
+
+    @dg.schedule(name="nightly_stale_partitions", cron_schedule="0 2 * * *", job=evaluation_job)
+    def nightly_stale_partitions(context: dg.ScheduleEvaluationContext):
+        done = context.instance.get_materialized_partitions(dg.AssetKey("perturbation_prediction"))
+        for model in sorted(context.instance.get_dynamic_partitions("model")):
+            for cell_type in cell_types:
+                key = dg.MultiPartitionKey({"model": model, "cell_type": cell_type})
+                if key not in done:
+                    yield dg.RunRequest(run_key=None, partition_key=key)
+
+    return nightly_stale_partitions

@@ -1,0 +1,166 @@
+"""Model-independent assets, partitioned by cell type: the screen, its controls, universe, labels, features,
+correlation edges and the reference edges. Each body unpacks inputs, calls one core function, returns."""
+
+from __future__ import annotations
+
+import anndata as ad
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from scinterp_assets.config import H5adCellType, ScinterpConfig, SyntheticCellType
+from scinterp_assets.core.datasets.de_labels import DELabelRule, compute_de_labels
+from scinterp_assets.core.datasets.preprocessing import (
+    LOG_LAYER,
+    gene_level_features,
+    perturbed_genes,
+    sample_control_cells,
+    select_gene_universe,
+    spearman_matrix,
+)
+from scinterp_assets.core.datasets.screens import cell_qc_frame, load_h5ad_screen
+from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world
+from scinterp_assets.core.edges import edges_from_matrix, validate_edges
+from scinterp_assets.core.networks.planted import planted_reference_edges
+from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.resources.contracts import ContractRunner
+
+GROUP = "cell_type_data"
+
+
+def load_screen(cell_type: SyntheticCellType | H5adCellType) -> ad.AnnData:
+    """Configuration entry -> screen in the platform layout."""
+    if isinstance(cell_type, SyntheticCellType):
+        return simulate_world(
+            SyntheticWorldSpec(
+                modality=cell_type.modality,
+                wiring_seed=cell_type.wiring_seed,
+                seed=cell_type.seed,
+                n_genes=cell_type.n_genes,
+                n_control_cells=cell_type.n_control_cells,
+                n_perturbed_genes=cell_type.n_perturbed_genes,
+                cells_per_perturbation=cell_type.cells_per_perturbation,
+            )
+        )
+    return load_h5ad_screen(
+        cell_type.path,
+        perturbation_column=cell_type.perturbation_column,
+        control_label=cell_type.control_label,
+        modality=cell_type.modality,
+        gene_symbol_column=cell_type.gene_symbol_column,
+        ensembl_id_column=cell_type.ensembl_id_column,
+        counts_layer=cell_type.counts_layer,
+    )
+
+
+def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"anndata"},
+        check_specs=[dg.AssetCheckSpec("check_expression_qc", asset="screen_data", blocking=True)],
+    )
+    def screen_data(context: dg.AssetExecutionContext, project: dg.ResourceParam[ScinterpConfig],
+                    contracts: dg.ResourceParam[ContractRunner]):
+        """Raw counts of one screen (cells x genes) with its perturbation labels; synthetic screens carry
+        their exact truth in `uns`."""
+        screen = load_screen(project.cell_types[context.partition_key])
+        qc = cell_qc_frame(screen)
+        counts = screen.obs["perturbation"].value_counts()
+        yield dg.Output(
+            screen,
+            metadata={
+                "cells": screen.n_obs,
+                "genes": screen.n_vars,
+                "modality": screen.uns["modality"],
+                "control_cells": int(counts.get(screen.uns["control_label"], 0)),
+                "perturbations": int(len(counts) - 1),
+                "median_total_counts": float(qc["total_counts"].median()),
+            },
+        )
+        result = contracts.validate("expression_qc", qc, parameters={"min_cells": project.contracts.min_cells})
+        yield contracts.check_result(result, check_name="check_expression_qc")
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"anndata"})
+    def control_cells(screen_data: ad.AnnData, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """N_ctrl non-targeting cells sampled with a fixed seed; the same cells feed attention, correlation and
+        gene features. Layer `log1p_norm` holds log1p(counts / total * target_sum)."""
+        settings = project.preprocessing
+        controls = sample_control_cells(screen_data, settings.n_control_cells, project.seeds.control_sampling,
+                                        settings.target_sum)
+        return dg.Output(controls, metadata={"cells": controls.n_obs, "seed": project.seeds.control_sampling})
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP)
+    def gene_universe(screen_data: ad.AnnData, control_cells: ad.AnnData,
+                      project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """Highly variable genes of the controls, with perturbed genes forced in when configured (A22)."""
+        settings = project.preprocessing
+        forced = perturbed_genes(screen_data) if settings.force_perturbed_genes else []
+        universe = select_gene_universe(control_cells, settings.n_hvg, forced)
+        return dg.Output(universe, metadata={**frame_metadata(universe), "forced_genes": int(universe["forced"].sum())})
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP)
+    def de_labels(screen_data: ad.AnnData, control_cells: ad.AnnData, gene_universe: pd.DataFrame,
+                  project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """DE calls per (perturbation, universe target): Welch t, BH, effect threshold (FRAMEWORK section 3)."""
+        rule = project.de_labels
+        result = compute_de_labels(
+            screen_data, control_cells, gene_universe["gene"].tolist(),
+            DELabelRule(rule.q_threshold, rule.min_abs_log_difference, rule.min_cells),
+            project.preprocessing.target_sum,
+        )
+        summary = result.summary
+        enough = summary[(summary["n_positives"] >= rule.min_positives) & (summary["n_negatives"] >= rule.min_negatives)]
+        return dg.Output(
+            result.labels,
+            metadata={
+                **frame_metadata(result.labels),
+                "perturbations_tested": int(summary["tested"].sum()),
+                "perturbations_with_enough_labels": len(enough),
+                "on_target_not_moved": dg.MetadataValue.text(
+                    ", ".join(summary.loc[~summary["on_target_moved"], "perturbation"]) or "none"),
+                "perturbation_summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
+            },
+        )
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP)
+    def gene_features(control_cells: ad.AnnData, gene_universe: pd.DataFrame) -> dg.Output:
+        """Gene-level baselines of each universe gene: mean, variance, detection rate of log1p expression."""
+        features = gene_level_features(control_cells, gene_universe["gene"].tolist())
+        return dg.Output(features, metadata=frame_metadata(features))
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        check_specs=[dg.AssetCheckSpec("check_edge_table", asset="correlation_edges", blocking=True)],
+    )
+    def correlation_edges(control_cells: ad.AnnData, gene_universe: pd.DataFrame,
+                          project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
+        """Co-expression edges: |Spearman rho| between universe genes over the control cells (the magnitude,
+        since DE labels and references include both activation and repression)."""
+        genes = gene_universe["gene"].tolist()
+        values = control_cells.layers[LOG_LAYER][:, control_cells.var_names.get_indexer(genes)]
+        edges = validate_edges(
+            edges_from_matrix(np.abs(spearman_matrix(values)), genes, method="correlation", n_cells=control_cells.n_obs),
+            name="correlation_edges",
+        )
+        yield dg.Output(edges, metadata=frame_metadata(edges))
+        result = contracts.validate(
+            "edge_table", edges, parameters={"max_null_score_fraction": project.contracts.max_null_score_fraction})
+        yield contracts.check_result(result, check_name="check_edge_table")
+
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        check_specs=[dg.AssetCheckSpec("check_reference_overlap", asset="reference_edges", blocking=True)],
+    )
+    def reference_edges(context: dg.AssetExecutionContext, screen_data: ad.AnnData, gene_universe: pd.DataFrame,
+                        project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
+        """Reference network restricted to the universe. Synthetic cell types: the planted network."""
+        reference = planted_reference_edges(screen_data, gene_universe["gene"].tolist())
+        yield dg.Output(reference, metadata=frame_metadata(reference))
+        result = contracts.validate(
+            "reference_edges", reference, parameters={"min_reference_edges": project.contracts.min_reference_edges})
+        yield contracts.check_result(result, check_name="check_reference_overlap")
+
+    return [screen_data, control_cells, gene_universe, de_labels, gene_features, correlation_edges, reference_edges]

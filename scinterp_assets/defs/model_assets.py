@@ -1,0 +1,183 @@
+"""Model assets: the checkpoint (per model) and everything computed from its attention (per model x cell type)."""
+
+from __future__ import annotations
+
+import time
+
+import anndata as ad
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from scinterp_assets import __version__
+from scinterp_assets.config import ScinterpConfig
+from scinterp_assets.core.analyses.perturbation_prediction import (
+    PerturbationFilter,
+    per_perturbation_auroc,
+    perturbation_prediction_tests,
+)
+from scinterp_assets.core.analyses.reference_structure import reference_auroc_tests
+from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, random_score_set, score_sets_from_edges
+from scinterp_assets.core.attention.edges import attention_edge_table, evaluable_genes
+from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.models import load_model
+from scinterp_assets.core.stats.registry import registry_rows
+from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
+from scinterp_assets.resources.contracts import ContractRunner
+from scinterp_assets.resources.model_store import ModelStore
+
+GROUP = "model_evaluation"
+
+
+def _subsample_cells(controls: ad.AnnData, max_cells: int, seed: int) -> ad.AnnData:
+    if controls.n_obs <= max_cells:
+        return controls
+    chosen = np.sort(np.random.default_rng(seed).choice(controls.n_obs, size=max_cells, replace=False))
+    return controls[chosen]
+
+
+def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(partitions_def=MODEL_PARTITIONS, group_name=GROUP, kinds={"pytorch"})
+    def model_checkpoint(context: dg.AssetExecutionContext, model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
+        """A registered checkpoint folder: loaded once (safely) to validate it; family, shape and fingerprint."""
+        checkpoint = model_store.resolve(context.partition_key)
+        model = load_model(checkpoint.path)
+        description = {
+            "key": checkpoint.key,
+            "path": str(checkpoint.path),
+            "fingerprint": checkpoint.fingerprint,
+            "family": model.family,
+            "version": model.version,
+            "n_layers": model.n_layers,
+            "n_heads": model.n_heads,
+        }
+        return dg.Output(description, metadata={k: dg.MetadataValue.text(str(v)) for k, v in description.items()},
+                         data_version=dg.DataVersion(checkpoint.fingerprint))
+
+    @dg.asset(
+        partitions_def=multi_partitions,
+        group_name=GROUP,
+        deps=[model_checkpoint],
+        kinds={"pytorch", "numpy"},
+        check_specs=[dg.AssetCheckSpec("check_evaluable_coverage", asset="attention_scores", blocking=True)],
+    )
+    def attention_scores(context: dg.AssetExecutionContext, control_cells: ad.AnnData, gene_universe: pd.DataFrame,
+                         project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
+        """Summed attention (layers x heads x genes x genes) and pair counts over the control cells, streamed one
+        layer at a time (query = source row, key = target column)."""
+        model_key, _ = model_and_cell_type(context)
+        settings = project.attention
+        model = load_model(model_store.resolve(model_key).path)
+        cells = _subsample_cells(control_cells, settings.max_cells, project.seeds.attention)
+        coverage = model.coverage(cells[:, gene_universe["gene"].tolist()])
+        started = time.perf_counter()
+
+        def progress(done: int, total: int, elapsed: float) -> None:
+            if done == total or done % max(1, total // 5) < settings.batch_size:
+                context.log.info(f"attention: {done}/{total} cells, {done / max(elapsed, 1e-9):.1f} cells/s")
+
+        scores = model.attention_scores(cells, gene_universe["gene"].tolist(), layers=settings.layers,
+                                        batch_size=settings.batch_size, seed=project.seeds.attention,
+                                        device=settings.device, progress=progress)
+        seconds = time.perf_counter() - started
+        n_evaluable = len(evaluable_genes(scores))
+        yield dg.Output(scores, metadata={
+            "shape": dg.MetadataValue.text(str(scores.sum.shape)),
+            "cells": scores.n_cells,
+            "cells_per_second": float(scores.n_cells / max(seconds, 1e-9)),
+            "universe_genes_in_vocabulary": coverage.n_mapped,
+            "vocabulary_coverage": float(coverage.fraction),
+            "evaluable_genes": n_evaluable,
+        })
+        fraction = n_evaluable / max(len(gene_universe), 1)
+        yield dg.AssetCheckResult(
+            check_name="check_evaluable_coverage",
+            passed=bool(fraction >= project.contracts.min_evaluable_fraction),
+            metadata={"evaluable_fraction": fraction, "expected_at_least": project.contracts.min_evaluable_fraction,
+                      "evaluable_genes": n_evaluable, "unmapped_examples": ", ".join(coverage.unmapped[:10])},
+        )
+
+    @dg.asset(
+        partitions_def=multi_partitions,
+        group_name=GROUP,
+        check_specs=[dg.AssetCheckSpec("check_edge_table", asset="attention_edges", blocking=True)],
+    )
+    def attention_edges(attention_scores: AttentionScores, project: dg.ResourceParam[ScinterpConfig],
+                        contracts: dg.ResourceParam[ContractRunner]):
+        """Attention edge scores per layer, head-mean and head-max over heads (mean over cells holding both genes)."""
+        edges = attention_edge_table(attention_scores)
+        yield dg.Output(edges, metadata=frame_metadata(edges))
+        result = contracts.validate(
+            "edge_table", edges, parameters={"max_null_score_fraction": project.contracts.max_null_score_fraction})
+        yield contracts.check_result(result, check_name="check_edge_table")
+
+    @dg.asset(
+        partitions_def=multi_partitions,
+        group_name=GROUP,
+        check_specs=[dg.AssetCheckSpec("check_enough_perturbations", asset="perturbation_auroc", blocking=True)],
+    )
+    def perturbation_auroc(attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+                           correlation_edges: pd.DataFrame, gene_features: pd.DataFrame, de_labels: pd.DataFrame,
+                           project: dg.ResourceParam[ScinterpConfig]):
+        """Per-perturbation PF AUROC of attention, correlation and gene-level baselines on the evaluable set."""
+        genes = evaluable_genes(attention_scores)
+        score_sets = (score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+                      + gene_level_score_sets(gene_features, genes))
+        rule = PerturbationFilter(project.de_labels.min_positives, project.de_labels.min_negatives)
+        table = per_perturbation_auroc(de_labels, genes, score_sets, rule)
+        n_perturbations = table["perturbation"].nunique()
+        yield dg.Output(table, metadata={**frame_metadata(table), "perturbations": n_perturbations,
+                                         "evaluable_genes": len(genes)})
+        yield dg.AssetCheckResult(
+            check_name="check_enough_perturbations",
+            passed=bool(n_perturbations >= project.contracts.min_evaluable_perturbations),
+            metadata={"perturbations": n_perturbations, "expected_at_least": project.contracts.min_evaluable_perturbations},
+        )
+
+    def _shared_fields(context: dg.AssetExecutionContext, project: ScinterpConfig, model_store: ModelStore,
+                       universe_size: int) -> dict:
+        model_key, cell_type = model_and_cell_type(context)
+        return {
+            "model": model_key,
+            "checkpoint": model_store.resolve(model_key).fingerprint,
+            "cell_type": cell_type,
+            "modality": project.cell_types[cell_type].modality,
+            "universe_size": universe_size,
+            "code_version": f"{__version__}+{project.fingerprint()}",
+        }
+
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    def perturbation_prediction(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
+                                gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
+                                model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
+        """Registry rows for A01 (attention vs correlation) and A04 (gene-level baselines), paired Wilcoxon."""
+        rule = project.de_labels
+        rows = registry_rows(
+            perturbation_prediction_tests(perturbation_auroc),
+            **_shared_fields(context, project, model_store, len(gene_universe)),
+            negatives="non-DE universe targets",
+            label_rule=f"welch_t q<{rule.q_threshold} |dlog1p|>={rule.min_abs_log_difference}",
+            seed=project.seeds.control_sampling,
+        )
+        return dg.Output(rows, metadata=frame_metadata(rows))
+
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    def reference_structure(context: dg.AssetExecutionContext, attention_scores: AttentionScores,
+                            attention_edges: pd.DataFrame, correlation_edges: pd.DataFrame,
+                            reference_edges: pd.DataFrame, gene_universe: pd.DataFrame,
+                            project: dg.ResourceParam[ScinterpConfig],
+                            model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
+        """Registry rows for per-layer reference AUROC (part of A12) with correlation and a random control."""
+        genes = evaluable_genes(attention_scores)
+        score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+        score_sets.append(random_score_set(len(genes), project.seeds.random_scores))
+        rows = []
+        for resource, reference in reference_edges.groupby("resource"):
+            rows += reference_auroc_tests(reference, str(resource), genes, score_sets)
+        table = registry_rows(rows, **_shared_fields(context, project, model_store, len(gene_universe)),
+                              label_rule="reference membership", seed=project.seeds.random_scores)
+        return dg.Output(table, metadata=frame_metadata(table))
+
+    return [model_checkpoint, attention_scores, attention_edges, perturbation_auroc, perturbation_prediction,
+            reference_structure]
