@@ -1,0 +1,49 @@
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse, stats
+from statsmodels.stats.multitest import multipletests
+
+from scinterp_assets.core.datasets.de_labels import DELabelRule, compute_de_labels
+from scinterp_assets.core.datasets.preprocessing import log_normalize, sample_control_cells
+
+
+def _screen(seed=0):
+    rng = np.random.default_rng(seed)
+    genes = ["KD", "UP", "FLAT1", "FLAT2", "FLAT3"]
+    n_control, n_perturbed = 200, 60
+    means = np.array([40.0, 10.0, 20.0, 15.0, 5.0])
+    control = rng.poisson(means, size=(n_control, 5))
+    perturbed_means = means * np.array([0.2, 4.0, 1, 1, 1])  # knockdown of KD drives UP
+    perturbed = rng.poisson(perturbed_means, size=(n_perturbed, 5))
+    few = rng.poisson(means, size=(5, 5))
+    screen = ad.AnnData(
+        X=sparse.csr_matrix(np.vstack([control, perturbed, few]).astype(np.float32)),
+        obs=pd.DataFrame({"perturbation": ["non-targeting"] * n_control + ["KD"] * n_perturbed + ["RARE"] * 5},
+                         index=[f"c{i}" for i in range(n_control + n_perturbed + 5)]),
+        var=pd.DataFrame(index=genes),
+    )
+    screen.uns.update(control_label="non-targeting", modality="CRISPRi")
+    return screen
+
+
+def test_labels_match_a_scipy_loop_and_report_knockdown():
+    screen = _screen()
+    controls = sample_control_cells(screen, 10_000, seed=0, target_sum=1e4)
+    universe = list(screen.var_names)
+    rule = DELabelRule(q_threshold=0.05, min_abs_log_difference=0.5, min_cells=30)
+    result = compute_de_labels(screen, controls, universe, rule, 1e4)
+    labels = result.labels.set_index("target")
+    assert set(result.labels["perturbation"]) == {"KD"}  # RARE has 5 < 30 cells
+    assert "KD" not in labels.index  # the perturbed gene is removed
+    log_all = log_normalize(screen.X, 1e4)
+    pert = log_all[(screen.obs["perturbation"] == "KD").to_numpy()]
+    ctrl = log_all[(screen.obs["perturbation"] == "non-targeting").to_numpy()]
+    others = [1, 2, 3, 4]
+    p = [stats.ttest_ind(pert[:, j], ctrl[:, j], equal_var=False).pvalue for j in others]
+    np.testing.assert_allclose(labels["p_value"].to_numpy(), p, rtol=1e-10)
+    np.testing.assert_allclose(labels["q_value"].to_numpy(), multipletests(p, method="fdr_bh")[1], rtol=1e-10)
+    assert labels.loc["UP", "is_de"] and not labels.loc["FLAT1", "is_de"]
+    summary = result.summary.set_index("perturbation")
+    assert summary.loc["KD", "on_target_moved"] and summary.loc["KD", "on_target_log_difference"] < -1
+    assert not summary.loc["RARE", "tested"]

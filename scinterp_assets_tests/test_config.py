@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from scinterp_assets.config import ConfigError, load_config
+
+MINIMAL = """
+home: out
+checkpoint_dir: checkpoints
+cell_types:
+  synthetic_a: {kind: synthetic, modality: CRISPRi, wiring_seed: 1, seed: 2}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scinterp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_configuration_loads():
+    config = load_config(Path(__file__).parents[1] / "scinterp.yaml")
+    assert {c.modality for c in config.cell_types.values()} == {"CRISPRi", "CRISPRa"}
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    config = load_config(_write(tmp_path, MINIMAL))
+    assert config.home == tmp_path / "out"
+    assert config.checkpoint_dir == tmp_path / "checkpoints"
+
+
+def test_missing_file_names_the_environment_variable(tmp_path):
+    with pytest.raises(ConfigError, match="SCINTERP_CONFIG"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_h5ad_screen_pointing_at_missing_file(tmp_path):
+    text = MINIMAL + """
+  k562:
+    kind: h5ad
+    path: data/k562.h5ad
+    perturbation_column: gene
+    control_label: non-targeting
+    modality: CRISPRi
+"""
+    with pytest.raises(ConfigError, match=r"cell_types\.k562\.path.*k562\.h5ad does not exist"):
+        load_config(_write(tmp_path, text))
+
+
+def test_wrong_value_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'de_labels\.q_threshold'"):
+        load_config(_write(tmp_path, MINIMAL + "de_labels: {q_threshold: 3}\n"))
+
+
+def test_unknown_key_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="thresholdz"):
+        load_config(_write(tmp_path, MINIMAL + "thresholdz: 1\n"))
+
+
+def test_cell_type_name_must_be_a_partition_key(tmp_path):
+    text = MINIMAL.replace("synthetic_a:", "'K562 (day 8)':")
+    with pytest.raises(ConfigError, match="may only use letters"):
+        load_config(_write(tmp_path, text))
+
+
+def test_fingerprint_tracks_thresholds_not_paths(tmp_path):
+    base = load_config(_write(tmp_path, MINIMAL))
+    moved = load_config(_write(tmp_path, MINIMAL.replace("home: out", "home: elsewhere")))
+    stricter = load_config(_write(tmp_path, MINIMAL + "de_labels: {q_threshold: 0.01}\n"))
+    assert base.fingerprint() == moved.fingerprint() != stricter.fingerprint()
