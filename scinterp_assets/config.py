@@ -39,6 +39,7 @@ class SyntheticCellType(_Strict):
     wiring_seed: int = Field(ge=0)
     seed: int = Field(ge=0)
     n_genes: int = Field(default=300, ge=200)
+    n_tfs: int = Field(default=24, ge=20)
     n_control_cells: int = Field(default=1500, ge=100)
     n_perturbed_genes: int = Field(default=40, ge=30)
     cells_per_perturbation: int = Field(default=60, ge=10)

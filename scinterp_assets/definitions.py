@@ -4,7 +4,6 @@ Configuration is read at load time (SCINTERP_CONFIG, else ./scinterp.yaml); a wr
 a message naming the key and the fix.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -14,14 +14,14 @@ import time
 
 import dagster as dg
 
-from scinterp_assets.config import SyntheticCellType, get_config
+from scinterp_assets.config import ScinterpConfig, SyntheticCellType, get_config
 from scinterp_assets.core.models.pretrain import TinyGeneformerSpec, train_tiny_geneformer
 from scinterp_assets.defs.cell_type_assets import load_screen
-from scinterp_assets.definitions import defs
+from scinterp_assets.definitions import build_definitions
 
 
-def build_embedded_checkpoint(log=print) -> None:
-    config = get_config()
+def build_embedded_checkpoint(config: ScinterpConfig, log=print) -> None:
+    """Train the tiny Geneformer-format checkpoint on the synthetic cell types unless it exists."""
     settings = config.tiny_checkpoint
     target = config.checkpoint_dir / settings.folder_name
     if not settings.enabled or target.exists():
@@ -39,9 +39,9 @@ def build_embedded_checkpoint(log=print) -> None:
                           log=log)
 
 
-def _run(job_name: str, instance: dg.DagsterInstance, partition_key=None) -> None:
+def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key=None) -> None:
     started = time.perf_counter()
-    result = defs.get_job_def(job_name).execute_in_process(instance=instance, partition_key=partition_key,
+    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, partition_key=partition_key,
                                                            raise_on_error=False)
     label = f"{job_name} [{partition_key}]" if partition_key else job_name
     if not result.success:
@@ -49,12 +49,10 @@ def _run(job_name: str, instance: dg.DagsterInstance, partition_key=None) -> Non
     print(f"  {label}: ok in {time.perf_counter() - started:.1f} s")
 
 
-def main() -> int:
-    started = time.perf_counter()
-    config = get_config()
-    build_embedded_checkpoint()
-    instance = dg.DagsterInstance.get()
-    sensor = defs.get_sensor_def("checkpoint_sensor")
+def materialize_everything(config: ScinterpConfig, instance: dg.DagsterInstance) -> None:
+    """Register checkpoints through the sensor, then run every job for every partition, in dependency order."""
+    defs = build_definitions(config)
+    sensor = defs.resolve_sensor_def("checkpoint_sensor")
     with dg.build_sensor_context(instance=instance, definitions=defs) as context:
         tick = sensor(context)
     for request in tick.dynamic_partitions_requests:
@@ -62,12 +60,20 @@ def main() -> int:
     models = sorted(instance.get_dynamic_partitions("model"))
     print(f"models: {models}; cell types: {sorted(config.cell_types)}")
     for cell_type in sorted(config.cell_types):
-        _run("cell_type_job", instance, cell_type)
+        _run(defs, "cell_type_job", instance, cell_type)
     for model in models:
-        _run("checkpoint_job", instance, model)
+        _run(defs, "checkpoint_job", instance, model)
         for cell_type in sorted(config.cell_types):
-            _run("model_evaluation_job", instance, dg.MultiPartitionKey({"model": model, "cell_type": cell_type}))
-    _run("summary_job", instance)
+            _run(defs, "model_evaluation_job", instance,
+                 dg.MultiPartitionKey({"model": model, "cell_type": cell_type}))
+    _run(defs, "summary_job", instance)
+
+
+def main() -> int:
+    started = time.perf_counter()
+    config = get_config()
+    build_embedded_checkpoint(config)
+    materialize_everything(config, dg.DagsterInstance.get())
     storage = config.storage_dir
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     print(f"report: {config.report_dir / 'report.md'}")

@@ -1,6 +1,5 @@
 """Jobs, the checkpoint sensor and the nightly schedule."""
 
-from __future__ import annotations
 
 import json
 
@@ -11,7 +10,7 @@ from scinterp_assets.resources.model_store import ModelStore
 MODEL_EVALUATION_GROUP = "model_evaluation"
 
 
-def model_evaluation_job(multi_partitions: dg.MultiPartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def model_evaluation_job(multi_partitions: dg.MultiPartitionsDefinition):
     return dg.define_asset_job(
         "model_evaluation_job",
         selection=dg.AssetSelection.groups(MODEL_EVALUATION_GROUP) - dg.AssetSelection.assets("model_checkpoint"),
@@ -19,11 +18,11 @@ def model_evaluation_job(multi_partitions: dg.MultiPartitionsDefinition) -> dg.U
     )
 
 
-def checkpoint_job() -> dg.UnresolvedAssetJobDefinition:
+def checkpoint_job():
     return dg.define_asset_job("checkpoint_job", selection=dg.AssetSelection.assets("model_checkpoint"))
 
 
-def cell_type_job(partitions: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def cell_type_job(partitions: dg.PartitionsDefinition):
     return dg.define_asset_job("cell_type_job", selection=dg.AssetSelection.groups("cell_type_data"),
                                partitions_def=partitions)
 
@@ -41,7 +40,7 @@ def registered_fingerprint(instance: dg.DagsterInstance, model_key: str) -> str 
     return result.records[0].asset_materialization.tags.get("dagster/data_version")
 
 
-def summary_job() -> dg.UnresolvedAssetJobDefinition:
+def summary_job():
     return dg.define_asset_job("summary_job", selection=dg.AssetSelection.groups("summary"))
 
 

@@ -1,7 +1,6 @@
 """Model-independent assets, partitioned by cell type: the screen, its controls, universe, labels, features,
 correlation edges and the reference edges. Each body unpacks inputs, calls one core function, returns."""
 
-from __future__ import annotations
 
 import anndata as ad
 import dagster as dg
@@ -37,6 +36,7 @@ def load_screen(cell_type: SyntheticCellType | H5adCellType) -> ad.AnnData:
                 wiring_seed=cell_type.wiring_seed,
                 seed=cell_type.seed,
                 n_genes=cell_type.n_genes,
+                n_tfs=cell_type.n_tfs,
                 n_control_cells=cell_type.n_control_cells,
                 n_perturbed_genes=cell_type.n_perturbed_genes,
                 cells_per_perturbation=cell_type.cells_per_perturbation,

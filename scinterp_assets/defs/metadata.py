@@ -1,6 +1,5 @@
 """Metadata helpers shared by the assets: shapes, counts and a Markdown preview."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

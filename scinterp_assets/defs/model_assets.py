@@ -1,6 +1,5 @@
 """Model assets: the checkpoint (per model) and everything computed from its attention (per model x cell type)."""
 
-from __future__ import annotations
 
 import time
 

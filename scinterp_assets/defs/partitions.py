@@ -1,6 +1,5 @@
 """Partition definitions: `model` (dynamic, one key per registered checkpoint) x `cell_type` (static)."""
 
-from __future__ import annotations
 
 import dagster as dg
 

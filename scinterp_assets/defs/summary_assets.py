@@ -1,6 +1,5 @@
 """Fan-in assets over every model x cell type: the framework-wide test registry and the report."""
 
-from __future__ import annotations
 
 import base64
 

@@ -1,0 +1,103 @@
+"""Gene-by-gene attention accumulators: what attention extraction produces and edge scoring reads.
+
+Edge score (FRAMEWORK.md section 4): for each layer and head, the attention probability A[query = source,
+key = target] summed over the cells in which both genes are present, divided by that pair count.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AttentionScores:
+    """Summed attention probabilities and pair counts over cells.
+
+    genes:   the G gene identifiers (entries of the input's var_names); index order of both axes below
+    layers:  the L model layer indices accumulated (0-based), in accumulator order
+    sum:     float64 (L, H, G, G); sum over cells of attention probability, row = query (source) gene,
+             column = key (target) gene; unitless (probabilities)
+    count:   int64 (G, G); cells in which both genes were among the cell's tokens (diagonal: cells holding
+             the gene)
+    n_cells: cells that went through the model
+    """
+
+    genes: tuple[str, ...]
+    layers: tuple[int, ...]
+    sum: np.ndarray
+    count: np.ndarray
+    n_cells: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "genes", tuple(str(g) for g in self.genes))
+        object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
+        n_genes, n_layers = len(self.genes), len(self.layers)
+        if len(set(self.genes)) != n_genes:
+            raise ValueError("AttentionScores.genes has duplicates; each gene needs one row and one column")
+        if len(set(self.layers)) != n_layers:
+            raise ValueError(f"AttentionScores.layers has duplicates: {self.layers}")
+        if self.sum.dtype != np.float64 or self.sum.ndim != 4 or self.sum.shape[0] != n_layers or (
+            self.sum.shape[2:] != (n_genes, n_genes)
+        ):
+            raise ValueError(
+                f"AttentionScores.sum must be float64 (L={n_layers}, H, G={n_genes}, G={n_genes}); "
+                f"got {self.sum.dtype} {self.sum.shape}"
+            )
+        if self.count.dtype != np.int64 or self.count.shape != (n_genes, n_genes):
+            raise ValueError(
+                f"AttentionScores.count must be int64 (G={n_genes}, G={n_genes}); got {self.count.dtype} "
+                f"{self.count.shape}"
+            )
+        out_of_range = self.count.size and (self.count.min() < 0 or self.count.max() > self.n_cells)
+        if self.n_cells < 0 or out_of_range:
+            raise ValueError(f"AttentionScores.count must lie in [0, n_cells={self.n_cells}]")
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.sum.shape[1])
+
+    def mean(self) -> np.ndarray:
+        """Mean attention per pair, float64 (L, H, G, G) = sum / count; NaN where count is 0 and on the
+        diagonal (self-attention of a gene is not an edge)."""
+        count = self.count.astype(np.float64)
+        count[count == 0] = np.nan
+        np.fill_diagonal(count, np.nan)
+        return self.sum / count
+
+    def save(self, path: str | Path) -> Path:
+        """Write one .npz file atomically (temp file in the same folder, then rename); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(
+                    stream,
+                    genes=np.asarray(self.genes, dtype=np.str_),
+                    layers=np.asarray(self.layers, dtype=np.int64),
+                    sum=self.sum,
+                    count=self.count,
+                    n_cells=np.int64(self.n_cells),
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> AttentionScores:
+        """Read a file written by `save` (no pickled objects are admitted)."""
+        with np.load(Path(path), allow_pickle=False) as stored:
+            return cls(
+                genes=tuple(stored["genes"].tolist()),
+                layers=tuple(stored["layers"].tolist()),
+                sum=stored["sum"],
+                count=stored["count"],
+                n_cells=int(stored["n_cells"]),
+            )

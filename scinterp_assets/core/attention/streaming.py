@@ -1,0 +1,152 @@
+"""The model-independent half of attention extraction: batching cells and reducing attention on the fly.
+
+All layers' attention for one long cell is gigabytes on large models (FRAMEWORK.md section 4), so a model
+adapter runs its encoder one layer at a time and hands each layer's probabilities (B, H, n, n) to
+`AttentionAccumulator.add_layer`, which scatter-adds the selected gene pairs into float64 (L, H, G, G)
+accumulators and lets the tensor go. Adapters only have to say, per batch, which accumulator gene each
+token position is (`slots`, -1 for padding, special tokens and genes outside the requested set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from scinterp_assets.core.attention.scores import AttentionScores
+
+# progress(cells_done, cells_total, seconds_elapsed), called after each batch
+ProgressCallback = Callable[[int, int, float], None]
+NOT_ACCUMULATED = -1
+
+
+def plan_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Group cell indices into batches of similar token length, longest first.
+
+    Sorting by length keeps padding (wasted attention compute) small; longest first makes an out-of-memory
+    batch fail at once rather than at the end. The sort is stable, so the plan is deterministic.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def pad_sequences(sequences: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad 1-D integer sequences: returns ids int64 (B, n_max) and attention mask bool (B, n_max)."""
+    n_max = max(len(seq) for seq in sequences)
+    ids = np.full((len(sequences), n_max), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), n_max), dtype=bool)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = True
+    return ids, mask
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the block with `num_threads` intra-op threads (None: leave torch's default), then restore."""
+    if num_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class CellSelection:
+    """The accumulated token positions of each cell in one batch.
+
+    positions: per cell, int64 (K_b,) token positions in the padded batch
+    slots:     per cell, int64 (K_b,) accumulator gene index in [0, G) of those positions, all distinct
+    """
+
+    positions: tuple[torch.Tensor, ...]
+    slots: tuple[torch.Tensor, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.positions) != len(self.slots):
+            raise ValueError("CellSelection needs one positions and one slots tensor per cell")
+        for pos, slot in zip(self.positions, self.slots):
+            if pos.shape != slot.shape or pos.ndim != 1:
+                raise ValueError(f"CellSelection: positions {tuple(pos.shape)} != slots {tuple(slot.shape)}")
+
+
+class AttentionAccumulator:
+    """Float64 sum (L, H, G, G) and int64 pair count (G, G) accumulators, kept on the compute device.
+
+    Use per batch: `selection = acc.add_cells(slots)` once, then `acc.add_layer(layer, probs, selection)` for
+    each requested layer; `acc.result()` moves everything to numpy at the end.
+    """
+
+    def __init__(self, genes: Sequence[str], layers: Sequence[int], n_heads: int, device: str | torch.device):
+        self.genes = tuple(genes)
+        self.layers = tuple(int(layer) for layer in layers)
+        self._layer_row = {layer: row for row, layer in enumerate(self.layers)}
+        n_genes = len(self.genes)
+        self.device = torch.device(device)
+        shape = (len(self.layers), n_heads, n_genes, n_genes)
+        self.sum = torch.zeros(shape, dtype=torch.float64, device=self.device)
+        self.count = torch.zeros((n_genes, n_genes), dtype=torch.int64, device=self.device)
+        self.n_cells = 0
+
+    def _pair_index(self, slots: torch.Tensor) -> torch.Tensor:
+        """Flattened (source * G + target) index of every ordered pair of a cell's slots: (K * K,)."""
+        return (slots[:, None] * len(self.genes) + slots[None, :]).reshape(-1)
+
+    def add_cells(self, slots: torch.Tensor) -> CellSelection:
+        """Count the gene pairs of one batch of cells (once per cell) and return their selection.
+
+        slots: int64 (B, n) accumulator gene index of each token position, NOT_ACCUMULATED (-1) for positions
+        that are skipped (padding, special tokens, genes outside the requested set).
+        """
+        if slots.ndim != 2:
+            raise ValueError(f"slots must be (B, n), got {tuple(slots.shape)}")
+        slots = slots.to(self.device)
+        positions, cell_slots = [], []
+        flat_count = self.count.view(-1)
+        for row in slots:
+            pos = torch.nonzero(row != NOT_ACCUMULATED).squeeze(1)
+            slot = row[pos]
+            # A repeated gene within one cell would be counted twice and break mean() = sum / count.
+            if torch.unique(slot).numel() != slot.numel():
+                raise ValueError("a cell maps two token positions to the same accumulator gene")
+            pair = self._pair_index(slot)
+            flat_count.index_add_(0, pair, torch.ones_like(pair))
+            positions.append(pos)
+            cell_slots.append(slot)
+        self.n_cells += int(slots.shape[0])
+        return CellSelection(tuple(positions), tuple(cell_slots))
+
+    def add_layer(self, layer: int, probs: torch.Tensor, selection: CellSelection) -> None:
+        """Add one layer's attention probabilities (B, H, n, n), query x key, for the selected positions."""
+        row = self._layer_row[layer]
+        n_heads = self.sum.shape[1]
+        if probs.ndim != 4 or probs.shape[1] != n_heads or probs.shape[0] != len(selection.positions):
+            raise ValueError(
+                f"probs must be (B={len(selection.positions)}, H={n_heads}, n, n), got {tuple(probs.shape)}"
+            )
+        target = self.sum[row].view(n_heads, -1)
+        # One cell at a time bounds the float64 temporary to H * K^2 whatever the batch size.
+        for cell, (pos, slot) in enumerate(zip(selection.positions, selection.slots)):
+            if pos.numel() == 0:
+                continue
+            block = probs[cell][:, pos[:, None], pos[None, :]]
+            target.index_add_(1, self._pair_index(slot), block.reshape(n_heads, -1).to(torch.float64))
+
+    def result(self) -> AttentionScores:
+        """The accumulated scores as numpy arrays on the host."""
+        return AttentionScores(
+            genes=self.genes,
+            layers=self.layers,
+            sum=self.sum.cpu().numpy(),
+            count=self.count.cpu().numpy(),
+            n_cells=self.n_cells,
+        )

@@ -1,0 +1,403 @@
+"""Geneformer: checkpoint folder loading, rank-value tokenisation, and streaming attention extraction.
+
+A Geneformer checkpoint is a Hugging Face BertForMaskedLM folder (config.json + model.safetensors or
+pytorch_model.bin) with three pickled dictionaries beside it: token ids, gene medians, gene names.
+Tokenisation (FRAMEWORK.md section 4): counts / total counts * 10,000 / gene median, zeros and unknown
+genes dropped, sorted descending, truncated to the model input size; V2 adds <cls> and <eos>.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.attention.streaming import (
+    NOT_ACCUMULATED,
+    AttentionAccumulator,
+    ProgressCallback,
+    pad_sequences,
+    plan_batches,
+    torch_threads,
+)
+from scinterp_assets.core.models.dictionaries import ModelLoadError, load_pickled_dictionary
+
+TARGET_SUM = 10_000.0
+V1_INPUT_SIZE = 2048  # genes per cell, no special tokens
+V2_INPUT_SIZE = 4096  # tokens per cell including <cls> and <eos>
+PAD, MASK, CLS, EOS = "<pad>", "<mask>", "<cls>", "<eos>"
+DICTIONARY_STEMS = {
+    "token": "token_dictionary",
+    "median": "gene_median_dictionary",
+    "name": "gene_name_id_dict",
+}
+# Released file names carry the training-corpus suffix (e.g. token_dictionary_gc104M.pkl).
+RELEASE_SUFFIXES = ("", "_gc30M", "_gc95M", "_gc104M")
+_VERSION_SUFFIX = re.compile(r"\.\d+$")
+
+
+class CountDataError(ValueError):
+    """The expression matrix is not raw counts, which rank-value tokenisation needs."""
+
+
+@dataclass(frozen=True)
+class GeneCoverage:
+    """How many of a data set's genes the model's vocabulary holds.
+
+    unmapped: var names with no token of their own (not in the vocabulary or without a median, or a repeat
+    of an earlier var's Ensembl id, whose counts are merged into that var as Geneformer's tokeniser does).
+    """
+
+    n_genes: int
+    n_mapped: int
+    fraction: float
+    unmapped: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.n_mapped + len(self.unmapped) != self.n_genes:
+            raise ValueError(f"GeneCoverage: {self.n_mapped} mapped + {len(self.unmapped)} unmapped != total")
+        expected = self.n_mapped / self.n_genes if self.n_genes else 0.0
+        if not np.isclose(self.fraction, expected):
+            raise ValueError(f"GeneCoverage.fraction {self.fraction} != n_mapped / n_genes = {expected}")
+
+
+@dataclass(frozen=True)
+class GeneMapping:
+    """Token of each var of a data set.
+
+    tokens:  int64 (n_vars,) token id of each var, -1 where the var has none
+    owner:   bool (n_vars,) True for the var that owns its token (first var of a repeated Ensembl id)
+    """
+
+    var_names: tuple[str, ...]
+    tokens: np.ndarray
+    owner: np.ndarray
+
+    def __post_init__(self) -> None:
+        n_vars = len(self.var_names)
+        if self.tokens.shape != (n_vars,) or self.owner.shape != (n_vars,):
+            raise ValueError(f"GeneMapping arrays must be ({n_vars},)")
+        if np.any(self.owner & (self.tokens < 0)):
+            raise ValueError("GeneMapping: a var without a token cannot own one")
+
+    def coverage(self) -> GeneCoverage:
+        n_genes, n_mapped = len(self.var_names), int(self.owner.sum())
+        unmapped = tuple(name for name, own in zip(self.var_names, self.owner) if not own)
+        return GeneCoverage(n_genes, n_mapped, n_mapped / n_genes if n_genes else 0.0, unmapped)
+
+
+def count_matrix(adata: AnnData, layer: str | None = None) -> sp.csr_matrix:
+    """adata.X (or a layer) as float64 CSR after checking it holds raw counts; raises CountDataError."""
+    field = "X" if layer is None else f"layers[{layer!r}]"
+    matrix = adata.X if layer is None else adata.layers[layer]
+    if matrix is None:
+        raise CountDataError(f"adata.{field} is empty; the Geneformer tokeniser needs raw counts there")
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    values = matrix.data
+    if values.size and (not np.all(np.isfinite(values)) or values.min() < 0):
+        raise CountDataError(
+            f"adata.{field} holds negative or non-finite values; rank-value tokenisation needs raw counts "
+            f"(non-negative integers): pass the raw-count matrix as {field}"
+        )
+    if values.size and np.any(values != np.floor(values)):
+        raise CountDataError(
+            f"adata.{field} holds non-integer values (looks normalised or log-transformed); a raw-count "
+            "layer is required: put the raw counts in X or pass layer='<name of the raw-count layer>'"
+        )
+    return matrix
+
+
+class RankValueTokenizer:
+    """Geneformer's rank-value encoding over one vocabulary.
+
+    token_ids:  Ensembl id -> token id (special tokens are named <...>)
+    medians:    Ensembl id -> median normalised expression (counts per 10,000) of the training corpus
+    symbol_ids: gene symbol -> Ensembl id
+    max_genes:  genes kept per cell (highest ranks)
+    """
+
+    def __init__(self, token_ids: dict, medians: dict, symbol_ids: dict, max_genes: int):
+        self.token_ids = {str(key): int(value) for key, value in token_ids.items()}
+        self.medians = {str(key): float(value) for key, value in medians.items()}
+        self.symbol_ids = {str(key): str(value) for key, value in symbol_ids.items()}
+        self.max_genes = int(max_genes)
+        self.pad_token = self.token_ids[PAD]
+        self.cls_token = self.token_ids.get(CLS)
+        self.eos_token = self.token_ids.get(EOS)
+        self.is_v2 = self.cls_token is not None and self.eos_token is not None
+        # A gene can be ranked only with a positive median (it is the divisor of its normalised expression).
+        self._gene_tokens = {
+            gene: token
+            for gene, token in self.token_ids.items()
+            if not gene.startswith("<") and 0 < self.medians.get(gene, np.nan) < np.inf
+        }
+
+    def _ensembl_ids(self, adata: AnnData) -> list[str | None]:
+        """Ensembl id of each var: var["ensembl_id"], else var_names as ids or as symbols (whichever fits)."""
+        if "ensembl_id" in adata.var.columns:
+            return [None if pd.isna(value) else str(value) for value in adata.var["ensembl_id"]]
+        names = [str(name) for name in adata.var_names]
+        as_ids = sum(self._lookup(name) is not None for name in names)
+        as_symbols = sum(self._lookup(self.symbol_ids.get(name)) is not None for name in names)
+        return names if as_ids >= as_symbols and as_ids > 0 else [self.symbol_ids.get(name) for name in names]
+
+    def _lookup(self, ensembl_id: str | None) -> int | None:
+        """Token of an Ensembl id, trying it without a version suffix (ENSG...12.3 -> ENSG...12) too."""
+        if ensembl_id is None:
+            return None
+        token = self._gene_tokens.get(ensembl_id)
+        return token if token is not None else self._gene_tokens.get(_VERSION_SUFFIX.sub("", ensembl_id))
+
+    def map_genes(self, adata: AnnData) -> GeneMapping:
+        looked_up = [self._lookup(ensembl_id) for ensembl_id in self._ensembl_ids(adata)]
+        tokens = np.array([-1 if token is None else token for token in looked_up], dtype=np.int64)
+        owner = np.zeros(len(tokens), dtype=bool)
+        seen: set[int] = set()
+        for column, token in enumerate(tokens):
+            if token >= 0 and token not in seen:
+                owner[column] = True
+                seen.add(int(token))
+        return GeneMapping(tuple(str(name) for name in adata.var_names), tokens, owner)
+
+    def tokenize(
+        self,
+        adata: AnnData,
+        mapping: GeneMapping | None = None,
+        *,
+        layer: str | None = None,
+        context: np.ndarray | None = None,
+    ) -> list[np.ndarray]:
+        """Token ids of each cell (int64 (n_tokens,), highest normalised expression first).
+
+        Ties are broken by token id so the order is deterministic. `context` (bool (n_vars,)) restricts which
+        genes may appear; total counts are always taken over all genes of `adata`.
+        """
+        mapping = mapping if mapping is not None else self.map_genes(adata)
+        counts = count_matrix(adata, layer)
+        usable = mapping.tokens >= 0 if context is None else (mapping.tokens >= 0) & context
+        used_tokens, column_of_var = np.unique(mapping.tokens[usable], return_inverse=True)
+        # Sparse projection var -> used token: sums repeated Ensembl ids, drops unknown genes, in one product.
+        projection = sp.csr_matrix(
+            (np.ones(usable.sum()), (np.flatnonzero(usable), column_of_var)),
+            shape=(counts.shape[1], len(used_tokens)),
+        )
+        token_gene = {token: gene for gene, token in self._gene_tokens.items()}
+        medians = np.array([self.medians[token_gene[token]] for token in used_tokens], dtype=np.float64)
+        totals = np.asarray(counts.sum(axis=1)).ravel()
+        scale = np.divide(TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
+        expression = sp.csr_matrix(sp.diags(scale) @ (counts @ projection) @ sp.diags(1.0 / medians))
+        cells = []
+        for row in range(expression.shape[0]):
+            start, stop = expression.indptr[row], expression.indptr[row + 1]
+            values, tokens = expression.data[start:stop], used_tokens[expression.indices[start:stop]]
+            keep = values > 0
+            values, tokens = values[keep], tokens[keep]
+            ranked = tokens[np.lexsort((tokens, -values))][: self.max_genes]
+            if self.is_v2:
+                ranked = np.concatenate([[self.cls_token], ranked, [self.eos_token]])
+            cells.append(ranked.astype(np.int64))
+        return cells
+
+
+def find_dictionaries(folder: Path) -> dict[str, Path]:
+    """Paths of the three dictionaries in a checkpoint folder; ModelLoadError names any that is missing."""
+    found, problems = {}, []
+    for kind, stem in DICTIONARY_STEMS.items():
+        candidates = [folder / f"{stem}{suffix}.pkl" for suffix in RELEASE_SUFFIXES]
+        present = [path for path in candidates if path.is_file()]
+        if len(present) == 1:
+            found[kind] = present[0]
+        elif not present:
+            problems.append(f"missing {stem}.pkl (or a released variant such as {stem}_gc104M.pkl)")
+        else:
+            problems.append(f"several {stem} files {[p.name for p in present]}: keep only the model's own")
+    if problems:
+        raise ModelLoadError(
+            f"{folder}: {'; '.join(problems)}. Fix: copy the dictionaries that ship with the model "
+            "(token_dictionary, gene_median_dictionary, gene_name_id_dict pickles) next to config.json."
+        )
+    return found
+
+
+def read_bert_config(folder: Path) -> dict:
+    """config.json of a folder as a dict; raises ModelLoadError when unreadable."""
+    path = folder / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path}: cannot read the model configuration ({err})") from err
+
+
+def _weights_are_safetensors(folder: Path) -> bool:
+    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
+        return True
+    if (folder / "pytorch_model.bin").is_file() or (folder / "pytorch_model.bin.index.json").is_file():
+        return False
+    raise ModelLoadError(
+        f"{folder}: no weights found ({sorted(p.name for p in folder.iterdir())}); a Geneformer folder holds "
+        "model.safetensors (preferred) or pytorch_model.bin beside config.json"
+    )
+
+
+def load_geneformer(folder: str | Path) -> GeneformerModel:
+    """Load a Geneformer checkpoint folder without executing code from it (safetensors or weights-only)."""
+    from transformers import BertForMaskedLM  # deferred: importing transformers costs seconds
+
+    folder = Path(folder)
+    config = read_bert_config(folder)
+    if config.get("model_type") != "bert":
+        raise ModelLoadError(
+            f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, expected 'bert'"
+        )
+    paths = find_dictionaries(folder)
+    token_ids = load_pickled_dictionary(paths["token"])
+    if PAD not in token_ids:
+        raise ModelLoadError(f"{paths['token']}: no {PAD} token; this is not a Geneformer token dictionary")
+    vocab_size = config.get("vocab_size")
+    top_token = max(int(token) for token in token_ids.values())
+    if not isinstance(vocab_size, int) or len(token_ids) != vocab_size or top_token >= vocab_size:
+        raise ModelLoadError(
+            f"{folder}: the token dictionary {paths['token'].name} has {len(token_ids)} tokens but "
+            f"config.json vocab_size is {vocab_size}; the dictionaries belong to a different model version"
+        )
+    is_v2 = CLS in token_ids and EOS in token_ids
+    max_positions = int(config.get("max_position_embeddings", V2_INPUT_SIZE if is_v2 else V1_INPUT_SIZE))
+    max_genes = min(V2_INPUT_SIZE, max_positions) - 2 if is_v2 else min(V1_INPUT_SIZE, max_positions)
+    tokenizer = RankValueTokenizer(
+        token_ids, load_pickled_dictionary(paths["median"]), load_pickled_dictionary(paths["name"]), max_genes
+    )
+    try:
+        bert, report = BertForMaskedLM.from_pretrained(
+            folder,
+            attn_implementation="eager",  # the only implementation that returns attention probabilities
+            dtype=torch.float32,  # transformers 5 defaults to the checkpoint's own dtype ("auto")
+            use_safetensors=_weights_are_safetensors(folder),
+            weights_only=True,
+            local_files_only=True,
+            output_loading_info=True,
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelLoadError(f"{folder}: cannot load the BERT weights ({type(err).__name__}: {err})") from err
+    # from_pretrained re-initialises absent weights at random and only prints a report; an encoder with
+    # random layers would yield plausible-looking but meaningless attention. (A missing MLM head is fine.)
+    absent = [key for key in report["missing_keys"] if key.startswith("bert.")]
+    absent += list(report["mismatched_keys"])
+    if absent:
+        examples = sorted(map(str, absent))[:3]
+        raise ModelLoadError(
+            f"{folder}: the weights lack or mis-shape {len(absent)} encoder tensor(s), e.g. {examples}; the "
+            "weight file does not match config.json"
+        )
+    return GeneformerModel(folder, bert.eval(), tokenizer)
+
+
+class GeneformerModel:
+    """A loaded Geneformer checkpoint: tokeniser, BERT encoder and attention extraction."""
+
+    family = "geneformer"
+
+    def __init__(self, checkpoint_dir: Path, bert, tokenizer: RankValueTokenizer):
+        self.checkpoint_dir = checkpoint_dir
+        self.bert = bert
+        self.tokenizer = tokenizer
+        self.n_layers = int(bert.config.num_hidden_layers)
+        self.n_heads = int(bert.config.num_attention_heads)
+        self.version = "V2" if tokenizer.is_v2 else "V1"
+
+    def coverage(self, adata: AnnData) -> GeneCoverage:
+        return self.tokenizer.map_genes(adata).coverage()
+
+    def attention_scores(
+        self,
+        adata: AnnData,
+        genes: list[str] | tuple[str, ...],
+        layers: list[int] | tuple[int, ...] | None = None,
+        batch_size: int = 8,
+        seed: int = 0,
+        device: str = "cpu",
+        progress: ProgressCallback | None = None,
+        *,
+        layer: str | None = None,
+        restrict_context: bool = False,
+        num_threads: int | None = None,
+    ) -> AttentionScores:
+        """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names).
+
+        Each cell is tokenised over all genes the model knows (`restrict_context=True`: over `genes` only);
+        rows and columns are accumulated for `genes` only. `layer` names a raw-count layer to use instead of
+        X. `seed` is accepted for parity with stochastic tokenisers; Geneformer's is deterministic. The
+        model is moved to `device`.
+        """
+        del seed  # nothing random: rank-value encoding and eval-mode BERT are deterministic
+        genes = tuple(str(gene) for gene in genes)
+        var_index = {str(name): i for i, name in enumerate(adata.var_names)}
+        missing = [gene for gene in genes if gene not in var_index]
+        if missing or len(set(genes)) != len(genes):
+            raise ValueError(f"genes must be distinct entries of adata.var_names (not found: {missing[:10]})")
+        layers = tuple(range(self.n_layers)) if layers is None else tuple(sorted({int(i) for i in layers}))
+        if not layers or layers[0] < 0 or layers[-1] >= self.n_layers:
+            raise ValueError(f"layers must lie in [0, {self.n_layers}); got {layers}")
+
+        mapping = self.tokenizer.map_genes(adata)
+        gene_columns = np.array([var_index[gene] for gene in genes], dtype=np.int64)
+        context = None
+        if restrict_context:
+            context = np.zeros(adata.n_vars, dtype=bool)
+            context[gene_columns] = True
+        cells = self.tokenizer.tokenize(adata, mapping, layer=layer, context=context)
+        cells = [cell for cell in cells if len(cell)]  # a cell with no known gene has nothing to attend to
+        # token id -> accumulator row; tokens of unrequested genes, specials and padding stay NOT_ACCUMULATED
+        slot_of_token = np.full(self.bert.config.vocab_size, NOT_ACCUMULATED, dtype=np.int64)
+        for slot, column in enumerate(gene_columns):
+            if mapping.owner[column]:
+                slot_of_token[mapping.tokens[column]] = slot
+
+        accumulator = AttentionAccumulator(genes, layers, self.n_heads, device)
+        started, done = time.perf_counter(), 0
+        with torch.inference_mode(), torch_threads(num_threads):
+            self.bert.to(device)
+            for batch in plan_batches([len(cell) for cell in cells], batch_size):
+                ids, mask = pad_sequences([cells[i] for i in batch], self.tokenizer.pad_token)
+                slots = np.where(mask, slot_of_token[ids], NOT_ACCUMULATED)
+                selection = accumulator.add_cells(torch.from_numpy(slots))
+                layer_probs = self.layer_attention(torch.from_numpy(ids), torch.from_numpy(mask), layers[-1])
+                for index, probs in layer_probs:
+                    if index in accumulator.layers:
+                        accumulator.add_layer(index, probs, selection)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(cells), time.perf_counter() - started)
+        return accumulator.result()
+
+    def layer_attention(self, ids: torch.Tensor, mask: torch.Tensor, last_layer: int):
+        """Run the encoder up to `last_layer`, yielding (layer index, probabilities (B, H, n, n)) per layer.
+
+        ids: int64 (B, n) token ids; mask: bool (B, n), False at padding. Each layer's probabilities are
+        captured from its self-attention module by a hook that is removed after the layer has run, so only
+        one layer's attention is alive at a time.
+        """
+        device = self.bert.device
+        ids, mask = ids.to(device), mask.to(device)
+        hidden = self.bert.bert.embeddings(input_ids=ids)
+        # Additive key mask (B, 1, 1, n) as transformers' eager path builds it: dtype minimum at padding.
+        key_mask = (~mask)[:, None, None, :].to(hidden.dtype) * torch.finfo(hidden.dtype).min
+        for index, bert_layer in enumerate(self.bert.bert.encoder.layer[: last_layer + 1]):
+            captured: list[torch.Tensor] = []
+            # BertSelfAttention returns (context, probabilities); BertLayer drops the probabilities.
+            hook = bert_layer.attention.self.register_forward_hook(
+                lambda _module, _inputs, output: captured.append(output[1])
+            )
+            try:
+                hidden = bert_layer(hidden, key_mask)
+            finally:
+                hook.remove()
+            yield index, captured.pop()

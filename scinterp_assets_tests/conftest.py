@@ -1,0 +1,49 @@
+"""Shared fixtures: a small project configuration in a temporary folder, and its Dagster instance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from scinterp_assets.config import ScinterpConfig, load_config
+
+# The code location module reads its configuration at import; point it at the repository's file.
+os.environ.setdefault("SCINTERP_CONFIG", str(Path(__file__).parents[1] / "scinterp.yaml"))
+
+SMALL_PROJECT = """
+home: out
+checkpoint_dir: checkpoints
+cell_types:
+  synthetic_a:
+    kind: synthetic
+    modality: CRISPRi
+    wiring_seed: 1
+    seed: 3
+    n_control_cells: 300
+    n_perturbed_genes: 30
+    cells_per_perturbation: 40
+preprocessing: {n_control_cells: 300, n_hvg: 150}
+attention: {batch_size: 16, max_cells: 120}
+tiny_checkpoint: {max_seconds: 20, max_steps: 60}
+"""
+
+
+def write_project(folder: Path, text: str = SMALL_PROJECT) -> ScinterpConfig:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "scinterp.yaml"
+    path.write_text(text)
+    return load_config(path)
+
+
+@pytest.fixture
+def small_project(tmp_path) -> ScinterpConfig:
+    return write_project(tmp_path / "project")
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance

@@ -1,0 +1,258 @@
+"""Tests for the synthetic world simulator (FRAMEWORK A25): contract, determinism, and planted signal."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse, stats
+from sklearn.metrics import roc_auc_score
+
+from scinterp_assets.core.datasets.synthetic import CONTROL_LABEL, SyntheticWorldSpec, simulate_world
+
+TRUTH_TABLES = ("truth_edges", "truth_effects", "truth_perturbation_strength", "truth_modules")
+
+
+@pytest.fixture(scope="module")
+def crispri_world() -> ad.AnnData:
+    return simulate_world(SyntheticWorldSpec(modality="CRISPRi"))
+
+
+@pytest.fixture(scope="module")
+def crispra_world() -> ad.AnnData:
+    return simulate_world(SyntheticWorldSpec(modality="CRISPRa"))
+
+
+def log_cp10k(adata: ad.AnnData) -> np.ndarray:
+    """(cells, genes) log1p of counts per 10,000: the framework's normalisation for statistics."""
+    counts = adata.X.toarray().astype(np.float64)
+    return np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
+
+
+def control_mask(adata: ad.AnnData) -> np.ndarray:
+    return (adata.obs["perturbation"] == adata.uns["control_label"]).to_numpy()
+
+
+def de_positive_counts(adata: ad.AnnData) -> pd.Series:
+    """DE positives per perturbation by the framework's rule (section 3), the perturbed gene removed.
+
+    Welch t-test of perturbed vs control cells on log1p CP10k, BH over genes; positive when q < 0.05 and
+    |difference of mean log1p| >= 0.5.
+    """
+    expression, controls = log_cp10k(adata), control_mask(adata)
+    genes = adata.var_names.to_numpy()
+    positives = {}
+    for perturbation in adata.uns["truth_perturbation_strength"]["perturbation"]:
+        others = genes != perturbation
+        perturbed = expression[(adata.obs["perturbation"] == perturbation).to_numpy()][:, others]
+        control = expression[controls][:, others]
+        p_values = stats.ttest_ind(perturbed, control, equal_var=False).pvalue
+        q_values = stats.false_discovery_control(np.nan_to_num(p_values, nan=1.0))  # NaN: constant gene
+        difference = perturbed.mean(axis=0) - control.mean(axis=0)
+        positives[perturbation] = int(((q_values < 0.05) & (np.abs(difference) >= 0.5)).sum())
+    return pd.Series(positives)
+
+
+def perturbed_to_control_ratio(adata: ad.AnnData, gene: str) -> float:
+    """Mean CP10k of ``gene`` in the cells perturbing it over its mean CP10k in control cells."""
+    counts = adata.X.toarray().astype(np.float64)
+    cp10k = counts / counts.sum(axis=1, keepdims=True) * 1e4
+    column = adata.var_names.get_loc(gene)
+    perturbed = (adata.obs["perturbation"] == gene).to_numpy()
+    return cp10k[perturbed, column].mean() / cp10k[control_mask(adata), column].mean()
+
+
+def best_expressed_perturbed_gene(adata: ad.AnnData) -> str:
+    control_means = pd.Series(np.asarray(adata.X[control_mask(adata)].mean(axis=0)).ravel(),
+                              index=adata.var_names)
+    return control_means[adata.uns["truth_perturbation_strength"]["perturbation"]].idxmax()
+
+
+def test_same_spec_gives_a_bit_identical_world(crispri_world: ad.AnnData) -> None:
+    again = simulate_world(SyntheticWorldSpec(modality="CRISPRi"))
+    assert (crispri_world.X != again.X).nnz == 0
+    pd.testing.assert_frame_equal(crispri_world.obs, again.obs)
+    for table in TRUTH_TABLES:
+        pd.testing.assert_frame_equal(crispri_world.uns[table], again.uns[table])
+
+
+def test_wiring_seed_changes_the_network_but_not_gene_identity(crispri_world: ad.AnnData) -> None:
+    other = simulate_world(SyntheticWorldSpec(modality="CRISPRi", wiring_seed=1))
+    assert list(other.var_names) == list(crispri_world.var_names)
+    assert list(other.var["ensembl_id"]) == list(crispri_world.var["ensembl_id"])
+    edges = {tuple(row) for row in crispri_world.uns["truth_edges"][["source", "target"]].to_numpy()}
+    other_edges = {tuple(row) for row in other.uns["truth_edges"][["source", "target"]].to_numpy()}
+    assert len(edges & other_edges) < 0.5 * len(edges)
+
+
+def test_seed_resamples_cells_but_keeps_the_truth(crispri_world: ad.AnnData) -> None:
+    other = simulate_world(SyntheticWorldSpec(modality="CRISPRi", seed=1))
+    assert (crispri_world.X != other.X).nnz > 0
+    for table in TRUTH_TABLES:
+        pd.testing.assert_frame_equal(crispri_world.uns[table], other.uns[table])
+
+
+def test_world_follows_the_screen_contract(crispri_world: ad.AnnData) -> None:
+    adata, spec = crispri_world, SyntheticWorldSpec()
+    n_perturbed_cells = spec.n_perturbed_genes * spec.cells_per_perturbation
+    assert adata.shape == (spec.n_control_cells + n_perturbed_cells, spec.n_genes)
+    assert isinstance(adata.X, sparse.csr_matrix) and adata.X.dtype == np.float32
+    assert np.array_equal(adata.X.data, np.round(adata.X.data)) and adata.X.data.min() > 0
+    assert adata.var_names.is_unique and adata.obs_names.is_unique
+    assert adata.var_names[0] == "TF01" and adata.var_names[spec.n_tfs] == "G0025"
+    assert adata.var["ensembl_id"].iloc[0] == "ENSSYN00000000001" and adata.var["ensembl_id"].is_unique
+    assert adata.var["is_tf"].dtype == bool and adata.var["is_tf"].sum() == spec.n_tfs
+    assert adata.uns["control_label"] == CONTROL_LABEL and adata.uns["modality"] == "CRISPRi"
+    sizes = adata.obs["perturbation"].value_counts()
+    assert sizes[CONTROL_LABEL] == spec.n_control_cells and len(sizes) == spec.n_perturbed_genes + 1
+    assert (sizes.drop(CONTROL_LABEL) == spec.cells_per_perturbation).all()
+    perturbed = adata.uns["truth_perturbation_strength"]
+    assert list(perturbed.columns) == ["perturbation", "strength"]
+    assert perturbed["strength"].between(*spec.knockdown_range).all()
+    is_tf = adata.var.loc[perturbed["perturbation"], "is_tf"]
+    assert is_tf.sum() > len(is_tf) / 2 and (~is_tf).sum() >= spec.min_non_tf_perturbations
+    # perturbed cells are spread over the states like controls
+    perturbed_states = set(adata.obs.loc[~control_mask(adata), "cell_state"])
+    assert perturbed_states == {f"state_{s}" for s in range(spec.n_states)}
+    assert list(adata.uns["truth_edges"].columns) == ["source", "target", "sign", "weight"]
+    assert list(adata.uns["truth_effects"].columns) == ["perturbation", "gene", "log_fold_change"]
+
+
+def test_counts_look_like_umis(crispri_world: ad.AnnData) -> None:
+    controls = crispri_world[control_mask(crispri_world)]
+    library_sizes = np.asarray(controls.X.sum(axis=1)).ravel()
+    gene_means = np.asarray(controls.X.mean(axis=0)).ravel()
+    assert 2_000 < np.median(library_sizes) < 6_000
+    assert gene_means.min() < 0.2 and gene_means.max() > 50
+    assert 0.05 < 1 - controls.X.nnz / np.prod(controls.shape) < 0.9
+
+
+def test_world_round_trips_through_h5ad(crispri_world: ad.AnnData, tmp_path) -> None:
+    path = tmp_path / "world.h5ad"
+    crispri_world.write_h5ad(path)
+    loaded = ad.read_h5ad(path)
+    assert (loaded.X != crispri_world.X).nnz == 0
+    pd.testing.assert_frame_equal(loaded.obs, crispri_world.obs)
+    pd.testing.assert_frame_equal(loaded.var, crispri_world.var)
+    for table in TRUTH_TABLES:
+        pd.testing.assert_frame_equal(loaded.uns[table], crispri_world.uns[table], check_dtype=False)
+    assert SyntheticWorldSpec(**loaded.uns["synthetic_spec"]) == SyntheticWorldSpec()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n_tfs", 19), ("n_genes", 150), ("n_states", 2), ("n_perturbed_genes", 20), ("modality", "CRISPRko"),
+     ("knockdown_range", (0.9, 0.7)), ("knockdown_range", (0.5, 1.0)), ("activation_fold_range", (0.5, 2.0)),
+     ("nb_dispersion", 0.0), ("n_modules", 30), ("n_control_cells", 2.5)],
+)
+def test_invalid_spec_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        SyntheticWorldSpec(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"n_modules": 0}, {"n_states": 5, "modality": "CRISPRa"},
+     {"n_genes": 200, "n_tfs": 50, "n_perturbed_genes": 60}],
+)
+def test_unusual_valid_specs_simulate(overrides: dict[str, object]) -> None:
+    small = {"n_control_cells": 50, "cells_per_perturbation": 2, "n_modules": 4}
+    spec = SyntheticWorldSpec(**{**small, **overrides})
+    adata = simulate_world(spec)
+    assert adata.shape == (50 + 2 * spec.n_perturbed_genes, spec.n_genes)
+    assert len(adata.uns["truth_modules"]["module"].unique()) == spec.n_modules
+
+
+def test_truth_effects_are_the_total_effects_of_the_planted_network(crispri_world: ad.AnnData) -> None:
+    genes = list(crispri_world.var_names)
+    index = {gene: i for i, gene in enumerate(genes)}
+    edges = crispri_world.uns["truth_edges"]
+    weights = np.zeros((len(genes), len(genes)))
+    weights[edges["source"].map(index), edges["target"].map(index)] = edges["weight"]
+    total_effect = np.linalg.inv(np.eye(len(genes)) - weights)  # oracle: (I - W)^-1
+    strengths = crispri_world.uns["truth_perturbation_strength"].set_index("perturbation")["strength"]
+    effects = crispri_world.uns["truth_effects"].pivot(
+        index="perturbation", columns="gene", values="log_fold_change")
+    effects = effects.reindex(index=strengths.index, columns=genes).fillna(0.0)
+    expected = np.log(1 - strengths.to_numpy())[:, None] * total_effect[strengths.index.map(index)]
+    np.testing.assert_allclose(effects.to_numpy(), expected, atol=1e-10)
+    assert np.all(np.sign(edges["weight"]) == edges["sign"])
+    assert crispri_world.var.loc[edges["source"], "is_tf"].all()
+    # effects reach genes that are not direct targets: propagation over >= 2 steps
+    direct = set(zip(edges["source"], edges["target"]))
+    effect_pairs = crispri_world.uns["truth_effects"][["perturbation", "gene"]].itertuples(index=False)
+    assert any(p != g and (p, g) not in direct for p, g in effect_pairs)
+    # modules are co-expressed but never regulated
+    assert not set(crispri_world.uns["truth_modules"]["gene"]) & set(edges["target"])
+
+
+def test_crispri_knocks_down_the_perturbed_gene(crispri_world: ad.AnnData) -> None:
+    gene = best_expressed_perturbed_gene(crispri_world)
+    reduction = 1 - perturbed_to_control_ratio(crispri_world, gene)
+    print(f"CRISPRi {gene}: mean CP10k {reduction:.0%} lower than controls")
+    assert 0.55 < reduction < 0.95
+
+
+def test_crispra_raises_the_perturbed_gene(crispra_world: ad.AnnData) -> None:
+    gene = best_expressed_perturbed_gene(crispra_world)
+    fold = perturbed_to_control_ratio(crispra_world, gene)
+    print(f"CRISPRa {gene}: mean CP10k x{fold:.1f} of controls")
+    assert 2.0 < fold < 8.0
+
+
+@pytest.mark.parametrize("world", ["crispri_world", "crispra_world"])
+def test_tf_perturbations_move_targets_in_the_planted_direction(world: str, request) -> None:
+    adata = request.getfixturevalue(world)
+    expression, controls = log_cp10k(adata), control_mask(adata)
+    control_means = np.asarray(adata.X[controls].mean(axis=0)).ravel()
+    agreements = []
+    for row in adata.uns["truth_effects"].itertuples(index=False):
+        column = adata.var_names.get_loc(row.gene)
+        if row.perturbation == row.gene or abs(row.log_fold_change) < 0.5 or control_means[column] < 1.0:
+            continue
+        perturbed = (adata.obs["perturbation"] == row.perturbation).to_numpy()
+        shift = expression[perturbed, column].mean() - expression[controls, column].mean()
+        agreements.append(np.sign(shift) == np.sign(row.log_fold_change))
+    print(f"{world}: {np.mean(agreements):.1%} of {len(agreements)} strong planted effects go the right way")
+    assert len(agreements) > 50 and np.mean(agreements) > 0.9
+
+
+def test_control_coexpression_ranks_planted_edges_above_chance(crispri_world: ad.AnnData) -> None:
+    controls = log_cp10k(crispri_world)[control_mask(crispri_world)]
+    correlation = np.abs(np.nan_to_num(stats.spearmanr(controls).statistic))
+    genes = list(crispri_world.var_names)
+    index = {gene: i for i, gene in enumerate(genes)}
+    edges = crispri_world.uns["truth_edges"]
+    planted = np.zeros((len(genes), len(genes)), dtype=bool)
+    planted[edges["source"].map(index), edges["target"].map(index)] = True
+    candidates = np.zeros_like(planted)
+    candidates[crispri_world.var["is_tf"].to_numpy()] = True  # every ordered pair with a TF as source
+    np.fill_diagonal(candidates, False)
+    labels, scores = planted[candidates], correlation[candidates]
+    auroc = roc_auc_score(labels, scores)
+    # the mean over 20 shuffles has a null sd of about 0.005 (one shuffle: about 0.02)
+    rng = np.random.default_rng(0)
+    shuffled_auroc = np.mean([roc_auc_score(rng.permutation(labels), scores) for _ in range(20)])
+    print(f"Spearman AUROC for planted TF->target edges: {auroc:.3f} (shuffled labels: {shuffled_auroc:.3f})")
+    assert auroc > 0.65
+    assert abs(shuffled_auroc - 0.5) < 0.02
+    # module co-members look co-expressed although no edge joins them
+    modules = crispri_world.uns["truth_modules"]
+    same_module = modules.merge(modules, on="module").query("gene_x != gene_y")
+    module_correlation = correlation[same_module["gene_x"].map(index), same_module["gene_y"].map(index)]
+    assert np.median(module_correlation) > np.median(scores[~labels])
+
+
+@pytest.mark.parametrize("world", ["crispri_world", "crispra_world"])
+def test_most_tf_perturbations_pass_the_de_filter(world: str, request) -> None:
+    adata = request.getfixturevalue(world)
+    positives = de_positive_counts(adata)
+    n_genes = adata.n_vars - 1  # the perturbed gene is removed
+    passing = (positives >= 3) & (n_genes - positives >= 3)
+    is_tf = adata.var.loc[positives.index, "is_tf"].to_numpy()
+    print(f"{world}: {passing.sum()}/{len(passing)} perturbations pass the DE filter "
+          f"({passing[is_tf].sum()}/{is_tf.sum()} TFs, {passing[~is_tf].sum()}/{(~is_tf).sum()} non-TFs)")
+    assert passing[is_tf].mean() >= 0.75
+    # non-TF perturbations change only themselves, so they must not show trans effects
+    assert passing[~is_tf].sum() <= 1
