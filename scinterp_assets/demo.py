@@ -41,8 +41,10 @@ def build_embedded_checkpoint(config: ScinterpConfig, log=print) -> None:
 
 def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key=None) -> None:
     started = time.perf_counter()
-    result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, partition_key=partition_key,
-                                                           raise_on_error=False)
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, partition_key=partition_key, raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
     label = f"{job_name} [{partition_key}]" if partition_key else job_name
     if not result.success:
         raise SystemExit(f"demo: {label} failed (run {result.run_id}); open `make ui` to inspect the run")

@@ -25,6 +25,14 @@ cell_types:
     n_control_cells: 300
     n_perturbed_genes: 30
     cells_per_perturbation: 40
+  synthetic_b:
+    kind: synthetic
+    modality: CRISPRa
+    wiring_seed: 2
+    seed: 4
+    n_control_cells: 300
+    n_perturbed_genes: 30
+    cells_per_perturbation: 40
 preprocessing: {n_control_cells: 300, n_hvg: 150}
 attention: {batch_size: 16, max_cells: 120}
 tiny_checkpoint: {max_seconds: 20, max_steps: 60}

@@ -146,14 +146,20 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             "code_version": f"{__version__}+{project.fingerprint()}",
         }
 
+    def _registry(context: dg.AssetExecutionContext, rows: list[dict], **shared) -> pd.DataFrame:
+        """Registry rows with test ids made unique framework-wide by the model and cell type."""
+        model_key, cell_type = model_and_cell_type(context)
+        qualified = [{**row, "test_id": f"{model_key}|{cell_type}|{row['test_id']}"} for row in rows]
+        return registry_rows(qualified, **shared)
+
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
     def perturbation_prediction(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
                                 gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                                 model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
         """Registry rows for A01 (attention vs correlation) and A04 (gene-level baselines), paired Wilcoxon."""
         rule = project.de_labels
-        rows = registry_rows(
-            perturbation_prediction_tests(perturbation_auroc),
+        rows = _registry(
+            context, perturbation_prediction_tests(perturbation_auroc),
             **_shared_fields(context, project, model_store, len(gene_universe)),
             negatives="non-DE universe targets",
             label_rule=f"welch_t q<{rule.q_threshold} |dlog1p|>={rule.min_abs_log_difference}",
@@ -174,7 +180,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         rows = []
         for resource, reference in reference_edges.groupby("resource"):
             rows += reference_auroc_tests(reference, str(resource), genes, score_sets)
-        table = registry_rows(rows, **_shared_fields(context, project, model_store, len(gene_universe)),
+        table = _registry(context, rows, **_shared_fields(context, project, model_store, len(gene_universe)),
                               label_rule="reference membership", seed=project.seeds.random_scores)
         return dg.Output(table, metadata=frame_metadata(table))
 

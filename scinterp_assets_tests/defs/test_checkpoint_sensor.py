@@ -19,7 +19,8 @@ def test_new_checkpoints_register_partitions_and_request_every_cell_type(small_p
     (request,) = result.dynamic_partitions_requests
     assert sorted(request.partition_keys) == ["Geneformer-V1-10M", "tiny"]
     evaluation = [r for r in result.run_requests if r.job_name == "model_evaluation_job"]
-    assert sorted(r.partition_key for r in evaluation) == ["synthetic_a|Geneformer-V1-10M", "synthetic_a|tiny"]
+    assert sorted(r.partition_key for r in evaluation) == [
+        "synthetic_a|Geneformer-V1-10M", "synthetic_a|tiny", "synthetic_b|Geneformer-V1-10M", "synthetic_b|tiny"]
     assert len({r.run_key for r in result.run_requests}) == len(result.run_requests)
 
     instance.add_dynamic_partitions("model", list(request.partition_keys))
@@ -32,7 +33,7 @@ def test_new_checkpoints_register_partitions_and_request_every_cell_type(small_p
     (small_project.checkpoint_dir / "tiny" / "config.json").write_text('{"retrained": true}')
     with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor) as context:
         changed = sensor(context)
-    assert {r.partition_key for r in changed.run_requests} == {"tiny", "synthetic_a|tiny"}
+    assert {r.partition_key for r in changed.run_requests} == {"tiny", "synthetic_a|tiny", "synthetic_b|tiny"}
     assert changed.dynamic_partitions_requests == []
 
 
@@ -42,4 +43,4 @@ def test_nightly_schedule_requests_missing_partitions(small_project, instance):
     schedule = defs.resolve_schedule_def("nightly_stale_partitions")
     with dg.build_schedule_context(instance=instance) as context:
         requests = list(schedule(context))
-    assert [r.partition_key for r in requests] == ["synthetic_a|m1"]
+    assert [r.partition_key for r in requests] == ["synthetic_a|m1", "synthetic_b|m1"]

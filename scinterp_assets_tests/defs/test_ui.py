@@ -1,0 +1,70 @@
+"""`make ui` as a user gets it: `dagster dev` (webserver and daemon) on 127.0.0.1, queried over GraphQL."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
+
+
+def test_dagster_dev_serves_the_graph_partitions_and_checks(small_project, tmp_path):
+    port = _free_port()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**os.environ, "SCINTERP_CONFIG": str(small_project.source), "DAGSTER_HOME": str(home)}
+    dagster = Path(sys.executable).parent / "dagster"
+    process = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
+                    break
+            except OSError:
+                assert process.poll() is None, "dagster dev exited before serving"
+                assert time.monotonic() < deadline, "webserver did not answer within 120 s"
+                time.sleep(1)
+        nodes = []
+        while not nodes and time.monotonic() < deadline:  # the code location loads after the server answers
+            nodes = _graphql(port, """{ assetNodes { assetKey { path }
+                partitionDefinition { dimensionTypes { name } }
+                assetChecksOrError { ... on AssetChecks { checks { name } } } } }""")["assetNodes"]
+            time.sleep(1)
+        by_key = {node["assetKey"]["path"][-1]: node for node in nodes}
+        assert {"screen_data", "attention_scores", "test_registry", "evaluation_report"} <= set(by_key)
+        dimensions = {d["name"] for d in by_key["attention_scores"]["partitionDefinition"]["dimensionTypes"]}
+        assert dimensions == {"model", "cell_type"}
+        assert [c["name"] for c in by_key["screen_data"]["assetChecksOrError"]["checks"]] == ["check_expression_qc"]
+        statuses = _graphql(port, "{ instance { daemonHealth { allDaemonStatuses { daemonType required } } } }")
+        daemons = {d["daemonType"] for d in statuses["instance"]["daemonHealth"]["allDaemonStatuses"]}
+        assert "SENSOR" in daemons
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
