@@ -22,7 +22,7 @@ from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate
 from scinterp_assets.core.edges import edges_from_matrix, validate_edges
 from scinterp_assets.core.networks.planted import planted_reference_edges
 from scinterp_assets.defs.metadata import frame_metadata
-from scinterp_assets.resources.contracts import ContractRunner
+from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 
 GROUP = "cell_type_data"
 
@@ -58,7 +58,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         partitions_def=partitions,
         group_name=GROUP,
         kinds={"anndata"},
-        check_specs=[dg.AssetCheckSpec("check_expression_qc", asset="screen_data", blocking=True)],
+        check_specs=[contract_check_spec("expression_qc", "screen_data")],
     )
     def screen_data(context: dg.AssetExecutionContext, project: dg.ResourceParam[ScinterpConfig],
                     contracts: dg.ResourceParam[ContractRunner]):
@@ -79,7 +79,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
             },
         )
         result = contracts.validate("expression_qc", qc, parameters={"min_cells": project.contracts.min_cells})
-        yield contracts.check_result(result, check_name="check_expression_qc")
+        yield contracts.check_result(result)
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"anndata"})
     def control_cells(screen_data: ad.AnnData, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
@@ -132,7 +132,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     @dg.asset(
         partitions_def=partitions,
         group_name=GROUP,
-        check_specs=[dg.AssetCheckSpec("check_edge_table", asset="correlation_edges", blocking=True)],
+        check_specs=[contract_check_spec("edge_table", "correlation_edges")],
     )
     def correlation_edges(control_cells: ad.AnnData, gene_universe: pd.DataFrame,
                           project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
@@ -147,12 +147,12 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         yield dg.Output(edges, metadata=frame_metadata(edges))
         result = contracts.validate(
             "edge_table", edges, parameters={"max_null_score_fraction": project.contracts.max_null_score_fraction})
-        yield contracts.check_result(result, check_name="check_edge_table")
+        yield contracts.check_result(result)
 
     @dg.asset(
         partitions_def=partitions,
         group_name=GROUP,
-        check_specs=[dg.AssetCheckSpec("check_reference_overlap", asset="reference_edges", blocking=True)],
+        check_specs=[contract_check_spec("reference_edges", "reference_edges")],
     )
     def reference_edges(context: dg.AssetExecutionContext, screen_data: ad.AnnData, gene_universe: pd.DataFrame,
                         project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
@@ -161,6 +161,6 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         yield dg.Output(reference, metadata=frame_metadata(reference))
         result = contracts.validate(
             "reference_edges", reference, parameters={"min_reference_edges": project.contracts.min_reference_edges})
-        yield contracts.check_result(result, check_name="check_reference_overlap")
+        yield contracts.check_result(result)
 
     return [screen_data, control_cells, gene_universe, de_labels, gene_features, correlation_edges, reference_edges]

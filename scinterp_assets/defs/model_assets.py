@@ -23,7 +23,7 @@ from scinterp_assets.core.models import load_model
 from scinterp_assets.core.stats.registry import registry_rows
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
-from scinterp_assets.resources.contracts import ContractRunner
+from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 from scinterp_assets.resources.model_store import ModelStore
 
 GROUP = "model_evaluation"
@@ -100,7 +100,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     @dg.asset(
         partitions_def=multi_partitions,
         group_name=GROUP,
-        check_specs=[dg.AssetCheckSpec("check_edge_table", asset="attention_edges", blocking=True)],
+        check_specs=[contract_check_spec("edge_table", "attention_edges")],
     )
     def attention_edges(attention_scores: AttentionScores, project: dg.ResourceParam[ScinterpConfig],
                         contracts: dg.ResourceParam[ContractRunner]):
@@ -109,7 +109,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         yield dg.Output(edges, metadata=frame_metadata(edges))
         result = contracts.validate(
             "edge_table", edges, parameters={"max_null_score_fraction": project.contracts.max_null_score_fraction})
-        yield contracts.check_result(result, check_name="check_edge_table")
+        yield contracts.check_result(result)
 
     @dg.asset(
         partitions_def=multi_partitions,

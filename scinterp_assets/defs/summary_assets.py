@@ -10,7 +10,7 @@ from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.report import render_report
 from scinterp_assets.core.stats.registry import apply_framework_bh, empty_registry
 from scinterp_assets.defs.metadata import frame_metadata
-from scinterp_assets.resources.contracts import ContractRunner
+from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 
 GROUP = "summary"
 # Re-run when any analysis partition updates, even while other partitions are still missing.
@@ -30,7 +30,7 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
     @dg.asset(
         group_name=GROUP,
         automation_condition=SUMMARY_AUTOMATION,
-        check_specs=[dg.AssetCheckSpec("check_test_registry", asset="test_registry", blocking=True)],
+        check_specs=[contract_check_spec("test_registry", "test_registry")],
     )
     def test_registry(perturbation_prediction: dict[str, pd.DataFrame], reference_structure: dict[str, pd.DataFrame],
                       project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
@@ -45,7 +45,7 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             "confirmatory_tests": int(registry["confirmatory"].sum()),
             "significant_q_0.05": int((registry["q_value"] < 0.05).sum()),
         })
-        yield contracts.check_result(contracts.validate("test_registry", registry), check_name="check_test_registry")
+        yield contracts.check_result(contracts.validate("test_registry", registry))
 
     @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
     def evaluation_report(test_registry: pd.DataFrame, perturbation_auroc: dict[str, pd.DataFrame],

@@ -21,7 +21,8 @@ def test_definitions_load_and_validate(small_project):
     assert isinstance(multi, dg.MultiPartitionsDefinition)
     assert {d.name for d in multi.partitions_defs} == {"model", "cell_type"}
     checks = {key.name for key in graph.asset_check_keys}
-    assert {"check_expression_qc", "check_edge_table", "check_test_registry", "check_evaluable_coverage"} <= checks
+    assert {"check_expression_qc_contract", "check_edge_table_contract", "check_test_registry_contract",
+            "check_reference_edges_contract", "check_evaluable_coverage", "check_enough_perturbations"} <= checks
 
 
 def test_code_location_module_reads_the_repository_configuration():

@@ -61,10 +61,10 @@ def test_report_and_checks(demo_run):
                                                                         "reference_auroc_by_layer.png"]
     import dagster as dg
 
-    for check in ("check_expression_qc", "check_edge_table", "check_reference_overlap"):
-        record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [dg.AssetCheckKey(dg.AssetKey("screen_data" if check == "check_expression_qc" else
-                                          "correlation_edges" if check == "check_edge_table" else "reference_edges"),
-                              check)])
-        (execution,) = record.values()
-        assert execution.status.value == "SUCCEEDED"
+    checks = {"screen_data": "check_expression_qc_contract", "correlation_edges": "check_edge_table_contract",
+              "reference_edges": "check_reference_edges_contract", "attention_edges": "check_edge_table_contract",
+              "test_registry": "check_test_registry_contract", "attention_scores": "check_evaluable_coverage"}
+    keys = [dg.AssetCheckKey(dg.AssetKey(asset), name) for asset, name in checks.items()]
+    executions = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    assert {key.asset_key.path[0]: record.status.value for key, record in executions.items()} == {
+        asset: "SUCCEEDED" for asset in checks}

@@ -58,7 +58,7 @@ def test_dagster_dev_serves_the_graph_partitions_and_checks(small_project, tmp_p
         assert {"screen_data", "attention_scores", "test_registry", "evaluation_report"} <= set(by_key)
         dimensions = {d["name"] for d in by_key["attention_scores"]["partitionDefinition"]["dimensionTypes"]}
         assert dimensions == {"model", "cell_type"}
-        assert [c["name"] for c in by_key["screen_data"]["assetChecksOrError"]["checks"]] == ["check_expression_qc"]
+        assert [c["name"] for c in by_key["screen_data"]["assetChecksOrError"]["checks"]] == ["check_expression_qc_contract"]
         statuses = _graphql(port, "{ instance { daemonHealth { allDaemonStatuses { daemonType required } } } }")
         daemons = {d["daemonType"] for d in statuses["instance"]["daemonHealth"]["allDaemonStatuses"]}
         assert "SENSOR" in daemons
