@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SCINTERP_CONFIG ?= $(CURDIR)/scinterp.yaml
-export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
+# DAGSTER_HOME comes from the configuration's `home` unless it is set in the environment.
+WITH_HOME = DAGSTER_HOME=$${DAGSTER_HOME:-$$($(BIN)/scinterp dagster-home)}
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast ui bench clean
+.PHONY: install demo test test-fast ui clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -21,23 +22,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m scinterp_assets.demo
+	$(WITH_HOME) $(BIN)/python -m scinterp_assets.demo
 
 # pytest exits 5 when it collects nothing: make treats any non-zero exit as failure.
 test: install
-	mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ui: install
-	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
-
-bench: install
-	$(BIN)/python -m benchmarks.run_all
+	$(WITH_HOME) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 clean:
 	rm -rf var

@@ -138,6 +138,11 @@ class ScinterpConfig(_Strict):
         return self.home / "storage"
 
     @property
+    def dagster_home(self) -> Path:
+        """Run history, dynamic partitions, schedules and sensor cursors (the Makefile exports it)."""
+        return self.home / "dagster_home"
+
+    @property
     def report_dir(self) -> Path:
         return self.home / "report"
 

@@ -72,6 +72,9 @@ def materialize_everything(config: ScinterpConfig, instance: dg.DagsterInstance)
 
 
 def main() -> int:
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # one "Loading weights" bar per run drowns the demo's output
     started = time.perf_counter()
     config = get_config()
     build_embedded_checkpoint(config)
