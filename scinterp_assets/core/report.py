@@ -31,6 +31,7 @@ def plot_reference_auroc_by_layer(registry: pd.DataFrame, path: Path) -> Path:
                 axis.axhline(float(value.iloc[0]), linestyle=style, color="grey" if method == "random" else "black",
                              label=method)
         axis.set_title(f"{model}\n{cell_type}", fontsize=9)
+        axis.set_xticks(sorted(attention["layer"].dropna().astype(int).unique()))
         axis.set_xlabel("layer")
         axis.set_ylabel("reference AUROC")
         axis.legend(fontsize=7)
@@ -48,7 +49,7 @@ def plot_pf_auroc_by_method(pf_auroc: pd.DataFrame, path: Path) -> Path:
         context = pf_auroc[(pf_auroc["model"] == model) & (pf_auroc["cell_type"] == cell_type)]
         labels, values = [], []
         for (method, layer, aggregation), group in context.groupby(["method", "layer", "aggregation"], sort=True):
-            labels.append(method if layer == NO_LAYER else f"{method[:4]} L{layer} {aggregation.replace('head_', '')}")
+            labels.append(method if layer == NO_LAYER else f"{method} L{layer} {aggregation.replace('head_', '')}")
             values.append(group["auroc"].to_numpy())
         axis.boxplot(values, showfliers=False)
         axis.set_xticks(np.arange(1, len(labels) + 1), labels, rotation=60, ha="right", fontsize=7)
@@ -74,6 +75,30 @@ def _cell(value) -> str:
     return "" if value is pd.NA or value is None else str(value)
 
 
+def context_summary(registry: pd.DataFrame, pf_auroc: pd.DataFrame) -> pd.DataFrame:
+    """One row per model x cell type: mean PF AUROC of the best attention variant, correlation and the best
+    gene-level baseline, and the reference AUROC of the best attention layer, correlation and random.
+
+    "Best" is picked on the same data, so it is descriptive only (FRAMEWORK section 4: layer choice needs
+    nested cross-validation before it may be reported as a result)."""
+    means = pf_auroc.groupby(["model", "cell_type", "method", "layer", "aggregation"])["auroc"].mean().reset_index()
+    reference = registry[registry["analysis_id"] == "A12"].assign(test=lambda f: f["test_id"].str.split(":").str[-1])
+    rows = []
+    for (model, cell_type), context in means.groupby(["model", "cell_type"]):
+        in_context = reference[(reference["model"] == model) & (reference["cell_type"] == cell_type)]
+        rows.append({
+            "model": model,
+            "cell_type": cell_type,
+            "pf_best_attention": context.loc[context["method"] == "attention", "auroc"].max(),
+            "pf_correlation": context.loc[context["method"] == "correlation", "auroc"].max(),
+            "pf_best_baseline": context.loc[context["method"].str.startswith("baseline_"), "auroc"].max(),
+            "ref_best_attention": in_context.loc[in_context["test"].str.startswith("attention"), "statistic"].max(),
+            "ref_correlation": in_context.loc[in_context["test"] == "correlation", "statistic"].max(),
+            "ref_random": in_context.loc[in_context["test"] == "random", "statistic"].max(),
+        })
+    return pd.DataFrame(rows)
+
+
 def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path, config_fingerprint: str) -> Path:
     """Write report.md and its PNG plots into out_dir; return the Markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +108,8 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
         pf_auroc.groupby(["model", "cell_type", "method", "layer", "aggregation"])["auroc"]
         .agg(["mean", "count"]).reset_index().rename(columns={"mean": "mean_pf_auroc", "count": "perturbations"})
     )
+    # test ids start with "model|cell_type|", which the tables show in their own columns
+    registry = registry.assign(test=registry["test_id"].str.split("|").str[-1])
     confirmatory = registry[registry["confirmatory"]].sort_values("q_value")
     lines = [
         "# scinterp evaluation report",
@@ -91,12 +118,16 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
         f"{int(registry['confirmatory'].sum())} confirmatory, "
         f"{int((confirmatory['q_value'] < 0.05).sum())} significant at framework-wide BH q < 0.05.",
         "",
+        "## Summary per model and cell type (descriptive: best variants picked on the same data)",
+        "",
+        _table(context_summary(registry, pf_auroc)),
+        "",
         "## Reference structure (A12): per-layer AUROC against the reference network",
         "",
         f"![reference AUROC by layer]({reference_plot.name})",
         "",
         _table(registry.loc[registry["analysis_id"] == "A12",
-                            ["model", "cell_type", "test_id", "statistic", "p_value", "q_value", "n_positives"]]),
+                            ["model", "cell_type", "test", "statistic", "p_value", "q_value", "n_positives"]]),
         "",
         "## Perturbation prediction (A01, A04): PF AUROC, edges vs gene-level baselines",
         "",
@@ -106,7 +137,7 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
         "",
         "## Confirmatory tests (framework-wide BH)",
         "",
-        _table(confirmatory[["model", "cell_type", "test_id", "effect_name", "effect", "p_value", "q_value", "n"]]),
+        _table(confirmatory[["model", "cell_type", "test", "effect", "p_value", "q_value", "n"]]),
         "",
     ]
     path = out_dir / "report.md"

@@ -1,0 +1,44 @@
+import pandas as pd
+import pytest
+
+from scinterp_assets.core.report import context_summary, render_report
+from scinterp_assets.core.stats.registry import apply_framework_bh, registry_rows
+
+
+def _inputs():
+    registry = apply_framework_bh(registry_rows([
+        {"analysis_id": "A12", "test_id": "m|c|A12:planted:attention_L0_head_mean", "layer": 0,
+         "aggregation": "head_mean", "statistic": 0.61, "p_value": 0.001},
+        {"analysis_id": "A12", "test_id": "m|c|A12:planted:attention_L1_head_mean", "layer": 1,
+         "aggregation": "head_mean", "statistic": 0.55, "p_value": 0.01},
+        {"analysis_id": "A12", "test_id": "m|c|A12:planted:correlation", "aggregation": "none", "statistic": 0.9,
+         "p_value": 1e-9},
+        {"analysis_id": "A12", "test_id": "m|c|A12:planted:random", "aggregation": "none", "statistic": 0.49,
+         "p_value": 0.7, "confirmatory": False},
+    ], model="m", cell_type="c"))
+    pf = pd.DataFrame({
+        "perturbation": ["P1", "P2"] * 3,
+        "method": ["attention"] * 2 + ["correlation"] * 2 + ["baseline_variance"] * 2,
+        "layer": [0, 0, -1, -1, -1, -1],
+        "aggregation": ["head_mean"] * 2 + ["none"] * 4,
+        "auroc": [0.5, 0.7, 0.8, 0.9, 0.6, 0.7],
+        "n_targets": 10, "n_positives": 3, "model": "m", "cell_type": "c",
+    })
+    return registry, pf
+
+
+def test_context_summary_picks_best_variants():
+    registry, pf = _inputs()
+    (row,) = context_summary(registry, pf).to_dict("records")
+    assert row["pf_best_attention"] == pytest.approx(0.6) and row["pf_correlation"] == pytest.approx(0.85)
+    assert row["pf_best_baseline"] == pytest.approx(0.65)
+    assert row["ref_best_attention"] == 0.61 and row["ref_correlation"] == 0.9 and row["ref_random"] == 0.49
+
+
+def test_render_writes_markdown_and_plots(tmp_path):
+    registry, pf = _inputs()
+    path = render_report(registry, pf, tmp_path / "report", "abc123")
+    text = path.read_text()
+    assert "abc123" in text and "A12:planted:correlation" in text and "m|c|" not in text
+    assert sorted(p.name for p in path.parent.glob("*.png")) == ["pf_auroc_by_method.png",
+                                                                 "reference_auroc_by_layer.png"]
