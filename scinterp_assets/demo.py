@@ -18,6 +18,7 @@ from scinterp_assets.config import ScinterpConfig, SyntheticCellType, get_config
 from scinterp_assets.core.models.pretrain import TinyGeneformerSpec, train_tiny_geneformer
 from scinterp_assets.defs.cell_type_assets import load_screen
 from scinterp_assets.definitions import build_definitions
+from scinterp_assets.resources.model_store import ModelStore
 
 
 def build_embedded_checkpoint(config: ScinterpConfig, log=print) -> None:
@@ -59,7 +60,8 @@ def materialize_everything(config: ScinterpConfig, instance: dg.DagsterInstance)
         tick = sensor(context)
     for request in tick.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    models = sorted(instance.get_dynamic_partitions("model"))
+    # the checkpoints on disk now; a registered model whose folder was removed keeps its stored results
+    models = sorted(ModelStore(config.checkpoint_dir).checkpoints())
     print(f"models: {models}; cell types: {sorted(config.cell_types)}")
     for cell_type in sorted(config.cell_types):
         _run(defs, "cell_type_job", instance, cell_type)
