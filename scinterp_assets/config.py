@@ -102,13 +102,19 @@ class SeedConfig(_Strict):
 
 
 class TinyCheckpointConfig(_Strict):
-    """The embedded default model, trained on the synthetic cell types when missing."""
+    """One embedded default model, trained on the synthetic cell types when its folder is missing."""
 
-    enabled: bool = True
-    folder_name: str = "tiny-geneformer-v1"
-    max_seconds: float = Field(default=60, gt=0)
-    max_steps: int = Field(default=400, ge=1)
+    family: Literal["geneformer", "scgpt"]
+    folder_name: str
+    max_steps: int = Field(ge=1)
+    max_seconds: float = Field(default=120, gt=0)  # safety cap; step-bound training is reproducible
     seed: int = 0
+
+
+DEFAULT_TINY_CHECKPOINTS = (
+    TinyCheckpointConfig(family="geneformer", folder_name="tiny-geneformer-v1", max_steps=400),
+    TinyCheckpointConfig(family="scgpt", folder_name="tiny-scgpt", max_steps=300),
+)
 
 
 class ScinterpConfig(_Strict):
@@ -121,7 +127,7 @@ class ScinterpConfig(_Strict):
     attention: AttentionConfig = AttentionConfig()
     contracts: ContractThresholds = ContractThresholds()
     seeds: SeedConfig = SeedConfig()
-    tiny_checkpoint: TinyCheckpointConfig = TinyCheckpointConfig()
+    tiny_checkpoints: tuple[TinyCheckpointConfig, ...] = DEFAULT_TINY_CHECKPOINTS
     source: Path = Path("scinterp.yaml")
 
     @model_validator(mode="after")

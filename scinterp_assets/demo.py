@@ -1,7 +1,7 @@
 """`make demo`: build the embedded default and materialise every asset into the Dagster instance.
 
-Steps: simulate the synthetic cell types and train the tiny Geneformer-format checkpoint when it is
-missing (written into the checkpoint directory like any user checkpoint); let the checkpoint sensor
+Steps: simulate the synthetic cell types and train the tiny Geneformer- and scGPT-format checkpoints when
+they are missing (written into the checkpoint directory like any user checkpoint); let the checkpoint sensor
 register the models; run the cell-type job, the checkpoint job, the model-evaluation job for every
 model x cell type, and the summary job; print where the report and the test registry are.
 Runs are recorded in DAGSTER_HOME, so `make ui` shows them with their checks and lineage.
@@ -16,28 +16,31 @@ import dagster as dg
 
 from scinterp_assets.config import ScinterpConfig, SyntheticCellType, get_config
 from scinterp_assets.core.models.pretrain import TinyGeneformerSpec, train_tiny_geneformer
+from scinterp_assets.core.models.scgpt_pretrain import TinyScGPTSpec, train_tiny_scgpt
 from scinterp_assets.defs.cell_type_assets import load_screen
 from scinterp_assets.definitions import build_definitions
 from scinterp_assets.resources.model_store import ModelStore
 
 
-def build_embedded_checkpoint(config: ScinterpConfig, log=print) -> None:
-    """Train the tiny Geneformer-format checkpoint on the synthetic cell types unless it exists."""
-    settings = config.tiny_checkpoint
-    target = config.checkpoint_dir / settings.folder_name
-    if not settings.enabled or target.exists():
+def build_embedded_checkpoints(config: ScinterpConfig, log=print) -> None:
+    """Train each configured tiny checkpoint on the synthetic cell types unless its folder exists."""
+    missing = [tiny for tiny in config.tiny_checkpoints if not (config.checkpoint_dir / tiny.folder_name).exists()]
+    if not missing:
         return
     screens = [load_screen(cell_type) for cell_type in config.cell_types.values()
                if isinstance(cell_type, SyntheticCellType)]
     if not screens:
-        log("no synthetic cell type configured: the tiny checkpoint is not built")
+        log("no synthetic cell type configured: the tiny checkpoints are not built")
         return
-    log(f"training the tiny Geneformer-format checkpoint into {target} (at most {settings.max_seconds:.0f} s)")
-    config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    train_tiny_geneformer(screens, target,
-                          TinyGeneformerSpec(max_seconds=settings.max_seconds, max_steps=settings.max_steps,
-                                             seed=settings.seed),
-                          log=log)
+    for tiny in missing:
+        target = config.checkpoint_dir / tiny.folder_name
+        log(f"training the tiny {tiny.family} checkpoint into {target} ({tiny.max_steps} steps)")
+        if tiny.family == "geneformer":
+            spec = TinyGeneformerSpec(max_steps=tiny.max_steps, max_seconds=tiny.max_seconds, seed=tiny.seed)
+            train_tiny_geneformer(screens, target, spec, log=log)
+        else:
+            spec = TinyScGPTSpec(max_steps=tiny.max_steps, max_seconds=tiny.max_seconds, seed=tiny.seed)
+            train_tiny_scgpt(screens, target, spec, log=log)
 
 
 def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key=None) -> None:
@@ -79,7 +82,7 @@ def main() -> int:
     transformers_logging.disable_progress_bar()  # one "Loading weights" bar per run drowns the demo's output
     started = time.perf_counter()
     config = get_config()
-    build_embedded_checkpoint(config)
+    build_embedded_checkpoints(config)
     materialize_everything(config, dg.DagsterInstance.get())
     storage = config.storage_dir
     print(f"demo finished in {time.perf_counter() - started:.0f} s")

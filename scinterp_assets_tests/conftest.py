@@ -35,7 +35,9 @@ cell_types:
     cells_per_perturbation: 40
 preprocessing: {n_control_cells: 300, n_hvg: 150}
 attention: {batch_size: 16, max_cells: 120}
-tiny_checkpoint: {max_seconds: 20, max_steps: 60}
+tiny_checkpoints:
+  - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}
+  - {family: scgpt, folder_name: tiny-scgpt, max_steps: 60}
 """
 
 

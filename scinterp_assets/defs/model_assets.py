@@ -88,6 +88,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             "universe_genes_in_vocabulary": coverage.n_mapped,
             "vocabulary_coverage": float(coverage.fraction),
             "evaluable_genes": n_evaluable,
+            "provenance": dg.MetadataValue.json(scores.provenance),
         })
         fraction = n_evaluable / max(len(gene_universe), 1)
         yield dg.AssetCheckResult(

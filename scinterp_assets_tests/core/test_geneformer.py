@@ -65,10 +65,10 @@ def test_vocabulary_size_mismatch_gives_both_numbers(tmp_path):
         load_model(folder)
 
 
-def test_scgpt_layout_is_recognised_but_not_available(tmp_path):
+def test_scgpt_layout_is_routed_to_the_scgpt_loader(tmp_path):
     for name in ("args.json", "vocab.json", "best_model.pt"):
         (tmp_path / name).write_text("{}")
-    with pytest.raises(ModelLoadError, match="scGPT adapter is not available"):
+    with pytest.raises(ModelLoadError, match=r"args\.json: no 'nheads' key"):
         load_model(tmp_path)
 
 

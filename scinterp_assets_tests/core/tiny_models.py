@@ -1,4 +1,4 @@
-"""Tiny seeded Geneformer-format checkpoints and matching count data for tests (no network, < 1 s)."""
+"""Tiny seeded Geneformer- and scGPT-format checkpoints and matching count data for tests (no network)."""
 
 from __future__ import annotations
 
@@ -98,3 +98,118 @@ def tiny_counts(
     if ensembl_column:
         var["ensembl_id"] = gene_ids(n_genes) + [f"ENSG9{i:010d}" for i in range(extra_genes)]
     return AnnData(X=counts, var=var, obs=pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scGPT
+
+SCGPT_QKV_NAMES = {  # how a checkpoint may name layer i's fused q/k/v projection (all the same tensor)
+    "in_proj": "self_attn.in_proj_{}",
+    "Wqkv": "self_attn.Wqkv.{}",
+    "impl_Wqkv": "self_attn._impl.Wqkv.{}",
+}
+
+
+def tiny_scgpt_state(
+    n_tokens: int,
+    *,
+    width: int = 16,
+    d_hid: int = 32,
+    n_layers: int = 2,
+    qkv_names: str = "Wqkv",
+    batch_norm: bool = False,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A seeded scGPT state dict written key by key (no model code involved), with decoder heads that the
+    adapter must ignore. Matrices are drawn N(0, 0.5^2) so attention is far from uniform."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def matrix(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * 0.5
+
+    def vector(size: int, centre: float = 0.0) -> torch.Tensor:
+        return centre + torch.randn(size, generator=generator) * 0.1
+
+    state = {
+        "encoder.embedding.weight": matrix(n_tokens, width),
+        "encoder.enc_norm.weight": vector(width, 1.0),
+        "encoder.enc_norm.bias": vector(width),
+        "value_encoder.linear1.weight": matrix(width, 1),
+        "value_encoder.linear1.bias": vector(width),
+        "value_encoder.linear2.weight": matrix(width, width),
+        "value_encoder.linear2.bias": vector(width),
+        "value_encoder.norm.weight": vector(width, 1.0),
+        "value_encoder.norm.bias": vector(width),
+    }
+    if batch_norm:
+        state |= {
+            "bn.weight": vector(width, 1.0),
+            "bn.bias": vector(width),
+            "bn.running_mean": vector(width),
+            "bn.running_var": torch.rand(width, generator=generator) + 0.5,
+            "bn.num_batches_tracked": torch.tensor(100),
+        }
+    for i in range(n_layers):
+        prefix = f"transformer_encoder.layers.{i}."
+        qkv = prefix + SCGPT_QKV_NAMES[qkv_names]
+        state |= {
+            qkv.format("weight"): matrix(3 * width, width),
+            qkv.format("bias"): vector(3 * width),
+            prefix + "self_attn.out_proj.weight": matrix(width, width),
+            prefix + "self_attn.out_proj.bias": vector(width),
+            prefix + "linear1.weight": matrix(d_hid, width),
+            prefix + "linear1.bias": vector(d_hid),
+            prefix + "linear2.weight": matrix(width, d_hid),
+            prefix + "linear2.bias": vector(width),
+            prefix + "norm1.weight": vector(width, 1.0),
+            prefix + "norm1.bias": vector(width),
+            prefix + "norm2.weight": vector(width, 1.0),
+            prefix + "norm2.bias": vector(width),
+        }
+    state |= {  # heads that attention extraction never uses
+        "decoder.fc.0.weight": matrix(width, width),
+        "decoder.fc.0.bias": vector(width),
+        "cls_decoder._decoder.0.weight": matrix(width, width),
+        "mvc_decoder.gene2query.weight": matrix(width, width),
+    }
+    return state
+
+
+def build_tiny_scgpt(
+    folder: Path,
+    *,
+    n_genes: int = 30,
+    qkv_names: str = "Wqkv",
+    batch_norm: bool = False,
+    max_seq_len: int = 1200,
+    n_bins: int = 51,
+    specials: tuple[str, ...] = ("<pad>", "<cls>", "<eoc>"),
+    seed: int = 0,
+) -> Path:
+    """A 2-layer, 2-head, width-16 scGPT folder (args.json, vocab.json, best_model.pt) over GENE1..GENEn.
+
+    As in released vocabularies the special tokens come after the genes (<pad> is not id 0).
+    """
+    vocab = {symbol: i for i, symbol in enumerate(gene_symbols(n_genes) + list(specials))}
+    args = {
+        "embsize": 16, "nheads": 2, "d_hid": 32, "nlayers": 2, "n_layers_cls": 3, "dropout": 0.2,
+        "n_bins": n_bins, "pad_token": "<pad>", "pad_value": -2, "mask_value": -1, "max_seq_len": max_seq_len,
+        "input_emb_style": "continuous", "input_style": "binned", "fast_transformer": qkv_names != "in_proj",
+    }  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "args.json").write_text(json.dumps(args))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    state = tiny_scgpt_state(len(vocab), qkv_names=qkv_names, batch_norm=batch_norm, seed=seed)
+    torch.save(state, folder / "best_model.pt")
+    return folder
+
+
+def edit_json(path: Path, **changes: object) -> None:
+    """Set (or, with value None, delete) keys of a JSON object file."""
+    value = json.loads(path.read_text())
+    for key, new in changes.items():
+        if new is None:
+            value.pop(key, None)
+        else:
+            value[key] = new
+    path.write_text(json.dumps(value))

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from scinterp_assets.core.stats.registry import REGISTRY_COLUMNS
-from scinterp_assets.demo import build_embedded_checkpoint, materialize_everything
+from scinterp_assets.demo import build_embedded_checkpoints, materialize_everything
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ def demo_run(tmp_path_factory):
     from scinterp_assets_tests.conftest import write_project
 
     config = write_project(tmp_path_factory.mktemp("e2e") / "project")
-    build_embedded_checkpoint(config, log=lambda message: None)
+    build_embedded_checkpoints(config, log=lambda message: None)
     with dg.instance_for_test() as instance:
         materialize_everything(config, instance)
         registry_path = config.storage_dir / "test_registry" / "__unpartitioned__.parquet"
@@ -30,6 +30,9 @@ def test_registry_holds_the_framework_schema_and_tests(demo_run):
     _, registry, _, _ = demo_run
     assert tuple(registry.columns) == REGISTRY_COLUMNS
     assert {"A01", "A04", "A12"} <= set(registry["analysis_id"])
+    # both model families over every synthetic cell type
+    assert set(zip(registry["model"], registry["cell_type"])) == {
+        (model, cell_type) for model in ("tiny-geneformer", "tiny-scgpt") for cell_type in ("synthetic_a", "synthetic_b")}
     assert registry["test_id"].is_unique
     confirmatory = registry[registry["confirmatory"]]
     assert confirmatory["q_value"].notna().all() and registry.loc[~registry["confirmatory"], "q_value"].isna().all()

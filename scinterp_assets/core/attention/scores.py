@@ -6,9 +6,10 @@ key = target] summed over the cells in which both genes are present, divided by 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ class AttentionScores:
     count:   int64 (G, G); cells in which both genes were among the cell's tokens (diagonal: cells holding
              the gene)
     n_cells: cells that went through the model
+    provenance: JSON-serialisable settings that produced the scores (family, seed, tokenisation options)
     """
 
     genes: tuple[str, ...]
@@ -32,6 +34,7 @@ class AttentionScores:
     sum: np.ndarray
     count: np.ndarray
     n_cells: int
+    provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "genes", tuple(str(g) for g in self.genes))
@@ -83,6 +86,7 @@ class AttentionScores:
                     sum=self.sum,
                     count=self.count,
                     n_cells=np.int64(self.n_cells),
+                    provenance=np.asarray(json.dumps(self.provenance, sort_keys=True), dtype=np.str_),
                 )
             os.replace(tmp, path)
         except BaseException:
@@ -100,4 +104,5 @@ class AttentionScores:
                 sum=stored["sum"],
                 count=stored["count"],
                 n_cells=int(stored["n_cells"]),
+                provenance=json.loads(str(stored["provenance"])) if "provenance" in stored else {},
             )

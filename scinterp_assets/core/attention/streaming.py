@@ -10,6 +10,7 @@ token position is (`slots`, -1 for padding, special tokens and genes outside the
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -58,6 +59,85 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """What one attention_scores call accumulates, resolved and checked once for every model family.
+
+    genes:          the G requested var names, accumulator order
+    layers:         sorted layer indices to accumulate
+    slot_of_token:  int64 (vocab,) accumulator gene index of each token id, NOT_ACCUMULATED otherwise
+    context:        bool (n_vars,) vars a cell's context may hold (restricted context), or None (all genes)
+    """
+
+    genes: tuple[str, ...]
+    layers: tuple[int, ...]
+    slot_of_token: np.ndarray
+    context: np.ndarray | None
+
+
+def plan_extraction(
+    var_names: Sequence[str],
+    genes: Sequence[str],
+    layers: Sequence[int] | None,
+    n_layers: int,
+    *,
+    var_tokens: np.ndarray,
+    var_owns_token: np.ndarray,
+    vocab_size: int,
+    restrict_context: bool,
+) -> ExtractionPlan:
+    """Check the request against the data and the model and build the token -> accumulator-row table.
+
+    var_tokens: int64 (n_vars,) token of each var (-1: none); var_owns_token: bool (n_vars,) False for a
+    repeat of an earlier var's token (its counts are merged into the first).
+    """
+    genes = tuple(str(gene) for gene in genes)
+    var_index = {str(name): i for i, name in enumerate(var_names)}
+    missing = [gene for gene in genes if gene not in var_index]
+    if missing or len(set(genes)) != len(genes):
+        raise ValueError(f"genes must be distinct entries of adata.var_names (not found: {missing[:10]})")
+    layers = tuple(range(n_layers)) if layers is None else tuple(sorted({int(i) for i in layers}))
+    if not layers or layers[0] < 0 or layers[-1] >= n_layers:
+        raise ValueError(f"layers must lie in [0, {n_layers}); got {layers}")
+    gene_columns = np.array([var_index[gene] for gene in genes], dtype=np.int64)
+    slot_of_token = np.full(vocab_size, NOT_ACCUMULATED, dtype=np.int64)
+    for slot, column in enumerate(gene_columns):
+        if var_owns_token[column]:
+            slot_of_token[var_tokens[column]] = slot
+    context = None
+    if restrict_context:
+        context = np.zeros(len(var_index), dtype=bool)
+        context[gene_columns] = True
+    return ExtractionPlan(genes, layers, slot_of_token, context)
+
+
+# encode_batch(cell indices) -> (slots int64 (B, n) with NOT_ACCUMULATED where nothing is accumulated,
+#                                iterator of (layer index, attention probabilities (B, H, n, n)))
+BatchEncoder = Callable[[np.ndarray], tuple[np.ndarray, Iterator[tuple[int, torch.Tensor]]]]
+
+
+def stream_attention(
+    accumulator: "AttentionAccumulator",
+    lengths: Sequence[int],
+    batch_size: int,
+    encode_batch: BatchEncoder,
+    progress: ProgressCallback | None = None,
+) -> AttentionScores:
+    """Run every batch of cells through `encode_batch`, reducing each layer into the accumulator as soon as
+    it is computed; returns the accumulated scores."""
+    started, done = time.perf_counter(), 0
+    for batch in plan_batches(lengths, batch_size):
+        slots, layer_probs = encode_batch(batch)
+        selection = accumulator.add_cells(torch.from_numpy(slots))
+        for index, probs in layer_probs:
+            if index in accumulator.layers:
+                accumulator.add_layer(index, probs, selection)
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(lengths), time.perf_counter() - started)
+    return accumulator.result()
 
 
 @dataclass(frozen=True)

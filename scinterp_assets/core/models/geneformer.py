@@ -8,9 +8,10 @@ genes dropped, sorted descending, truncated to the model input size; V2 adds <cl
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from scinterp_assets.core.attention.streaming import (
     AttentionAccumulator,
     ProgressCallback,
     pad_sequences,
-    plan_batches,
+    plan_extraction,
+    stream_attention,
     torch_threads,
 )
 from scinterp_assets.core.models.dictionaries import ModelLoadError, load_pickled_dictionary
@@ -337,46 +339,27 @@ class GeneformerModel:
         X. `seed` is accepted for parity with stochastic tokenisers; Geneformer's is deterministic. The
         model is moved to `device`.
         """
-        del seed  # nothing random: rank-value encoding and eval-mode BERT are deterministic
-        genes = tuple(str(gene) for gene in genes)
-        var_index = {str(name): i for i, name in enumerate(adata.var_names)}
-        missing = [gene for gene in genes if gene not in var_index]
-        if missing or len(set(genes)) != len(genes):
-            raise ValueError(f"genes must be distinct entries of adata.var_names (not found: {missing[:10]})")
-        layers = tuple(range(self.n_layers)) if layers is None else tuple(sorted({int(i) for i in layers}))
-        if not layers or layers[0] < 0 or layers[-1] >= self.n_layers:
-            raise ValueError(f"layers must lie in [0, {self.n_layers}); got {layers}")
-
         mapping = self.tokenizer.map_genes(adata)
-        gene_columns = np.array([var_index[gene] for gene in genes], dtype=np.int64)
-        context = None
-        if restrict_context:
-            context = np.zeros(adata.n_vars, dtype=bool)
-            context[gene_columns] = True
-        cells = self.tokenizer.tokenize(adata, mapping, layer=layer, context=context)
+        plan = plan_extraction(
+            adata.var_names, genes, layers, self.n_layers, var_tokens=mapping.tokens, var_owns_token=mapping.owner,
+            vocab_size=self.bert.config.vocab_size, restrict_context=restrict_context,
+        )  # fmt: skip
+        cells = self.tokenizer.tokenize(adata, mapping, layer=layer, context=plan.context)
         cells = [cell for cell in cells if len(cell)]  # a cell with no known gene has nothing to attend to
-        # token id -> accumulator row; tokens of unrequested genes, specials and padding stay NOT_ACCUMULATED
-        slot_of_token = np.full(self.bert.config.vocab_size, NOT_ACCUMULATED, dtype=np.int64)
-        for slot, column in enumerate(gene_columns):
-            if mapping.owner[column]:
-                slot_of_token[mapping.tokens[column]] = slot
 
-        accumulator = AttentionAccumulator(genes, layers, self.n_heads, device)
-        started, done = time.perf_counter(), 0
+        def encode_batch(batch: np.ndarray):
+            ids, mask = pad_sequences([cells[i] for i in batch], self.tokenizer.pad_token)
+            slots = np.where(mask, plan.slot_of_token[ids], NOT_ACCUMULATED)  # specials and padding excluded
+            return slots, self.layer_attention(torch.from_numpy(ids), torch.from_numpy(mask), plan.layers[-1])
+
         with torch.inference_mode(), torch_threads(num_threads):
             self.bert.to(device)
-            for batch in plan_batches([len(cell) for cell in cells], batch_size):
-                ids, mask = pad_sequences([cells[i] for i in batch], self.tokenizer.pad_token)
-                slots = np.where(mask, slot_of_token[ids], NOT_ACCUMULATED)
-                selection = accumulator.add_cells(torch.from_numpy(slots))
-                layer_probs = self.layer_attention(torch.from_numpy(ids), torch.from_numpy(mask), layers[-1])
-                for index, probs in layer_probs:
-                    if index in accumulator.layers:
-                        accumulator.add_layer(index, probs, selection)
-                done += len(batch)
-                if progress is not None:
-                    progress(done, len(cells), time.perf_counter() - started)
-        return accumulator.result()
+            scores = stream_attention(AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device),
+                                      [len(cell) for cell in cells], batch_size, encode_batch, progress)
+        # rank-value encoding and eval-mode BERT are deterministic: the seed changes nothing, but is recorded
+        provenance = {"family": self.family, "version": self.version, "seed": int(seed), "layer": layer,
+                      "restrict_context": restrict_context, "max_genes": self.tokenizer.max_genes}
+        return dataclasses.replace(scores, provenance=provenance)
 
     def layer_attention(self, ids: torch.Tensor, mask: torch.Tensor, last_layer: int):
         """Run the encoder up to `last_layer`, yielding (layer index, probabilities (B, H, n, n)) per layer.

@@ -8,11 +8,7 @@ Geneformer's masked-token objective on rank-value tokens, seeded, bounded in ste
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,12 +19,12 @@ import torch
 from anndata import AnnData
 
 from scinterp_assets.core.attention.streaming import pad_sequences, torch_threads
+from scinterp_assets.core.models.training import TrainingBudget, train_masked, write_folder_atomically
 from scinterp_assets.core.models.geneformer import MASK, PAD, TARGET_SUM, RankValueTokenizer, count_matrix
 
 # Geneformer's masking recipe (BERT's): of the selected tokens, 80% -> <mask>, 10% -> random gene, 10% kept.
 MASK_REPLACE, MASK_RANDOM = 0.8, 0.1
 IGNORE_INDEX = -100  # label of unselected positions, skipped by the cross-entropy loss
-EVAL_CELLS, EVAL_BATCH = 256, 64  # fixed masked cells on which the start and end losses are compared
 
 
 @dataclass(frozen=True)
@@ -107,38 +103,14 @@ def mask_tokens(
     return inputs, labels
 
 
-def _mlm_loss(model, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
-    """Mean masked-token cross-entropy (nats) over fixed masked batches, in eval mode (no dropout)."""
-    model.eval()
-    with torch.inference_mode():
-        losses = [
-            model(
-                input_ids=torch.from_numpy(inputs),
-                attention_mask=torch.from_numpy(attend).long(),
-                labels=torch.from_numpy(labels),
-            ).loss.item()
-            for inputs, attend, labels in batches
-        ]
-    model.train()
-    return float(np.mean(losses))
-
-
-def _write_atomically(build: Callable[[Path], None], out_dir: Path) -> None:
-    """Build the folder next to out_dir, then swap it in, so no reader ever sees a half-written checkpoint."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        build(staging)
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, retired / out_dir.name)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def _mlm_loss(model, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> torch.Tensor:
+    """Masked-token cross-entropy (nats) of one batch."""
+    inputs, attend, labels = batch
+    return model(
+        input_ids=torch.from_numpy(inputs),
+        attention_mask=torch.from_numpy(attend).long(),
+        labels=torch.from_numpy(labels),
+    ).loss
 
 
 def train_tiny_geneformer(
@@ -184,43 +156,14 @@ def train_tiny_geneformer(
             pad_token_id=token_ids[PAD],
         )
         model = BertForMaskedLM(config)
-        evaluation = rng.permutation(len(cells))[:EVAL_CELLS]
-        starts = range(0, len(evaluation), EVAL_BATCH)
-        eval_batches = [masked_batch(evaluation[start : start + EVAL_BATCH]) for start in starts]
-        initial_loss = _mlm_loss(model, eval_batches)
-        log(f"tiny Geneformer: {len(cells)} cells, {len(token_ids)} tokens; initial loss {initial_loss:.3f}")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate)
-        warmup = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1, (step + 1) / spec.warmup_steps)
-        )
-        model.train()
-        started, steps, batch_size = time.perf_counter(), 0, min(spec.batch_size, len(cells))
-        while steps < spec.max_steps and time.perf_counter() - started < spec.max_seconds:
-            inputs, attend, labels = masked_batch(rng.choice(len(cells), size=batch_size, replace=False))
-            if not (labels != IGNORE_INDEX).any():  # nothing masked: no loss to learn from
-                continue
-            loss = model(
-                input_ids=torch.from_numpy(inputs),
-                attention_mask=torch.from_numpy(attend).long(),
-                labels=torch.from_numpy(labels),
-            ).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            warmup.step()
-            steps += 1
-        seconds = time.perf_counter() - started
-        final_loss = _mlm_loss(model, eval_batches)
-    log(f"tiny Geneformer: {steps} steps in {seconds:.1f} s; final loss {final_loss:.3f}")
-    record = {
-        "spec": asdict(spec),
-        "n_cells": len(cells),
-        "vocab_size": len(token_ids),
-        "steps": steps,
-        "seconds": seconds,
-        "initial_loss": initial_loss,
-        "final_loss": final_loss,
-    }
+        result = train_masked(
+            model, len(cells), masked_batch, _mlm_loss, lambda batch: bool((batch[2] != IGNORE_INDEX).any()),
+            TrainingBudget(spec.max_steps, spec.max_seconds, spec.batch_size, spec.learning_rate, spec.warmup_steps),
+            rng, lambda message: log(f"tiny Geneformer: {len(cells)} cells, {len(token_ids)} tokens; {message}"),
+        )  # fmt: skip
+    log(f"tiny Geneformer: {result.steps} steps in {result.seconds:.1f} s; final masked-token loss "
+        f"{result.final_loss:.3f} (initial {result.initial_loss:.3f})")
+    record = {"spec": asdict(spec), "n_cells": len(cells), "vocab_size": len(token_ids), **asdict(result)}
 
     def build(folder: Path) -> None:
         model.save_pretrained(folder)
@@ -232,5 +175,5 @@ def train_tiny_geneformer(
             (folder / name).write_bytes(pickle.dumps(dictionary, protocol=4))
         (folder / "pretraining.json").write_text(json.dumps(record, indent=2))
 
-    _write_atomically(build, out_dir)
+    write_folder_atomically(build, out_dir)
     return out_dir

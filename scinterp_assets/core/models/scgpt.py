@@ -1,0 +1,638 @@
+"""scGPT: checkpoint folder loading, per-cell value binning, a state-dict-compatible encoder, attention.
+
+A released scGPT checkpoint is a folder with args.json (hyper-parameters), vocab.json (gene symbol -> token
+id) and best_model.pt (a plain state dict). The PyPI `scgpt` package does not import on current torch, so
+the encoder half of its TransformerModel is re-implemented here under the same parameter names: gene
+embedding + LayerNorm, continuous value encoder, optional BatchNorm over the summed embeddings, and a
+post-norm ReLU transformer encoder. Released weights name the fused q/k/v projection as flash-attention
+does (`self_attn.Wqkv.*`, sometimes `self_attn._impl.Wqkv.*`); that is a pure rename of `self_attn.in_proj_*`.
+
+Tokenisation (FRAMEWORK.md section 4): per cell, the non-zero values of the genes the vocabulary knows are
+binned into `n_bins - 1` quantile bins of that cell (ties broken at random, seeded), `<cls>` is prepended,
+and a longer cell keeps a seeded random subset of its genes. Attention is recomputed from each layer's q/k
+weights, since flash attention returns no probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from anndata import AnnData
+from torch import nn
+
+from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.attention.streaming import (
+    NOT_ACCUMULATED,
+    AttentionAccumulator,
+    ProgressCallback,
+    pad_sequences,
+    plan_extraction,
+    stream_attention,
+    torch_threads,
+)
+from scinterp_assets.core.models.dictionaries import ModelLoadError
+from scinterp_assets.core.models.geneformer import CountDataError, GeneCoverage, GeneMapping
+
+ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE = "args.json", "vocab.json", "best_model.pt"
+PAD, CLS, EOC = "<pad>", "<cls>", "<eoc>"
+# Defaults of released args.json files, used when a key is absent (nheads has none: it is required).
+DEFAULT_N_BINS, DEFAULT_PAD_VALUE, DEFAULT_MAX_SEQ_LEN = 51, -2.0, 1200
+# Used as the padding token when vocab.json has no <pad>: padded positions are masked out of attention by
+# position (never by id) and never accumulated, so the embedding row they look up cannot reach a result.
+FALLBACK_PAD_ID = 0
+VALUE_CLIP = 512.0  # scGPT's continuous value encoder clips its input at 512
+BATCH_NORM_EPS = 6.1e-5  # scGPT's BatchNorm1d over the summed embeddings
+_QKV_ALIAS = re.compile(r"^(transformer_encoder\.layers\.\d+\.self_attn\.)(?:_impl\.)?Wqkv\.(weight|bias)$")
+_LAYER_KEY = re.compile(r"^transformer_encoder\.layers\.(\d+)\.")
+
+
+class GeneCoverageError(ValueError):
+    """Too few of a data set's genes map to the model's vocabulary to extract attention."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the encoder (parameter names as in scGPT's TransformerModel, q/k/v under torch's in_proj names)
+
+
+class GeneEncoder(nn.Module):
+    """Token embedding followed by LayerNorm: (B, n) int64 -> (B, n, d)."""
+
+    def __init__(self, vocab_size: int, d_model: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.enc_norm = nn.LayerNorm(d_model)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.enc_norm(self.embedding(ids))
+
+
+class ContinuousValueEncoder(nn.Module):
+    """Binned value (B, n) -> (B, n, d): clip at 512, Linear(1, d), ReLU, Linear(d, d), LayerNorm."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.linear1 = nn.Linear(1, d_model)
+        self.linear2 = nn.Linear(d_model, d_model)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        hidden = F.relu(self.linear1(values.clamp(max=VALUE_CLIP).unsqueeze(-1)))
+        return self.norm(self.linear2(hidden))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused q/k/v projection (rows: q, then k, then v) and key masking."""
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"width {d_model} is not a multiple of {n_heads} heads")
+        self.n_heads = n_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(
+        self, x: torch.Tensor, attend: torch.Tensor, return_probs: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, n, d); attend: bool (B, n), False at padding (masked as keys).
+
+        Returns the projected context (B, n, d) and, when asked, the probabilities (B, H, n, n), query x key.
+        """
+        batch, length, width = x.shape
+        heads = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(batch, length, 3, self.n_heads, -1)
+        q, k, v = heads.permute(2, 0, 3, 1, 4)  # each (B, H, n, d_head)
+        probs = None
+        if return_probs:
+            # q scaled before the product, as torch's MultiheadAttention does (same float32 rounding)
+            logits = (q * math.sqrt(1.0 / q.shape[-1])) @ k.transpose(-2, -1)
+            logits.masked_fill_(~attend[:, None, None, :], float("-inf"))
+            probs = torch.softmax(logits, dim=-1)
+            context = probs @ v
+        else:  # the fused kernel, for training; it returns no probabilities
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend[:, None, None, :])
+        return self.out_proj(context.transpose(1, 2).reshape(batch, length, width)), probs
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm transformer layer as torch's TransformerEncoderLayer(activation=relu, norm_first=False)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_hid: int):
+        super().__init__()
+        self.self_attn = SelfAttention(d_model, n_heads)
+        self.linear1 = nn.Linear(d_model, d_hid)
+        self.linear2 = nn.Linear(d_hid, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(
+        self, x: torch.Tensor, attend: torch.Tensor, return_probs: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context, probs = self.self_attn(x, attend, return_probs)
+        x = self.norm1(x + context)
+        return self.norm2(x + self.linear2(F.relu(self.linear1(x)))), probs
+
+
+class LayerStack(nn.Module):
+    def __init__(self, layers: list[EncoderLayer]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    vocab_size: int
+    d_model: int
+    n_heads: int
+    d_hid: int
+    n_layers: int
+    batch_norm: bool = False
+
+
+class ScGPTEncoder(nn.Module):
+    """The encoder half of scGPT's TransformerModel; `state_dict()` keys are scGPT's (q/k/v as in_proj_*)."""
+
+    def __init__(self, shape: EncoderShape):
+        super().__init__()
+        self.shape = shape
+        self.encoder = GeneEncoder(shape.vocab_size, shape.d_model)
+        self.value_encoder = ContinuousValueEncoder(shape.d_model)
+        if shape.batch_norm:
+            self.bn = nn.BatchNorm1d(shape.d_model, eps=BATCH_NORM_EPS)
+        layers = [EncoderLayer(shape.d_model, shape.n_heads, shape.d_hid) for _ in range(shape.n_layers)]
+        self.transformer_encoder = LayerStack(layers)
+
+    def embed(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """ids int64 (B, n), values float (B, n) -> layer-0 input (B, n, d)."""
+        hidden = self.encoder(ids) + self.value_encoder(values)
+        if self.shape.batch_norm:
+            hidden = self.bn(hidden.transpose(1, 2)).transpose(1, 2)
+        return hidden
+
+    def forward(self, ids: torch.Tensor, values: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        """Last layer's output (B, n, d); attend: bool (B, n), False at padding."""
+        hidden = self.embed(ids, values)
+        for layer in self.transformer_encoder.layers:
+            hidden, _ = layer(hidden, attend)
+        return hidden
+
+    def layer_attention(self, ids: torch.Tensor, values: torch.Tensor, attend: torch.Tensor, last_layer: int):
+        """Run layers 0..last_layer, yielding (layer index, probabilities (B, H, n, n)), one at a time."""
+        hidden = self.embed(ids, values)
+        for index, layer in enumerate(self.transformer_encoder.layers[: last_layer + 1]):
+            hidden, probs = layer(hidden, attend, return_probs=True)
+            yield index, probs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reading the folder
+
+
+@dataclass(frozen=True)
+class ScGPTArgs:
+    """What attention extraction needs from args.json (the rest of the file is ignored)."""
+
+    n_heads: int
+    n_bins: int = DEFAULT_N_BINS
+    pad_token: str = PAD
+    pad_value: float = DEFAULT_PAD_VALUE
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN
+
+
+def _read_json(path: Path, what: str) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path}: cannot read the {what} ({type(err).__name__}: {err})") from err
+
+
+def read_args(path: Path) -> ScGPTArgs:
+    """args.json -> ScGPTArgs; ModelLoadError names the file and the key for anything missing or unusable."""
+    raw = _read_json(path, "scGPT hyper-parameters")
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object of settings, not a {type(raw).__name__}")
+    if "nheads" not in raw:
+        raise ModelLoadError(
+            f"{path}: no 'nheads' key; the number of attention heads cannot be read from the weights. Fix: "
+            "add \"nheads\": <heads> (8 for the released whole-human model) to args.json"
+        )
+
+    def integer(key: str, default: int, minimum: int) -> int:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ModelLoadError(f"{path}: '{key}' must be an integer >= {minimum}, found {value!r}")
+        return value
+
+    style = raw.get("input_emb_style", "continuous")
+    if style != "continuous":
+        raise ModelLoadError(
+            f"{path}: input_emb_style is {style!r}; only scGPT's 'continuous' value encoder is supported"
+        )
+    if raw.get("pre_norm", False):
+        raise ModelLoadError(f"{path}: pre_norm is true; only the released post-norm encoder is supported")
+    pad_value = raw.get("pad_value", DEFAULT_PAD_VALUE)
+    if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)) or not math.isfinite(pad_value):
+        raise ModelLoadError(f"{path}: 'pad_value' must be a finite number, found {pad_value!r}")
+    pad_token = raw.get("pad_token", PAD)
+    if not isinstance(pad_token, str):
+        raise ModelLoadError(f"{path}: 'pad_token' must be a string, found {pad_token!r}")
+    return ScGPTArgs(
+        n_heads=integer("nheads", 0, 1),
+        n_bins=integer("n_bins", DEFAULT_N_BINS, 3),  # at least two quantile edges
+        pad_token=pad_token,
+        pad_value=float(pad_value),
+        max_seq_len=integer("max_seq_len", DEFAULT_MAX_SEQ_LEN, 2),  # <cls> and one gene
+    )
+
+
+def read_vocab(path: Path) -> dict[str, int]:
+    """vocab.json (token -> id) with distinct non-negative integer ids."""
+    raw = _read_json(path, "scGPT vocabulary")
+    if not isinstance(raw, dict) or not raw:
+        raise ModelLoadError(f"{path}: expected a non-empty JSON object mapping gene symbols to token ids")
+    bad = [key for key, value in raw.items() if type(value) is not int or value < 0]  # bool is not an id
+    if bad:
+        raise ModelLoadError(
+            f"{path}: token ids must be non-negative integers; e.g. {bad[0]!r}: {raw[bad[0]]!r}"
+        )
+    if len(set(raw.values())) != len(raw):
+        raise ModelLoadError(f"{path}: two tokens share an id; every token needs its own embedding row")
+    return {str(key): int(value) for key, value in raw.items()}
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """best_model.pt as a dict of float32 tensors, loaded weights-only (no code from the file can run)."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: missing; an scGPT folder holds {ARGS_FILE}, {VOCAB_FILE} and it")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights-only refusal or a corrupt file: never retry with unsafe loading
+        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise ModelLoadError(
+            f"{path}: refused: not a plain tensor state dict that torch.load(weights_only=True) accepts "
+            f"({type(err).__name__}: {reason}). Nothing from the file was executed. Fix: save the weights "
+            "with torch.save(model.state_dict(), 'best_model.pt')"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise ModelLoadError(f"{path}: holds a {type(loaded).__name__}, not a state dict (name: tensor)")
+    not_tensors = [key for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors or not all(isinstance(key, str) for key in loaded):
+        example = not_tensors[0] if not_tensors else next(k for k in loaded if not isinstance(k, str))
+        raise ModelLoadError(
+            f"{path}: entry {example!r} is not a named tensor; expected a plain state dict (a training "
+            "checkpoint that wraps one must be unwrapped: torch.save(checkpoint['model_state_dict'], ...))"
+        )
+    if loaded and all(key.startswith("module.") for key in loaded):  # saved from DistributedDataParallel
+        loaded = {key.removeprefix("module."): value for key, value in loaded.items()}
+    return {key: value.float() if value.is_floating_point() else value for key, value in loaded.items()}
+
+
+def canonical_weights(state: dict[str, torch.Tensor], n_heads: int, path: Path) -> tuple[EncoderShape, dict]:
+    """Encoder shape (from the weights) and the encoder's tensors under ScGPTEncoder's names.
+
+    Flash-attention q/k/v names become in_proj_*; decoders and other heads are dropped. Raises
+    ModelLoadError naming the key for a missing tensor or a shape that disagrees with the embedding.
+    """
+    renamed: dict[str, torch.Tensor] = {}
+    original: dict[str, str] = {}
+    for key, value in state.items():
+        canonical = _QKV_ALIAS.sub(r"\1in_proj_\2", key)
+        if canonical in renamed:
+            raise ModelLoadError(
+                f"{path}: holds both {original[canonical]} and {key}, two names of the one tensor "
+                f"{canonical}; keep only one"
+            )
+        renamed[canonical], original[canonical] = value, key
+    embedding = renamed.get("encoder.embedding.weight")
+    if embedding is None or embedding.ndim != 2:
+        found = "missing" if embedding is None else f"shape {tuple(embedding.shape)}"
+        raise ModelLoadError(f"{path}: encoder.embedding.weight (vocab x width) is {found}")
+    vocab_size, d_model = embedding.shape
+    indices = sorted({int(m.group(1)) for key in renamed if (m := _LAYER_KEY.match(key))})
+    if not indices or indices != list(range(len(indices))):
+        raise ModelLoadError(f"{path}: transformer_encoder.layers.<i> must run 0..L-1, found {indices}")
+    if d_model % n_heads:
+        raise ModelLoadError(
+            f"{path}: width {d_model} is not a multiple of args.json nheads {n_heads}; args.json belongs to "
+            "a different model"
+        )
+    d_hid_weight = renamed.get("transformer_encoder.layers.0.linear1.weight")
+    if d_hid_weight is None or d_hid_weight.ndim != 2:
+        raise ModelLoadError(f"{path}: transformer_encoder.layers.0.linear1.weight is missing or not 2-D")
+    shape = EncoderShape(
+        vocab_size=int(vocab_size),
+        d_model=int(d_model),
+        n_heads=n_heads,
+        d_hid=int(d_hid_weight.shape[0]),
+        n_layers=len(indices),
+        batch_norm=any(key.startswith("bn.") for key in renamed),
+    )
+    with torch.device("meta"):  # shapes only: no memory, no random initialisation
+        expected = {key: tuple(value.shape) for key, value in ScGPTEncoder(shape).state_dict().items()}
+    weights = {}
+    for key, expected_shape in expected.items():
+        if key not in renamed:
+            if key == "bn.num_batches_tracked":  # a counter that eval mode never reads
+                continue
+            raise ModelLoadError(f"{path}: the encoder tensor {key} is missing (expected {expected_shape})")
+        found = tuple(renamed[key].shape)
+        if found != expected_shape:
+            raise ModelLoadError(f"{path}: {key} has shape {found}, expected {expected_shape}")
+        weights[key] = renamed[key]
+    return shape, weights
+
+
+def load_scgpt(folder: str | Path) -> ScGPTModel:
+    """Load an scGPT checkpoint folder (args.json, vocab.json, best_model.pt) without executing code from it.
+
+    Layer count, width, feed-forward size and vocabulary size come from the weights, heads from args.json.
+    """
+    folder = Path(folder)
+    args = read_args(folder / ARGS_FILE)
+    vocab = read_vocab(folder / VOCAB_FILE)
+    state = load_state_dict(folder / WEIGHTS_FILE)
+    shape, weights = canonical_weights(state, args.n_heads, folder / WEIGHTS_FILE)
+    if len(vocab) != shape.vocab_size or max(vocab.values()) >= shape.vocab_size:
+        raise ModelLoadError(
+            f"{folder}: {VOCAB_FILE} holds {len(vocab)} tokens (ids up to {max(vocab.values())}) but "
+            f"{WEIGHTS_FILE} encoder.embedding.weight has {shape.vocab_size} rows: expected "
+            f"{shape.vocab_size} tokens, found {len(vocab)}. The vocabulary belongs to a different model"
+        )
+    if shape.batch_norm:
+        weights.setdefault("bn.num_batches_tracked", torch.tensor(0))
+    encoder = ScGPTEncoder(shape)
+    encoder.load_state_dict(weights)
+    tokenizer = BinnedValueTokenizer(vocab, args.n_bins, args.max_seq_len, args.pad_value, args.pad_token)
+    return ScGPTModel(folder, encoder.eval(), tokenizer, args)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tokenisation
+
+
+def expression_matrix(adata: AnnData, layer: str | None = None) -> sp.csr_matrix:
+    """adata.X (or a layer) as float64 CSR; raises CountDataError for negative or non-finite values.
+
+    Binning is rank-based within a cell, so raw counts and per-cell normalised (or log1p) values give the
+    same bins; negative values (scaled or centred data) have no such reading.
+    """
+    where = "X" if layer is None else f"layers[{layer!r}]"
+    matrix = adata.X if layer is None else adata.layers[layer]
+    if matrix is None:
+        raise CountDataError(f"adata.{where} is empty; scGPT binning needs expression values there")
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    if matrix.data.size and (not np.all(np.isfinite(matrix.data)) or matrix.data.min() < 0):
+        raise CountDataError(
+            f"adata.{where} holds negative or non-finite values; scGPT binning needs non-negative expression "
+            f"(raw counts, or normalised / log1p values): pass such a matrix as {where}, or name a layer "
+            "with layer='<layer>'"
+        )
+    return matrix
+
+
+def bin_values(values: np.ndarray, n_bins: int, rng: np.random.Generator) -> np.ndarray:
+    """scGPT's per-cell quantile binning of one cell's values (float (k,), >= 0) -> int64 (k,) bins.
+
+    Zeros get bin 0. Non-zero values are placed among `n_bins - 1` edges, the quantiles 0, 1/(n_bins - 2),
+    ..., 1 of the non-zero values, so non-zero bins lie in [1, n_bins - 1]. A value equal to several edges
+    (ties) gets a bin drawn uniformly among those its left and right digitisations allow. One uniform draw
+    is taken per non-zero value whether or not it is tied, so the stream of `rng` does not depend on ties.
+    """
+    bins = np.zeros(values.shape, dtype=np.int64)
+    nonzero = np.flatnonzero(values > 0)
+    if nonzero.size == 0:
+        return bins
+    x = values[nonzero]
+    edges = np.quantile(x, np.linspace(0.0, 1.0, n_bins - 1))
+    left = np.digitize(x, edges)  # edges[i-1] <= x < edges[i]
+    right = np.digitize(x, edges, right=True)  # edges[i-1] < x <= edges[i]
+    draw = rng.random(x.shape)  # in [0, 1): picks one of right+1 .. left
+    bins[nonzero] = np.ceil(left - draw * (left - right)).astype(np.int64)
+    return bins
+
+
+@dataclass(frozen=True)
+class BinnedCell:
+    """One tokenised cell: ids int64 (n,) and bin values float32 (n,); <cls> (when present) first."""
+
+    ids: np.ndarray
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.ids.shape != self.values.shape or self.ids.ndim != 1:
+            raise ValueError(f"BinnedCell: ids {self.ids.shape} and values {self.values.shape} must match")
+
+
+class BinnedValueTokenizer:
+    """scGPT's tokenisation over one vocabulary.
+
+    vocab:       token (gene symbol or <special>) -> id
+    n_bins:      bins including 0 (zeros); non-zero values go to 1 .. n_bins - 1
+    max_seq_len: tokens per cell including <cls> (scGPT's max_len); longer cells keep a random gene subset
+    pad_value:   value at padded positions (masked out of attention)
+    Padding id: vocab[pad_token], or FALLBACK_PAD_ID (0) when the vocabulary has no pad token. Without a
+    <cls> token no class token is prepended.
+    """
+
+    def __init__(self, vocab: dict[str, int], n_bins: int, max_seq_len: int, pad_value: float, pad_token=PAD):
+        self.vocab = dict(vocab)
+        self.n_bins, self.max_seq_len, self.pad_value = int(n_bins), int(max_seq_len), float(pad_value)
+        self.pad_id = self.vocab.get(pad_token, FALLBACK_PAD_ID)
+        self.cls_id = self.vocab.get(CLS)
+        self.max_genes = self.max_seq_len - (self.cls_id is not None)
+        self.gene_tokens = {
+            token: token_id
+            for token, token_id in self.vocab.items()
+            if not (token.startswith("<") and token.endswith(">")) and token != pad_token
+        }
+
+    def symbols(self, adata: AnnData, symbol_column: str | None = None) -> list[str | None]:
+        """Gene symbol of each var: var_names, or var[symbol_column]."""
+        if symbol_column is None:
+            return [str(name) for name in adata.var_names]
+        if symbol_column not in adata.var.columns:
+            raise ValueError(
+                f"symbol_column {symbol_column!r} is not a column of adata.var (columns: {list(adata.var)})"
+            )
+        return [None if pd.isna(value) else str(value) for value in adata.var[symbol_column]]
+
+    def map_genes(self, adata: AnnData, symbol_column: str | None = None) -> GeneMapping:
+        """Token of each var by symbol; a repeated symbol's values are merged into its first var."""
+        looked_up = [self.gene_tokens.get(symbol) for symbol in self.symbols(adata, symbol_column)]
+        tokens = np.array([-1 if token is None else token for token in looked_up], dtype=np.int64)
+        owner = np.zeros(len(tokens), dtype=bool)
+        _, first = np.unique(tokens, return_index=True)
+        owner[first] = True
+        owner &= tokens >= 0
+        return GeneMapping(tuple(str(name) for name in adata.var_names), tokens, owner)
+
+    def tokenize(
+        self,
+        adata: AnnData,
+        mapping: GeneMapping | None = None,
+        *,
+        seed: int = 0,
+        layer: str | None = None,
+        context: np.ndarray | None = None,
+        include_zero_genes: bool = False,
+        cls_value: float = 0.0,
+    ) -> list[BinnedCell]:
+        """Binned tokens of each cell of `adata`, in cell order; genes in token-id order after <cls>.
+
+        Binning runs over the cell's candidate genes (known to the vocabulary, within `context` (bool
+        (n_vars,)) when given, non-zero unless `include_zero_genes`), before a longer cell is cut to a
+        random subset of `max_genes`; both random steps draw from one generator seeded by `seed`.
+        """
+        mapping = mapping if mapping is not None else self.map_genes(adata)
+        matrix = expression_matrix(adata, layer)
+        usable = mapping.tokens >= 0 if context is None else (mapping.tokens >= 0) & context
+        used_tokens, column_of_var = np.unique(mapping.tokens[usable], return_inverse=True)
+        projection = sp.csr_matrix(  # var -> used token, summing repeated symbols
+            (np.ones(usable.sum()), (np.flatnonzero(usable), column_of_var)),
+            shape=(matrix.shape[1], len(used_tokens)),
+        )
+        expression = sp.csr_matrix(matrix @ projection)
+        expression.sort_indices()
+        rng = np.random.default_rng(seed)
+        cells = []
+        for row in range(expression.shape[0]):
+            if include_zero_genes:
+                tokens, values = used_tokens, expression[row].toarray().ravel()
+            else:
+                start, stop = expression.indptr[row], expression.indptr[row + 1]
+                values, tokens = expression.data[start:stop], used_tokens[expression.indices[start:stop]]
+                keep = values > 0
+                values, tokens = values[keep], tokens[keep]
+            bins = bin_values(values, self.n_bins, rng)
+            if len(tokens) > self.max_genes:
+                chosen = np.sort(rng.choice(len(tokens), self.max_genes, replace=False))
+                tokens, bins = tokens[chosen], bins[chosen]
+            ids, binned = tokens.astype(np.int64), bins.astype(np.float32)
+            if self.cls_id is not None:
+                ids = np.concatenate([[self.cls_id], ids]).astype(np.int64)
+                binned = np.concatenate([[cls_value], binned]).astype(np.float32)
+            cells.append(BinnedCell(ids, binned))
+        return cells
+
+    def pad(self, cells: list[BinnedCell]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ids int64 (B, n_max), values float32 (B, n_max) (pad_value at padding), attend bool (B, n_max)."""
+        ids, attend = pad_sequences([cell.ids for cell in cells], self.pad_id)
+        values = np.full(ids.shape, self.pad_value, dtype=np.float32)
+        for row, cell in enumerate(cells):
+            values[row, : len(cell.values)] = cell.values
+        return ids, values, attend
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the adapter
+
+
+class ScGPTModel:
+    """A loaded scGPT checkpoint: binning tokeniser, encoder and attention extraction."""
+
+    family = "scgpt"
+    version = "scGPT"
+
+    def __init__(self, checkpoint_dir: Path, encoder: ScGPTEncoder, tokenizer: BinnedValueTokenizer, args):
+        self.checkpoint_dir = checkpoint_dir
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.args = args
+        self.n_layers = encoder.shape.n_layers
+        self.n_heads = encoder.shape.n_heads
+
+    def coverage(self, adata: AnnData, symbol_column: str | None = None) -> GeneCoverage:
+        return self.tokenizer.map_genes(adata, symbol_column).coverage()
+
+    def _require_coverage(
+        self, adata: AnnData, mapping: GeneMapping, symbol_column: str | None, minimum: float
+    ) -> None:
+        coverage = mapping.coverage()
+        if coverage.n_mapped and coverage.fraction >= minimum:
+            return
+        source = "adata.var_names" if symbol_column is None else f"adata.var[{symbol_column!r}]"
+        vocabulary = sorted(self.tokenizer.gene_tokens)[:5]
+        raise GeneCoverageError(
+            f"only {coverage.n_mapped} of {coverage.n_genes} genes ({coverage.fraction:.1%}) map to a token "
+            f"of {self.checkpoint_dir / VOCAB_FILE} (required: more than none and >= {minimum:.0%}). scGPT "
+            f"maps genes by symbol through {source}, e.g. {list(mapping.var_names[:5])}; the vocabulary "
+            f"holds e.g. {vocabulary}. Fix: pass symbol_column='<var column of gene symbols>' (var columns: "
+            f"{list(adata.var.columns)}) or use the checkpoint trained on this species' symbols"
+        )
+
+    def attention_scores(
+        self,
+        adata: AnnData,
+        genes: list[str] | tuple[str, ...],
+        layers: list[int] | tuple[int, ...] | None = None,
+        batch_size: int = 8,
+        seed: int = 0,
+        device: str = "cpu",
+        progress: ProgressCallback | None = None,
+        *,
+        layer: str | None = None,
+        restrict_context: bool = False,
+        num_threads: int | None = None,
+        symbol_column: str | None = None,
+        include_zero_genes: bool = False,
+        cls_value: float = 0.0,
+        min_coverage: float = 0.0,
+    ) -> AttentionScores:
+        """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names).
+
+        Each cell is binned and tokenised over all genes the vocabulary knows (`restrict_context=True`: over
+        `genes` only); rows (query = source) and columns (key = target) are accumulated for `genes`, never
+        for <cls>. `seed` drives the random tie-breaking of binning and the gene subset of cells longer than
+        max_seq_len. The scores' `provenance` records family, seed and the tokenisation options. Genes map by symbol: var_names or var[symbol_column].
+        Raises GeneCoverageError when no gene (or under `min_coverage` of them) maps to the vocabulary.
+        Cells without any known expressed gene are skipped.
+        """
+        mapping = self.tokenizer.map_genes(adata, symbol_column)
+        self._require_coverage(adata, mapping, symbol_column, min_coverage)
+        plan = plan_extraction(
+            adata.var_names, genes, layers, self.n_layers, var_tokens=mapping.tokens, var_owns_token=mapping.owner,
+            vocab_size=self.encoder.shape.vocab_size, restrict_context=restrict_context,
+        )  # fmt: skip
+        cells = self.tokenizer.tokenize(
+            adata, mapping, seed=seed, layer=layer, context=plan.context,
+            include_zero_genes=include_zero_genes, cls_value=cls_value,
+        )  # fmt: skip
+        has_cls = self.tokenizer.cls_id is not None
+        cells = [cell for cell in cells if len(cell.ids) > has_cls]  # no known gene: nothing to accumulate
+
+        def encode_batch(batch: np.ndarray):
+            ids, values, attend = self.tokenizer.pad([cells[i] for i in batch])
+            slots = np.where(attend, plan.slot_of_token[ids], NOT_ACCUMULATED)
+            if has_cls:
+                slots[:, 0] = NOT_ACCUMULATED
+            tensors = (torch.from_numpy(array).to(device) for array in (ids, values, attend))
+            return slots, self.encoder.layer_attention(*tensors, plan.layers[-1])
+
+        with torch.inference_mode(), torch_threads(num_threads):
+            self.encoder.to(device)
+            scores = stream_attention(AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device),
+                                      [len(cell.ids) for cell in cells], batch_size, encode_batch, progress)
+        provenance = {
+            "family": self.family,
+            "seed": int(seed),
+            "n_bins": self.tokenizer.n_bins,
+            "max_seq_len": self.tokenizer.max_seq_len,
+            "include_zero_genes": include_zero_genes,
+            "cls_value": cls_value,
+            "restrict_context": restrict_context,
+            "symbol_column": symbol_column,
+            "layer": layer,
+        }
+        return dataclasses.replace(scores, provenance=provenance)
