@@ -83,6 +83,7 @@ class AttentionConfig(_Strict):
     max_cells: int = Field(default=1000, ge=1)
     layers: list[int] | None = None
     device: str = "cpu"
+    num_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads on CPU; None: torch's default
 
 
 class ContractThresholds(_Strict):
@@ -120,6 +121,7 @@ DEFAULT_TINY_CHECKPOINTS = (
 class ScinterpConfig(_Strict):
     home: Path
     checkpoint_dir: Path
+    model_dictionary_dir: Path | None = None
     contracts_dir: Path | None = None
     cell_types: dict[str, CellType]
     preprocessing: PreprocessingConfig = PreprocessingConfig()
@@ -154,7 +156,7 @@ class ScinterpConfig(_Strict):
 
     def fingerprint(self) -> str:
         """Short hash of the settings that change results (recorded with every registry row)."""
-        payload = self.model_dump(mode="json", exclude={"home", "checkpoint_dir", "contracts_dir", "source"})
+        payload = self.model_dump(mode="json", exclude={"home", "checkpoint_dir", "contracts_dir", "model_dictionary_dir", "source"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -204,8 +206,9 @@ def _resolve_paths(config: ScinterpConfig, base: Path) -> ScinterpConfig:
             cell_type = cell_type.model_copy(update={"path": screen_path})
         cell_types[name] = cell_type
     updates = {"home": resolve(config.home), "checkpoint_dir": resolve(config.checkpoint_dir), "cell_types": cell_types}
-    if config.contracts_dir is not None:
-        updates["contracts_dir"] = resolve(config.contracts_dir)
+    for optional in ("contracts_dir", "model_dictionary_dir"):
+        if getattr(config, optional) is not None:
+            updates[optional] = resolve(getattr(config, optional))
     return config.model_copy(update=updates)
 
 

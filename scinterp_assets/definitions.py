@@ -31,7 +31,7 @@ register_npz_type("attention_scores", AttentionScores)
 def build_definitions(config: ScinterpConfig) -> dg.Definitions:
     cell_types = cell_type_partitions(config)
     multi = model_cell_type_partitions(config)
-    model_store = ModelStore(config.checkpoint_dir)
+    model_store = ModelStore(config.checkpoint_dir, config.model_dictionary_dir)
     evaluation = model_evaluation_job(multi)
     registration = checkpoint_job()
     return dg.Definitions(

@@ -19,7 +19,6 @@ from scinterp_assets.core.analyses.reference_structure import reference_auroc_te
 from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, random_score_set, score_sets_from_edges
 from scinterp_assets.core.attention.edges import attention_edge_table, evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
-from scinterp_assets.core.models import load_model
 from scinterp_assets.core.stats.registry import registry_rows
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
@@ -41,7 +40,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     def model_checkpoint(context: dg.AssetExecutionContext, model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
         """A registered checkpoint folder: loaded once (safely) to validate it; family, shape and fingerprint."""
         checkpoint = model_store.resolve(context.partition_key)
-        model = load_model(checkpoint.path)
+        model = model_store.load(checkpoint.key)
         description = {
             "key": checkpoint.key,
             "path": str(checkpoint.path),
@@ -67,7 +66,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         layer at a time (query = source row, key = target column)."""
         model_key, _ = model_and_cell_type(context)
         settings = project.attention
-        model = load_model(model_store.resolve(model_key).path)
+        model = model_store.load(model_key)
         cells = _subsample_cells(control_cells, settings.max_cells, project.seeds.attention)
         coverage = model.coverage(cells[:, gene_universe["gene"].tolist()])
         started = time.perf_counter()
@@ -78,7 +77,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
 
         scores = model.attention_scores(cells, gene_universe["gene"].tolist(), layers=settings.layers,
                                         batch_size=settings.batch_size, seed=project.seeds.attention,
-                                        device=settings.device, progress=progress)
+                                        device=settings.device, progress=progress, num_threads=settings.num_threads)
         seconds = time.perf_counter() - started
         n_evaluable = len(evaluable_genes(scores))
         yield dg.Output(scores, metadata={

@@ -61,7 +61,11 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class ModelStore:
+    """checkpoint_dir: one sub-folder per model. dictionary_dir: where Geneformer dictionaries live when
+    they are not beside a model's config.json (Geneformer's repository keeps them in its package folder)."""
+
     checkpoint_dir: Path
+    dictionary_dir: Path | None = None
 
     def checkpoints(self) -> dict[str, Checkpoint]:
         """Every checkpoint folder, by key. Hidden folders and in-progress writes (".tmp") are skipped."""
@@ -79,6 +83,12 @@ class ModelStore:
                 )
             found[key] = Checkpoint(key, folder, fingerprint_folder(folder))
         return found
+
+    def load(self, key: str):
+        """The loaded model of a partition key (nothing from the checkpoint is executed)."""
+        from scinterp_assets.core.models import load_model  # deferred: torch and transformers cost seconds
+
+        return load_model(self.resolve(key).path, self.dictionary_dir)
 
     def resolve(self, key: str) -> Checkpoint:
         checkpoints = self.checkpoints()

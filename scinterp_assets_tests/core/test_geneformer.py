@@ -127,6 +127,38 @@ def hand_made_cell() -> tuple[RankValueTokenizer, AnnData]:
     return RankValueTokenizer(tokens, medians, {}, max_genes=2048), adata
 
 
+def test_dictionaries_from_a_separate_dictionary_folder(tmp_path):
+    folder = build_tiny_geneformer(tmp_path / "model")
+    dictionaries = tmp_path / "geneformer_package"
+    dictionaries.mkdir()
+    for stem in ("token_dictionary", "gene_median_dictionary", "gene_name_id_dict"):
+        os.rename(folder / f"{stem}.pkl", dictionaries / f"{stem}_gc30M.pkl")
+    with pytest.raises(ModelLoadError, match="model_dictionary_dir"):
+        load_model(folder)
+    assert load_model(folder, dictionary_dir=dictionaries).n_layers == 2
+
+
+def test_v1_dictionaries_next_to_a_v2_model_are_refused(tmp_path):
+    folder = build_tiny_geneformer(tmp_path / "m", version="V1")
+    set_config_value(folder, "max_position_embeddings", 4096)  # what a V2 config.json says
+    with pytest.raises(ModelLoadError, match=r"V2 model \(max_position_embeddings 4096\).*V1 dictionary.*_gc104M"):
+        load_model(folder)
+
+
+def test_ensembl_mapping_collapses_alternative_ids():
+    tokenizer, _ = hand_made_cell()
+    mapped = RankValueTokenizer(tokenizer.token_ids, tokenizer.medians, {}, 2048,
+                                ensembl_mapping={"ENSG_C_OLD": "ENSG_C"})
+    cell = AnnData(X=np.array([[1.0, 2.0, 30.0]], dtype=np.float32),
+                   var=pd.DataFrame({"ensembl_id": ["ENSG_C", "ENSG_C_OLD", "ENSG_E"]}, index=["c", "c_old", "e"]))
+    assert tokenizer.tokenize(cell)[0].tolist() == [6, 4]  # without the mapping, the retired id is unknown
+    assert mapped.tokenize(cell)[0].tolist() == [6, 4]
+    assert mapped.map_genes(cell).coverage().unmapped == ("c_old",)  # merged into "c", not lost
+    # the merge sums counts: with C at (1 + 2) / 0.5 = 6 against E at 30 / 4 = 7.5, E still leads; raise C's
+    cell.X = np.array([[3.0, 2.0, 30.0]], dtype=np.float32)
+    assert tokenizer.tokenize(cell)[0].tolist() == [6, 4] and mapped.tokenize(cell)[0].tolist() == [4, 6]
+
+
 def test_rank_value_order_on_a_hand_made_cell():
     tokenizer, adata = hand_made_cell()
     [cell] = tokenizer.tokenize(adata)

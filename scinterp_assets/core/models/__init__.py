@@ -38,10 +38,10 @@ GENEFORMER_LAYOUT = (
 SCGPT_LAYOUT = f"{ARGS_FILE}, {VOCAB_FILE} and {WEIGHTS_FILE} (a plain state dict)"
 
 
-def load_model(checkpoint_dir: str | Path) -> GeneformerModel | ScGPTModel:
+def load_model(checkpoint_dir: str | Path, dictionary_dir: str | Path | None = None) -> GeneformerModel | ScGPTModel:
     """Load a checkpoint folder; the family is read from its layout, never from code inside it.
 
-    Geneformer: config.json with model_type 'bert' (its dictionaries must sit beside it).
+    Geneformer: config.json with model_type 'bert'; its dictionaries sit beside it or in `dictionary_dir`.
     scGPT: args.json + vocab.json + best_model.pt.
     Raises ModelLoadError naming the folder, what it holds, and what each family needs.
     """
@@ -53,7 +53,7 @@ def load_model(checkpoint_dir: str | Path) -> GeneformerModel | ScGPTModel:
         )
     names = sorted(path.name for path in folder.iterdir())
     if "config.json" in names and read_bert_config(folder).get("model_type") == "bert":
-        return load_geneformer(folder)
+        return load_geneformer(folder, dictionary_dir)
     if {ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE} <= set(names):
         return load_scgpt(folder)
     raise ModelLoadError(

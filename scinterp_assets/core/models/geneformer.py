@@ -42,6 +42,8 @@ DICTIONARY_STEMS = {
     "median": "gene_median_dictionary",
     "name": "gene_name_id_dict",
 }
+# Maps retired or alternative Ensembl ids to the id the model was trained on (V2 releases ship it).
+OPTIONAL_DICTIONARY_STEMS = {"ensembl_mapping": "ensembl_mapping_dict"}
 # Released file names carry the training-corpus suffix (e.g. token_dictionary_gc104M.pkl).
 RELEASE_SUFFIXES = ("", "_gc30M", "_gc95M", "_gc104M")
 _VERSION_SUFFIX = re.compile(r"\.\d+$")
@@ -125,13 +127,17 @@ class RankValueTokenizer:
     medians:    Ensembl id -> median normalised expression (counts per 10,000) of the training corpus
     symbol_ids: gene symbol -> Ensembl id
     max_genes:  genes kept per cell (highest ranks)
+    ensembl_mapping: optional Ensembl id -> the id the model was trained on; ids mapped to the same
+                 target are collapsed into one token (their counts summed), as Geneformer's V2 tokeniser does
     """
 
-    def __init__(self, token_ids: dict, medians: dict, symbol_ids: dict, max_genes: int):
+    def __init__(self, token_ids: dict, medians: dict, symbol_ids: dict, max_genes: int,
+                 ensembl_mapping: dict | None = None):
         self.token_ids = {str(key): int(value) for key, value in token_ids.items()}
         self.medians = {str(key): float(value) for key, value in medians.items()}
         self.symbol_ids = {str(key): str(value) for key, value in symbol_ids.items()}
         self.max_genes = int(max_genes)
+        self.ensembl_mapping = {str(key): str(value) for key, value in (ensembl_mapping or {}).items()}
         self.pad_token = self.token_ids[PAD]
         self.cls_token = self.token_ids.get(CLS)
         self.eos_token = self.token_ids.get(EOS)
@@ -153,11 +159,15 @@ class RankValueTokenizer:
         return names if as_ids >= as_symbols and as_ids > 0 else [self.symbol_ids.get(name) for name in names]
 
     def _lookup(self, ensembl_id: str | None) -> int | None:
-        """Token of an Ensembl id, trying it without a version suffix (ENSG...12.3 -> ENSG...12) too."""
+        """Token of an Ensembl id (through the Ensembl mapping when the model ships one), trying it without a
+        version suffix (ENSG...12.3 -> ENSG...12) too."""
         if ensembl_id is None:
             return None
-        token = self._gene_tokens.get(ensembl_id)
-        return token if token is not None else self._gene_tokens.get(_VERSION_SUFFIX.sub("", ensembl_id))
+        for candidate in (ensembl_id, _VERSION_SUFFIX.sub("", ensembl_id)):
+            token = self._gene_tokens.get(self.ensembl_mapping.get(candidate, candidate))
+            if token is not None:
+                return token
+        return None
 
     def map_genes(self, adata: AnnData) -> GeneMapping:
         looked_up = [self._lookup(ensembl_id) for ensembl_id in self._ensembl_ids(adata)]
@@ -210,22 +220,31 @@ class RankValueTokenizer:
         return cells
 
 
-def find_dictionaries(folder: Path) -> dict[str, Path]:
-    """Paths of the three dictionaries in a checkpoint folder; ModelLoadError names any that is missing."""
+def find_dictionaries(folder: Path, dictionary_dir: Path | None = None) -> dict[str, Path]:
+    """Paths of the model's dictionaries, beside config.json or else in `dictionary_dir` (Geneformer's
+    repository keeps them in its package folder, apart from the model folders). The three of
+    DICTIONARY_STEMS are required; the Ensembl mapping dictionary (V2 releases) is used when present.
+    ModelLoadError names any that is missing or ambiguous."""
     found, problems = {}, []
-    for kind, stem in DICTIONARY_STEMS.items():
-        candidates = [folder / f"{stem}{suffix}.pkl" for suffix in RELEASE_SUFFIXES]
-        present = [path for path in candidates if path.is_file()]
+    places = [folder] + ([Path(dictionary_dir)] if dictionary_dir is not None else [])
+    for kind, stem in {**DICTIONARY_STEMS, **OPTIONAL_DICTIONARY_STEMS}.items():
+        for place in places:
+            present = [place / f"{stem}{suffix}.pkl" for suffix in RELEASE_SUFFIXES]
+            present = [path for path in present if path.is_file()]
+            if present:
+                break
         if len(present) == 1:
             found[kind] = present[0]
-        elif not present:
-            problems.append(f"missing {stem}.pkl (or a released variant such as {stem}_gc104M.pkl)")
-        else:
+        elif len(present) > 1:
             problems.append(f"several {stem} files {[p.name for p in present]}: keep only the model's own")
+        elif kind in DICTIONARY_STEMS:
+            problems.append(f"missing {stem}.pkl (or a released variant such as {stem}_gc104M.pkl)")
     if problems:
+        where = " or ".join(str(place) for place in places)
         raise ModelLoadError(
-            f"{folder}: {'; '.join(problems)}. Fix: copy the dictionaries that ship with the model "
-            "(token_dictionary, gene_median_dictionary, gene_name_id_dict pickles) next to config.json."
+            f"{folder}: {'; '.join(problems)} (looked in {where}). Fix: copy the dictionaries that ship with the "
+            "model (token_dictionary, gene_median_dictionary, gene_name_id_dict pickles) next to config.json, "
+            "or set model_dictionary_dir in the configuration to the folder that holds them."
         )
     return found
 
@@ -250,8 +269,28 @@ def _weights_are_safetensors(folder: Path) -> bool:
     )
 
 
-def load_geneformer(folder: str | Path) -> GeneformerModel:
-    """Load a Geneformer checkpoint folder without executing code from it (safetensors or weights-only)."""
+def _check_generation(folder: Path, config: dict, token_path: Path, token_ids: dict) -> None:
+    """V1 models read 2,048 genes without special tokens; V2 models 4,096 tokens with <cls> and <eos>.
+    Dictionaries of one generation next to a model of the other would tokenise cells wrongly."""
+    positions = config.get("max_position_embeddings")
+    # Released V1 configs say 2,048 positions and V2 configs 4,096; other sizes (tiny models) say nothing.
+    if not isinstance(positions, int) or positions < V1_INPUT_SIZE:
+        return
+    model_generation = "V2" if positions > V1_INPUT_SIZE else "V1"
+    dictionary_generation = "V2" if CLS in token_ids and EOS in token_ids else "V1"
+    if model_generation != dictionary_generation:
+        raise ModelLoadError(
+            f"{folder}: config.json describes a {model_generation} model (max_position_embeddings {positions}) "
+            f"but {token_path.name} is a {dictionary_generation} dictionary "
+            f"({'with' if dictionary_generation == 'V2' else 'without'} <cls>/<eos>, {len(token_ids)} tokens). "
+            f"Fix: use the dictionaries released with the model (V1: unsuffixed or _gc30M; V2: _gc104M)"
+        )
+
+
+def load_geneformer(folder: str | Path, dictionary_dir: str | Path | None = None) -> GeneformerModel:
+    """Load a Geneformer checkpoint folder without executing code from it (safetensors or weights-only).
+
+    Dictionaries are read beside config.json, else from `dictionary_dir`."""
     from transformers import BertForMaskedLM  # deferred: importing transformers costs seconds
 
     folder = Path(folder)
@@ -260,10 +299,11 @@ def load_geneformer(folder: str | Path) -> GeneformerModel:
         raise ModelLoadError(
             f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, expected 'bert'"
         )
-    paths = find_dictionaries(folder)
+    paths = find_dictionaries(folder, None if dictionary_dir is None else Path(dictionary_dir))
     token_ids = load_pickled_dictionary(paths["token"])
     if PAD not in token_ids:
         raise ModelLoadError(f"{paths['token']}: no {PAD} token; this is not a Geneformer token dictionary")
+    _check_generation(folder, config, paths["token"], token_ids)
     vocab_size = config.get("vocab_size")
     top_token = max(int(token) for token in token_ids.values())
     if not isinstance(vocab_size, int) or len(token_ids) != vocab_size or top_token >= vocab_size:
@@ -275,7 +315,8 @@ def load_geneformer(folder: str | Path) -> GeneformerModel:
     max_positions = int(config.get("max_position_embeddings", V2_INPUT_SIZE if is_v2 else V1_INPUT_SIZE))
     max_genes = min(V2_INPUT_SIZE, max_positions) - 2 if is_v2 else min(V1_INPUT_SIZE, max_positions)
     tokenizer = RankValueTokenizer(
-        token_ids, load_pickled_dictionary(paths["median"]), load_pickled_dictionary(paths["name"]), max_genes
+        token_ids, load_pickled_dictionary(paths["median"]), load_pickled_dictionary(paths["name"]), max_genes,
+        load_pickled_dictionary(paths["ensembl_mapping"]) if "ensembl_mapping" in paths else None,
     )
     try:
         bert, report = BertForMaskedLM.from_pretrained(
