@@ -8,6 +8,7 @@ a message naming the key and the fix.
 import dagster as dg
 
 from scinterp_assets.config import ScinterpConfig, get_config
+from scinterp_assets.core.attention.embeddings import CellEmbeddings
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.defs.automation import (
     cell_type_job,
@@ -26,6 +27,7 @@ from scinterp_assets.resources.io_manager import AtomicFilesystemIOManager, regi
 from scinterp_assets.resources.model_store import ModelStore
 
 register_npz_type("attention_scores", AttentionScores)
+register_npz_type("cell_embeddings", CellEmbeddings)
 
 
 def build_definitions(config: ScinterpConfig) -> dg.Definitions:

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from scinterp_assets.core.analyses.perturbation_prediction import ATTENTION_METHODS  # noqa: E402
 from scinterp_assets.core.edges import NO_LAYER  # noqa: E402
 
 
@@ -21,10 +22,11 @@ def plot_reference_auroc_by_layer(registry: pd.DataFrame, path: Path) -> Path:
     figure, axes = plt.subplots(1, max(len(contexts), 1), figsize=(4.2 * max(len(contexts), 1), 3.4), squeeze=False)
     for axis, (model, cell_type) in zip(axes[0], contexts):
         context = rows[(rows["model"] == model) & (rows["cell_type"] == cell_type)]
-        attention = context[context["test_id"].str.contains(":attention_")]
-        for aggregation, group in attention.groupby("aggregation"):
+        attention = context[context["test_id"].str.contains("|".join(f":{m}_L" for m in ATTENTION_METHODS))]
+        method = attention["test_id"].str.extract(r":([a-z_]+)_L\d+_", expand=False)
+        for (name, aggregation), group in attention.groupby([method, attention["aggregation"]]):
             group = group.sort_values("layer")
-            axis.plot(group["layer"].astype(int), group["statistic"], marker="o", label=f"attention {aggregation}")
+            axis.plot(group["layer"].astype(int), group["statistic"], marker="o", label=f"{name} {aggregation}")
         for method, style in (("correlation", "--"), ("random", ":")):
             value = context.loc[context["test_id"].str.endswith(f":{method}"), "statistic"]
             if len(value):
@@ -76,7 +78,8 @@ def _cell(value) -> str:
 
 
 def context_summary(registry: pd.DataFrame, pf_auroc: pd.DataFrame) -> pd.DataFrame:
-    """One row per model x cell type: mean PF AUROC of the best attention variant, correlation and the best
+    """One row per model x cell type: mean PF AUROC of the best attention-derived variant (probability or
+    value-weighted), correlation and the best
     gene-level baseline, and the reference AUROC of the best attention layer, correlation and random.
 
     "Best" is picked on the same data, so it is descriptive only (FRAMEWORK section 4: layer choice needs
@@ -89,10 +92,10 @@ def context_summary(registry: pd.DataFrame, pf_auroc: pd.DataFrame) -> pd.DataFr
         rows.append({
             "model": model,
             "cell_type": cell_type,
-            "pf_best_attention": context.loc[context["method"] == "attention", "auroc"].max(),
+            "pf_best_attention": context.loc[context["method"].isin(ATTENTION_METHODS), "auroc"].max(),
             "pf_correlation": context.loc[context["method"] == "correlation", "auroc"].max(),
             "pf_best_baseline": context.loc[context["method"].str.startswith("baseline_"), "auroc"].max(),
-            "ref_best_attention": in_context.loc[in_context["test"].str.startswith("attention"), "statistic"].max(),
+            "ref_best_attention": in_context.loc[in_context["test"].str.startswith(ATTENTION_METHODS), "statistic"].max(),
             "ref_correlation": in_context.loc[in_context["test"] == "correlation", "statistic"].max(),
             "ref_random": in_context.loc[in_context["test"] == "random", "statistic"].max(),
         })

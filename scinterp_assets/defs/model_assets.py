@@ -19,6 +19,7 @@ from scinterp_assets.core.analyses.reference_structure import reference_auroc_te
 from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, random_score_set, score_sets_from_edges
 from scinterp_assets.core.attention.edges import attention_edge_table, evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.edges import validate_edges
 from scinterp_assets.core.stats.registry import registry_rows
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
@@ -53,59 +54,95 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         return dg.Output(description, metadata={k: dg.MetadataValue.text(str(v)) for k, v in description.items()},
                          data_version=dg.DataVersion(checkpoint.fingerprint))
 
-    @dg.asset(
+    def _progress_logger(context: dg.AssetExecutionContext, what: str, batch_size: int):
+        def progress(done: int, total: int, elapsed: float) -> None:
+            if done == total or done % max(1, total // 5) < batch_size:
+                context.log.info(f"{what}: {done}/{total} cells, {done / max(elapsed, 1e-9):.1f} cells/s")
+
+        return progress
+
+    @dg.multi_asset(
+        outs={
+            "attention_scores": dg.AssetOut(kinds={"pytorch", "numpy"}, description=(
+                "Summed attention probability (layers x heads x genes x genes) and pair counts over the control "
+                "cells, streamed one layer at a time (query = source row, key = target column).")),
+            "value_weighted_scores": dg.AssetOut(kinds={"pytorch", "numpy"}, description=(
+                "Summed cosine similarity of the two genes' per-head context vectors (softmax(QK^T/sqrt(d)) V), "
+                "same cells and pair counts, from the same pass.")),
+        },
         partitions_def=multi_partitions,
         group_name=GROUP,
         deps=[model_checkpoint],
-        kinds={"pytorch", "numpy"},
         check_specs=[dg.AssetCheckSpec("check_evaluable_coverage", asset="attention_scores", blocking=True)],
     )
-    def attention_scores(context: dg.AssetExecutionContext, control_cells: ad.AnnData, gene_universe: pd.DataFrame,
-                         project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
-        """Summed attention (layers x heads x genes x genes) and pair counts over the control cells, streamed one
-        layer at a time (query = source row, key = target column)."""
+    def attention_extraction(context: dg.AssetExecutionContext, control_cells: ad.AnnData,
+                             gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
+                             model_store: dg.ResourceParam[ModelStore]):
         model_key, _ = model_and_cell_type(context)
         settings = project.attention
         model = model_store.load(model_key)
+        genes = gene_universe["gene"].tolist()
         cells = _subsample_cells(control_cells, settings.max_cells, project.seeds.attention)
-        coverage = model.coverage(cells[:, gene_universe["gene"].tolist()])
+        coverage = model.coverage(cells[:, genes])
         started = time.perf_counter()
-
-        def progress(done: int, total: int, elapsed: float) -> None:
-            if done == total or done % max(1, total // 5) < settings.batch_size:
-                context.log.info(f"attention: {done}/{total} cells, {done / max(elapsed, 1e-9):.1f} cells/s")
-
-        scores = model.attention_scores(cells, gene_universe["gene"].tolist(), layers=settings.layers,
-                                        batch_size=settings.batch_size, seed=project.seeds.attention,
-                                        device=settings.device, progress=progress, num_threads=settings.num_threads)
+        scores, value_weighted = model.attention_scores(
+            cells, genes, layers=settings.layers, batch_size=settings.batch_size, seed=project.seeds.attention,
+            device=settings.device, progress=_progress_logger(context, "attention", settings.batch_size),
+            num_threads=settings.num_threads, value_weighted=True,
+        )
         seconds = time.perf_counter() - started
         n_evaluable = len(evaluable_genes(scores))
-        yield dg.Output(scores, metadata={
-            "shape": dg.MetadataValue.text(str(scores.sum.shape)),
-            "cells": scores.n_cells,
-            "cells_per_second": float(scores.n_cells / max(seconds, 1e-9)),
-            "universe_genes_in_vocabulary": coverage.n_mapped,
-            "vocabulary_coverage": float(coverage.fraction),
-            "evaluable_genes": n_evaluable,
-            "provenance": dg.MetadataValue.json(scores.provenance),
-        })
+        for name, result in (("attention_scores", scores), ("value_weighted_scores", value_weighted)):
+            yield dg.Output(result, output_name=name, metadata={
+                "shape": dg.MetadataValue.text(str(result.sum.shape)),
+                "cells": result.n_cells,
+                "cells_per_second": float(result.n_cells / max(seconds, 1e-9)),
+                "universe_genes_in_vocabulary": coverage.n_mapped,
+                "vocabulary_coverage": float(coverage.fraction),
+                "evaluable_genes": n_evaluable,
+                "provenance": dg.MetadataValue.json(result.provenance),
+            })
         fraction = n_evaluable / max(len(gene_universe), 1)
         yield dg.AssetCheckResult(
+            asset_key="attention_scores",
             check_name="check_evaluable_coverage",
             passed=bool(fraction >= project.contracts.min_evaluable_fraction),
             metadata={"evaluable_fraction": fraction, "expected_at_least": project.contracts.min_evaluable_fraction,
                       "evaluable_genes": n_evaluable, "unmapped_examples": ", ".join(coverage.unmapped[:10])},
         )
 
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=[model_checkpoint], kinds={"pytorch", "numpy"})
+    def cell_embeddings(context: dg.AssetExecutionContext, control_cells: ad.AnnData,
+                        project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
+        """One embedding per control cell (final layer; <cls> where the model has one, else the mean over the
+        cell's gene tokens), for cell-state stratification."""
+        model_key, _ = model_and_cell_type(context)
+        settings = project.attention
+        embeddings = model_store.load(model_key).cell_embeddings(
+            control_cells, batch_size=settings.batch_size, seed=project.seeds.attention, device=settings.device,
+            num_threads=settings.num_threads, progress=_progress_logger(context, "embeddings", settings.batch_size),
+        )
+        return dg.Output(embeddings, metadata={
+            "cells": len(embeddings.cell_ids),
+            "dimensions": int(embeddings.values.shape[1]),
+            "pooling": embeddings.pooling,
+            "skipped_cells": len(embeddings.skipped),
+            "provenance": dg.MetadataValue.json(embeddings.provenance),
+        })
+
     @dg.asset(
         partitions_def=multi_partitions,
         group_name=GROUP,
         check_specs=[contract_check_spec("edge_table", "attention_edges")],
     )
-    def attention_edges(attention_scores: AttentionScores, project: dg.ResourceParam[ScinterpConfig],
-                        contracts: dg.ResourceParam[ContractRunner]):
-        """Attention edge scores per layer, head-mean and head-max over heads (mean over cells holding both genes)."""
-        edges = attention_edge_table(attention_scores)
+    def attention_edges(attention_scores: AttentionScores, value_weighted_scores: AttentionScores,
+                        project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
+        """Attention edges per layer (mean over cells holding both genes): attention probability as head-mean
+        and head-max, and the value-weighted cosine as head-mean (FRAMEWORK section 4)."""
+        edges = validate_edges(pd.concat([
+            attention_edge_table(attention_scores, method="attention", aggregations=("head_mean", "head_max")),
+            attention_edge_table(value_weighted_scores, method="value_weighted", aggregations=("head_mean",)),
+        ], ignore_index=True), name="attention_edges")
         yield dg.Output(edges, metadata=frame_metadata(edges))
         result = contracts.validate(
             "edge_table", edges, parameters={"max_null_score_fraction": project.contracts.max_null_score_fraction})
@@ -184,5 +221,5 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                               label_rule="reference membership", seed=project.seeds.random_scores)
         return dg.Output(table, metadata=frame_metadata(table))
 
-    return [model_checkpoint, attention_scores, attention_edges, perturbation_auroc, perturbation_prediction,
+    return [model_checkpoint, attention_extraction, cell_embeddings, attention_edges, perturbation_auroc, perturbation_prediction,
             reference_structure]

@@ -30,6 +30,7 @@ def test_registry_holds_the_framework_schema_and_tests(demo_run):
     _, registry, _, _ = demo_run
     assert tuple(registry.columns) == REGISTRY_COLUMNS
     assert {"A01", "A04", "A12"} <= set(registry["analysis_id"])
+    assert registry["test_id"].str.contains(":value_weighted_L0_head_mean_vs_correlation").any()
     # both model families over every synthetic cell type
     assert set(zip(registry["model"], registry["cell_type"])) == {
         (model, cell_type) for model in ("tiny-geneformer", "tiny-scgpt") for cell_type in ("synthetic_a", "synthetic_b")}
@@ -56,6 +57,20 @@ def test_demo_twice_gives_an_identical_registry(demo_run):
     pd.testing.assert_frame_equal(first, second)
 
 
+def test_cell_embeddings_cover_the_control_cells(demo_run):
+    config, _, _, _ = demo_run
+    from scinterp_assets.core.attention.embeddings import CellEmbeddings
+
+    stored = sorted((config.storage_dir / "cell_embeddings").glob("*.npz"))
+    assert len(stored) == 4  # 2 models x 2 cell types
+    poolings = set()
+    for path in stored:
+        embeddings = CellEmbeddings.load(path)
+        assert len(embeddings.cell_ids) + len(embeddings.skipped) == 300  # n_control_cells of the small project
+        poolings.add(embeddings.pooling)
+    assert poolings == {"mean", "cls"}  # Geneformer V1 has no <cls>; scGPT does
+
+
 def test_report_and_checks(demo_run):
     config, _, _, instance = demo_run
     report = config.report_dir / "report.md"
@@ -66,7 +81,8 @@ def test_report_and_checks(demo_run):
 
     checks = {"screen_data": "check_expression_qc_contract", "correlation_edges": "check_edge_table_contract",
               "reference_edges": "check_reference_edges_contract", "attention_edges": "check_edge_table_contract",
-              "test_registry": "check_test_registry_contract", "attention_scores": "check_evaluable_coverage"}
+              "test_registry": "check_test_registry_contract", "attention_scores": "check_evaluable_coverage",
+              "perturbation_auroc": "check_enough_perturbations"}
     keys = [dg.AssetCheckKey(dg.AssetKey(asset), name) for asset, name in checks.items()]
     executions = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert {key.asset_key.path[0]: record.status.value for key, record in executions.items()} == {

@@ -18,6 +18,7 @@ from scinterp_assets.core.edges import NO_LAYER
 from scinterp_assets.core.stats.auroc import auroc
 from scinterp_assets.core.stats.paired import one_sample_wilcoxon, paired_wilcoxon
 
+ATTENTION_METHODS = ("attention", "value_weighted")  # edge scores read from a model's attention
 PF_AUROC_COLUMNS = ("perturbation", "method", "layer", "aggregation", "auroc", "n_targets", "n_positives")
 
 
@@ -59,7 +60,7 @@ def _wide(pf_auroc: pd.DataFrame) -> pd.DataFrame:
 def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
     """Registry rows (without shared fields) for A01 and A04.
 
-    A01: each attention variant vs correlation (paired Wilcoxon), confirmatory.
+    A01: each attention variant (probability and value-weighted) vs correlation (paired Wilcoxon), confirmatory.
     A04: each gene-level baseline vs correlation and vs each attention variant, confirmatory.
     Descriptive rows: each method's mean PF AUROC against 0.5 (one-sample Wilcoxon).
     """
@@ -68,7 +69,7 @@ def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
     wide = _wide(pf_auroc)
     n_positives = int(pf_auroc.drop_duplicates("perturbation")["n_positives"].sum())
     correlation = ("correlation", NO_LAYER, "none")
-    attention = sorted(key for key in wide.columns if key[0] == "attention")
+    attention = sorted(key for key in wide.columns if key[0] in ATTENTION_METHODS)
     baselines = sorted(key for key in wide.columns if key[0].startswith("baseline_"))
     rows: list[dict] = []
 
@@ -104,8 +105,8 @@ def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
         spread = values.quantile([0.025, 0.975]) if len(values) else pd.Series([np.nan, np.nan])
         rows.append(
             {
-                "analysis_id": "A01" if key[0] in ("attention", "correlation") else "A04",
-                "test_id": f"{'A01' if key[0] in ('attention', 'correlation') else 'A04'}:{_name(key)}_vs_chance",
+                "analysis_id": "A04" if key[0].startswith("baseline_") else "A01",
+                "test_id": f"{'A04' if key[0].startswith('baseline_') else 'A01'}:{_name(key)}_vs_chance",
                 "family": "P",
                 "layer": key[1] if key[1] != NO_LAYER else None,
                 "aggregation": key[2],

@@ -17,19 +17,24 @@ def evaluable_genes(scores: AttentionScores) -> list[str]:
     return [gene for gene, seen in zip(scores.genes, present) if seen]
 
 
-def attention_edge_table(scores: AttentionScores) -> pd.DataFrame:
-    """Per layer: head-mean and head-max of the per-head mean attention, directed, diagonal excluded.
+AGGREGATIONS = {"head_mean": np.nanmean, "head_max": np.nanmax}
+
+
+def attention_edge_table(
+    scores: AttentionScores, *, method: str = "attention", aggregations: tuple[str, ...] = ("head_mean", "head_max")
+) -> pd.DataFrame:
+    """Per layer, each aggregation over heads of the per-head mean score; directed, diagonal excluded.
 
     Per-head scores stay in the accumulators (L x H x G x G); tabulating them would multiply the table by H.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs (never co-present) stay NaN
         mean = scores.mean()
-        aggregates = {"head_mean": np.nanmean(mean, axis=1), "head_max": np.nanmax(mean, axis=1)}
+        aggregated = {name: AGGREGATIONS[name](mean, axis=1) for name in aggregations}
     frames = [
-        edges_from_matrix(values[position], scores.genes, method="attention", layer=layer, head=NO_HEAD,
+        edges_from_matrix(values[position], scores.genes, method=method, layer=layer, head=NO_HEAD,
                           aggregation=aggregation, n_cells=scores.count)
         for position, layer in enumerate(scores.layers)
-        for aggregation, values in aggregates.items()
+        for aggregation, values in aggregated.items()
     ]
-    return validate_edges(pd.concat(frames, ignore_index=True), name="attention_edges")
+    return validate_edges(pd.concat(frames, ignore_index=True), name=f"{method} edges")

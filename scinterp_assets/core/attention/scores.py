@@ -2,6 +2,8 @@
 
 Edge score (FRAMEWORK.md section 4): for each layer and head, the attention probability A[query = source,
 key = target] summed over the cells in which both genes are present, divided by that pair count.
+Value-weighted variant: the same sum / count of the cosine similarity of the two genes' per-head context
+vectors (softmax(QK^T / sqrt(d)) V); `provenance["score"]` says which of the two a result holds.
 """
 
 from __future__ import annotations
@@ -14,19 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
+# provenance["score"] of the two kinds of accumulated quantity
+ATTENTION_PROBABILITY = "attention_probability"
+VALUE_WEIGHTED_COSINE = "value_weighted_cosine"
+
 
 @dataclass(frozen=True)
 class AttentionScores:
-    """Summed attention probabilities and pair counts over cells.
+    """Summed attention probabilities (or, value-weighted, context-vector cosines) and pair counts over cells.
 
     genes:   the G gene identifiers (entries of the input's var_names); index order of both axes below
     layers:  the L model layer indices accumulated (0-based), in accumulator order
     sum:     float64 (L, H, G, G); sum over cells of attention probability, row = query (source) gene,
-             column = key (target) gene; unitless (probabilities)
+             column = key (target) gene; unitless (probabilities). Value-weighted scores
+             (provenance["score"] == "value_weighted_cosine") hold cosines in [-1, 1] instead, symmetric
+             in the two genes
     count:   int64 (G, G); cells in which both genes were among the cell's tokens (diagonal: cells holding
              the gene)
     n_cells: cells that went through the model
-    provenance: JSON-serialisable settings that produced the scores (family, seed, tokenisation options)
+    provenance: JSON-serialisable settings that produced the scores (family, seed, tokenisation options,
+             "score": ATTENTION_PROBABILITY or VALUE_WEIGHTED_COSINE)
     """
 
     genes: tuple[str, ...]
@@ -64,9 +73,14 @@ class AttentionScores:
     def n_heads(self) -> int:
         return int(self.sum.shape[1])
 
+    @property
+    def score(self) -> str:
+        """What `sum` accumulates: provenance["score"]; attention probability where unrecorded (old files)."""
+        return str(self.provenance.get("score", ATTENTION_PROBABILITY))
+
     def mean(self) -> np.ndarray:
-        """Mean attention per pair, float64 (L, H, G, G) = sum / count; NaN where count is 0 and on the
-        diagonal (self-attention of a gene is not an edge)."""
+        """Mean attention (or context cosine) per pair, float64 (L, H, G, G) = sum / count; NaN where count is
+        0 and on the diagonal (self-attention of a gene is not an edge)."""
         count = self.count.astype(np.float64)
         count[count == 0] = np.nan
         np.fill_diagonal(count, np.nan)

@@ -5,6 +5,11 @@ adapter runs its encoder one layer at a time and hands each layer's probabilitie
 `AttentionAccumulator.add_layer`, which scatter-adds the selected gene pairs into float64 (L, H, G, G)
 accumulators and lets the tensor go. Adapters only have to say, per batch, which accumulator gene each
 token position is (`slots`, -1 for padding, special tokens and genes outside the requested set).
+
+Value-weighted variant (opt-in, `AttentionAccumulator(..., value_weighted=True)`): the adapter also hands
+over each layer's per-head context vectors (softmax(QK^T / sqrt(d)) V, before the output projection,
+(B, H, n, d_head)); the accumulator adds cos(c_i, c_j) of every selected gene pair into a second float64
+(L, H, G, G) sum in the same pass, with the same pair counts.
 """
 
 from __future__ import annotations
@@ -113,27 +118,31 @@ def plan_extraction(
     return ExtractionPlan(genes, layers, slot_of_token, context)
 
 
+# One layer's output as an adapter yields it: (layer index, attention probabilities (B, H, n, n)), or, for
+# a value-weighted accumulator, (layer index, probabilities, per-head context vectors (B, H, n, d_head)).
+LayerOutput = tuple[int, torch.Tensor] | tuple[int, torch.Tensor, torch.Tensor]
 # encode_batch(cell indices) -> (slots int64 (B, n) with NOT_ACCUMULATED where nothing is accumulated,
-#                                iterator of (layer index, attention probabilities (B, H, n, n)))
-BatchEncoder = Callable[[np.ndarray], tuple[np.ndarray, Iterator[tuple[int, torch.Tensor]]]]
+#                                iterator of LayerOutput, one per layer, in layer order)
+BatchEncoder = Callable[[np.ndarray], tuple[np.ndarray, Iterator[LayerOutput]]]
 
 
 def stream_attention(
-    accumulator: "AttentionAccumulator",
+    accumulator: AttentionAccumulator,
     lengths: Sequence[int],
     batch_size: int,
     encode_batch: BatchEncoder,
     progress: ProgressCallback | None = None,
 ) -> AttentionScores:
     """Run every batch of cells through `encode_batch`, reducing each layer into the accumulator as soon as
-    it is computed; returns the accumulated scores."""
+    it is computed; returns the accumulated attention scores (a value-weighted accumulator's second sum is
+    read with `accumulator.value_weighted_result()`)."""
     started, done = time.perf_counter(), 0
     for batch in plan_batches(lengths, batch_size):
-        slots, layer_probs = encode_batch(batch)
+        slots, layer_outputs = encode_batch(batch)
         selection = accumulator.add_cells(torch.from_numpy(slots))
-        for index, probs in layer_probs:
+        for index, probs, *context in layer_outputs:
             if index in accumulator.layers:
-                accumulator.add_layer(index, probs, selection)
+                accumulator.add_layer(index, probs, selection, context[0] if context else None)
         done += len(batch)
         if progress is not None:
             progress(done, len(lengths), time.perf_counter() - started)
@@ -164,9 +173,21 @@ class AttentionAccumulator:
 
     Use per batch: `selection = acc.add_cells(slots)` once, then `acc.add_layer(layer, probs, selection)` for
     each requested layer; `acc.result()` moves everything to numpy at the end.
+
+    value_weighted=True adds a second float64 (L, H, G, G) sum, `value_sum`, of the cosine similarity of
+    the two genes' per-head context vectors; `add_layer` then needs the layer's context vectors too, and
+    `value_weighted_result()` returns that sum with the shared pair counts.
     """
 
-    def __init__(self, genes: Sequence[str], layers: Sequence[int], n_heads: int, device: str | torch.device):
+    def __init__(
+        self,
+        genes: Sequence[str],
+        layers: Sequence[int],
+        n_heads: int,
+        device: str | torch.device,
+        *,
+        value_weighted: bool = False,
+    ):
         self.genes = tuple(genes)
         self.layers = tuple(int(layer) for layer in layers)
         self._layer_row = {layer: row for row, layer in enumerate(self.layers)}
@@ -175,6 +196,10 @@ class AttentionAccumulator:
         shape = (len(self.layers), n_heads, n_genes, n_genes)
         self.sum = torch.zeros(shape, dtype=torch.float64, device=self.device)
         self.count = torch.zeros((n_genes, n_genes), dtype=torch.int64, device=self.device)
+        self.value_weighted = bool(value_weighted)
+        self.value_sum = None
+        if value_weighted:
+            self.value_sum = torch.zeros(shape, dtype=torch.float64, device=self.device)
         self.n_cells = 0
 
     def _pair_index(self, slots: torch.Tensor) -> torch.Tensor:
@@ -205,21 +230,43 @@ class AttentionAccumulator:
         self.n_cells += int(slots.shape[0])
         return CellSelection(tuple(positions), tuple(cell_slots))
 
-    def add_layer(self, layer: int, probs: torch.Tensor, selection: CellSelection) -> None:
-        """Add one layer's attention probabilities (B, H, n, n), query x key, for the selected positions."""
+    def add_layer(
+        self, layer: int, probs: torch.Tensor, selection: CellSelection, context: torch.Tensor | None = None
+    ) -> None:
+        """Add one layer's attention probabilities (B, H, n, n), query x key, for the selected positions.
+
+        context: per-head context vectors (B, H, n, d_head) of the same layer; required by (and only by) a
+        value-weighted accumulator, which adds cos(c_i, c_j) of each selected pair (i, j) to `value_sum`.
+        """
         row = self._layer_row[layer]
         n_heads = self.sum.shape[1]
         if probs.ndim != 4 or probs.shape[1] != n_heads or probs.shape[0] != len(selection.positions):
             raise ValueError(
                 f"probs must be (B={len(selection.positions)}, H={n_heads}, n, n), got {tuple(probs.shape)}"
             )
+        if (context is not None) != self.value_weighted:
+            raise ValueError(
+                "context vectors are required by a value-weighted accumulator and refused by any other "
+                f"(value_weighted={self.value_weighted}, context given: {context is not None})"
+            )
+        if context is not None and (
+            context.ndim != 4 or context.shape[:3] != (probs.shape[0], n_heads, probs.shape[2])
+        ):
+            raise ValueError(
+                f"context must be (B={probs.shape[0]}, H={n_heads}, n={probs.shape[2]}, d_head), got "
+                f"{tuple(context.shape)}"
+            )
         target = self.sum[row].view(n_heads, -1)
+        value_target = None if self.value_sum is None else self.value_sum[row].view(n_heads, -1)
         # One cell at a time bounds the float64 temporary to H * K^2 whatever the batch size.
         for cell, (pos, slot) in enumerate(zip(selection.positions, selection.slots)):
             if pos.numel() == 0:
                 continue
+            pair = self._pair_index(slot)
             block = probs[cell][:, pos[:, None], pos[None, :]]
-            target.index_add_(1, self._pair_index(slot), block.reshape(n_heads, -1).to(torch.float64))
+            target.index_add_(1, pair, block.reshape(n_heads, -1).to(torch.float64))
+            if value_target is not None:
+                value_target.index_add_(1, pair, pairwise_cosine(context[cell][:, pos]).reshape(n_heads, -1))
 
     def result(self) -> AttentionScores:
         """The accumulated scores as numpy arrays on the host."""
@@ -230,3 +277,23 @@ class AttentionAccumulator:
             count=self.count.cpu().numpy(),
             n_cells=self.n_cells,
         )
+
+    def value_weighted_result(self) -> AttentionScores:
+        """The summed context-vector cosines (value-weighted accumulators only) and the shared pair counts."""
+        if self.value_sum is None:
+            raise ValueError("this accumulator was built without value_weighted=True")
+        return AttentionScores(
+            genes=self.genes,
+            layers=self.layers,
+            sum=self.value_sum.cpu().numpy(),
+            count=self.count.cpu().numpy(),
+            n_cells=self.n_cells,
+        )
+
+
+def pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every ordered pair of vectors, per head: (H, K, d) -> float64 (H, K, K).
+
+    Computed in float64; a zero vector has cosine 0 with everything (its norm is clamped at 1e-12)."""
+    unit = torch.nn.functional.normalize(vectors.to(torch.float64), dim=-1, eps=1e-12)
+    return unit @ unit.transpose(-2, -1)

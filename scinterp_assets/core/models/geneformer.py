@@ -9,7 +9,6 @@ genes dropped, sorted descending, truncated to the model input size; V2 adds <cl
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import re
 from dataclasses import dataclass
@@ -21,7 +20,17 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.attention.embeddings import (
+    CellEmbeddings,
+    pool_hidden,
+    resolve_pooling,
+    stream_embeddings,
+)
+from scinterp_assets.core.attention.scores import (
+    ATTENTION_PROBABILITY,
+    VALUE_WEIGHTED_COSINE,
+    AttentionScores,
+)
 from scinterp_assets.core.attention.streaming import (
     NOT_ACCUMULATED,
     AttentionAccumulator,
@@ -372,13 +381,18 @@ class GeneformerModel:
         layer: str | None = None,
         restrict_context: bool = False,
         num_threads: int | None = None,
-    ) -> AttentionScores:
+        value_weighted: bool = False,
+    ) -> AttentionScores | tuple[AttentionScores, AttentionScores]:
         """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names).
 
         Each cell is tokenised over all genes the model knows (`restrict_context=True`: over `genes` only);
         rows and columns are accumulated for `genes` only. `layer` names a raw-count layer to use instead of
         X. `seed` is accepted for parity with stochastic tokenisers; Geneformer's is deterministic. The
         model is moved to `device`.
+
+        value_weighted=True returns `(attention, value_weighted)`: the second accumulates, over the same cells
+        and pairs, the cosine similarity of the two genes' per-head context vectors (softmax(QK^T/sqrt(d)) V,
+        BertSelfAttention's output before BertSelfOutput). `provenance["score"]` tells the two apart.
         """
         mapping = self.tokenizer.map_genes(adata)
         plan = plan_extraction(
@@ -391,23 +405,85 @@ class GeneformerModel:
         def encode_batch(batch: np.ndarray):
             ids, mask = pad_sequences([cells[i] for i in batch], self.tokenizer.pad_token)
             slots = np.where(mask, plan.slot_of_token[ids], NOT_ACCUMULATED)  # specials and padding excluded
-            return slots, self.layer_attention(torch.from_numpy(ids), torch.from_numpy(mask), plan.layers[-1])
+            return slots, self.layer_attention(
+                torch.from_numpy(ids), torch.from_numpy(mask), plan.layers[-1], with_context=value_weighted
+            )
 
         with torch.inference_mode(), torch_threads(num_threads):
             self.bert.to(device)
-            scores = stream_attention(AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device),
-                                      [len(cell) for cell in cells], batch_size, encode_batch, progress)
+            accumulator = AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device,
+                                               value_weighted=value_weighted)  # fmt: skip
+            lengths = [len(cell) for cell in cells]
+            scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress)
         # rank-value encoding and eval-mode BERT are deterministic: the seed changes nothing, but is recorded
         provenance = {"family": self.family, "version": self.version, "seed": int(seed), "layer": layer,
                       "restrict_context": restrict_context, "max_genes": self.tokenizer.max_genes}
-        return dataclasses.replace(scores, provenance=provenance)
+        scores = dataclasses.replace(scores, provenance=provenance | {"score": ATTENTION_PROBABILITY})
+        if not value_weighted:
+            return scores
+        weighted = accumulator.value_weighted_result()
+        return scores, dataclasses.replace(weighted, provenance=provenance | {"score": VALUE_WEIGHTED_COSINE})
 
-    def layer_attention(self, ids: torch.Tensor, mask: torch.Tensor, last_layer: int):
-        """Run the encoder up to `last_layer`, yielding (layer index, probabilities (B, H, n, n)) per layer.
+    def cell_embeddings(
+        self,
+        adata: AnnData,
+        batch_size: int = 8,
+        seed: int = 0,
+        device: str = "cpu",
+        *,
+        pooling: str = "auto",
+        layer: str | None = None,
+        num_threads: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> CellEmbeddings:
+        """One embedding per cell of `adata` from the final layer's hidden states (a plain forward pass).
 
-        ids: int64 (B, n) token ids; mask: bool (B, n), False at padding. Each layer's probabilities are
-        captured from its self-attention module by a hook that is removed after the layer has run, so only
-        one layer's attention is alive at a time.
+        pooling: "auto" (V1: "mean"; V2: "cls"), "cls" (the <cls> position; V2 only) or "mean" (mean over
+        the cell's gene tokens, never padding, <cls> or <eos>). Cells are tokenised over all genes the model
+        knows, as for attention; cells without any known expressed gene are left out and listed in
+        `skipped`. `layer` names a raw-count layer to use instead of X; `seed` is recorded only (the
+        tokeniser is deterministic). Batches as `attention_scores` does.
+        """
+        pooling = resolve_pooling(pooling, "cls" if self.tokenizer.is_v2 else "mean", self.tokenizer.is_v2,
+                                  f"a Geneformer {self.version} model")  # fmt: skip
+        cells = self.tokenizer.tokenize(adata, layer=layer)
+        specials = [t for t in (self.tokenizer.cls_token, self.tokenizer.eos_token) if t is not None]
+        has_genes = [bool(np.any(~np.isin(cell, specials))) for cell in cells]
+        names = [str(name) for name in adata.obs_names]
+        embedded = [cell for cell, keep in zip(cells, has_genes) if keep]
+
+        def embed_batch(batch: np.ndarray) -> torch.Tensor:
+            ids, mask = pad_sequences([embedded[i] for i in batch], self.tokenizer.pad_token)
+            genes = mask & ~np.isin(ids, specials)
+            ids_t, mask_t = torch.from_numpy(ids).to(device), torch.from_numpy(mask).long().to(device)
+            hidden = self.bert.bert(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+            return pool_hidden(hidden, torch.from_numpy(genes), pooling)
+
+        with torch.inference_mode(), torch_threads(num_threads):
+            self.bert.to(device)
+            lengths = [len(cell) for cell in embedded]
+            values = stream_embeddings(lengths, batch_size, self.bert.config.hidden_size, embed_batch, progress)
+        provenance = {"family": self.family, "version": self.version, "seed": int(seed), "layer": layer,
+                      "max_genes": self.tokenizer.max_genes, "pooling": pooling,
+                      "hidden_states": "final_layer"}  # fmt: skip
+        return CellEmbeddings(
+            cell_ids=tuple(name for name, keep in zip(names, has_genes) if keep),
+            values=values,
+            pooling=pooling,
+            skipped=tuple(name for name, keep in zip(names, has_genes) if not keep),
+            provenance=provenance,
+        )
+
+    def layer_attention(
+        self, ids: torch.Tensor, mask: torch.Tensor, last_layer: int, with_context: bool = False
+    ):
+        """Run the encoder up to `last_layer`, yielding (layer index, probabilities (B, H, n, n)) per layer,
+        or with `with_context` (layer index, probabilities, per-head context vectors (B, H, n, d_head)).
+
+        ids: int64 (B, n) token ids; mask: bool (B, n), False at padding. Each layer's probabilities (and
+        context vectors: BertSelfAttention's output before BertSelfOutput projects it) are captured from its
+        self-attention module by a hook that is removed after the layer has run, so only one layer's
+        attention is alive at a time.
         """
         device = self.bert.device
         ids, mask = ids.to(device), mask.to(device)
@@ -416,12 +492,23 @@ class GeneformerModel:
         key_mask = (~mask)[:, None, None, :].to(hidden.dtype) * torch.finfo(hidden.dtype).min
         for index, bert_layer in enumerate(self.bert.bert.encoder.layer[: last_layer + 1]):
             captured: list[torch.Tensor] = []
-            # BertSelfAttention returns (context, probabilities); BertLayer drops the probabilities.
-            hook = bert_layer.attention.self.register_forward_hook(
-                lambda _module, _inputs, output: captured.append(output[1])
-            )
+            # BertSelfAttention returns (context (B, n, H * d_head), probabilities); BertLayer drops the
+            # probabilities.
+            if with_context:
+                hook = bert_layer.attention.self.register_forward_hook(
+                    lambda _module, _inputs, output, captured=captured: captured.extend(output[:2])
+                )
+            else:
+                hook = bert_layer.attention.self.register_forward_hook(
+                    lambda _module, _inputs, output, captured=captured: captured.append(output[1])
+                )
             try:
                 hidden = bert_layer(hidden, key_mask)
             finally:
                 hook.remove()
-            yield index, captured.pop()
+            if with_context:
+                context, probs = captured
+                batch, length = context.shape[:2]
+                yield index, probs, context.view(batch, length, self.n_heads, -1).transpose(1, 2)
+            else:
+                yield index, captured.pop()

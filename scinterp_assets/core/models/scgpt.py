@@ -16,7 +16,6 @@ weights, since flash attention returns no probabilities.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import re
@@ -31,7 +30,17 @@ import torch.nn.functional as F
 from anndata import AnnData
 from torch import nn
 
-from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.attention.embeddings import (
+    CellEmbeddings,
+    pool_hidden,
+    resolve_pooling,
+    stream_embeddings,
+)
+from scinterp_assets.core.attention.scores import (
+    ATTENTION_PROBABILITY,
+    VALUE_WEIGHTED_COSINE,
+    AttentionScores,
+)
 from scinterp_assets.core.attention.streaming import (
     NOT_ACCUMULATED,
     AttentionAccumulator,
@@ -104,6 +113,28 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v (each (B, H, n, d_head)) from the fused projection (rows: q, then k, then v)."""
+        batch, length, _ = x.shape
+        heads = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(batch, length, 3, self.n_heads, -1)
+        q, k, v = heads.permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def probs_and_context(self, x: torch.Tensor, attend: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Explicit attention: probabilities (B, H, n, n), query x key, and per-head context vectors
+        probs @ v (B, H, n, d_head), v being the v slice of the fused projection (before out_proj)."""
+        q, k, v = self._qkv(x)
+        # q scaled before the product, as torch's MultiheadAttention does (same float32 rounding)
+        logits = (q * math.sqrt(1.0 / q.shape[-1])) @ k.transpose(-2, -1)
+        logits.masked_fill_(~attend[:, None, None, :], float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        return probs, probs @ v
+
+    def project(self, context: torch.Tensor) -> torch.Tensor:
+        """Per-head context vectors (B, H, n, d_head) -> the attention output (B, n, d) through out_proj."""
+        batch, _, length, _ = context.shape
+        return self.out_proj(context.transpose(1, 2).reshape(batch, length, -1))
+
     def forward(
         self, x: torch.Tensor, attend: torch.Tensor, return_probs: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -111,19 +142,13 @@ class SelfAttention(nn.Module):
 
         Returns the projected context (B, n, d) and, when asked, the probabilities (B, H, n, n), query x key.
         """
-        batch, length, width = x.shape
-        heads = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(batch, length, 3, self.n_heads, -1)
-        q, k, v = heads.permute(2, 0, 3, 1, 4)  # each (B, H, n, d_head)
         probs = None
         if return_probs:
-            # q scaled before the product, as torch's MultiheadAttention does (same float32 rounding)
-            logits = (q * math.sqrt(1.0 / q.shape[-1])) @ k.transpose(-2, -1)
-            logits.masked_fill_(~attend[:, None, None, :], float("-inf"))
-            probs = torch.softmax(logits, dim=-1)
-            context = probs @ v
+            probs, context = self.probs_and_context(x, attend)
         else:  # the fused kernel, for training; it returns no probabilities
+            q, k, v = self._qkv(x)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend[:, None, None, :])
-        return self.out_proj(context.transpose(1, 2).reshape(batch, length, width)), probs
+        return self.project(context), probs
 
 
 class EncoderLayer(nn.Module):
@@ -141,8 +166,19 @@ class EncoderLayer(nn.Module):
         self, x: torch.Tensor, attend: torch.Tensor, return_probs: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         context, probs = self.self_attn(x, attend, return_probs)
-        x = self.norm1(x + context)
-        return self.norm2(x + self.linear2(F.relu(self.linear1(x)))), probs
+        return self._update(x, context), probs
+
+    def forward_with_context(
+        self, x: torch.Tensor, attend: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As forward(return_probs=True), also returning the per-head context vectors (B, H, n, d_head)."""
+        probs, context = self.self_attn.probs_and_context(x, attend)
+        return self._update(x, self.self_attn.project(context)), probs, context
+
+    def _update(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Post-norm residual blocks around the projected attention output (B, n, d)."""
+        x = self.norm1(x + attended)
+        return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
 
 
 class LayerStack(nn.Module):
@@ -188,12 +224,20 @@ class ScGPTEncoder(nn.Module):
             hidden, _ = layer(hidden, attend)
         return hidden
 
-    def layer_attention(self, ids: torch.Tensor, values: torch.Tensor, attend: torch.Tensor, last_layer: int):
-        """Run layers 0..last_layer, yielding (layer index, probabilities (B, H, n, n)), one at a time."""
+    def layer_attention(
+        self, ids: torch.Tensor, values: torch.Tensor, attend: torch.Tensor, last_layer: int,
+        with_context: bool = False,
+    ):  # fmt: skip
+        """Run layers 0..last_layer, yielding (layer index, probabilities (B, H, n, n)), one at a time, or
+        with `with_context` (layer index, probabilities, per-head context vectors (B, H, n, d_head))."""
         hidden = self.embed(ids, values)
         for index, layer in enumerate(self.transformer_encoder.layers[: last_layer + 1]):
-            hidden, probs = layer(hidden, attend, return_probs=True)
-            yield index, probs
+            if with_context:
+                hidden, probs, context = layer.forward_with_context(hidden, attend)
+                yield index, probs, context
+            else:
+                hidden, probs = layer(hidden, attend, return_probs=True)
+                yield index, probs
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -589,7 +633,8 @@ class ScGPTModel:
         include_zero_genes: bool = False,
         cls_value: float = 0.0,
         min_coverage: float = 0.0,
-    ) -> AttentionScores:
+        value_weighted: bool = False,
+    ) -> AttentionScores | tuple[AttentionScores, AttentionScores]:
         """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names).
 
         Each cell is binned and tokenised over all genes the vocabulary knows (`restrict_context=True`: over
@@ -598,6 +643,11 @@ class ScGPTModel:
         max_seq_len. The scores' `provenance` records family, seed and the tokenisation options. Genes map by symbol: var_names or var[symbol_column].
         Raises GeneCoverageError when no gene (or under `min_coverage` of them) maps to the vocabulary.
         Cells without any known expressed gene are skipped.
+
+        value_weighted=True returns `(attention, value_weighted)`: the second accumulates, over the same cells
+        and pairs, the cosine similarity of the two genes' per-head context vectors (probabilities @ v, v from
+        the v slice of the fused in_proj/Wqkv projection, before out_proj). `provenance["score"]` tells the
+        two apart.
         """
         mapping = self.tokenizer.map_genes(adata, symbol_column)
         self._require_coverage(adata, mapping, symbol_column, min_coverage)
@@ -618,12 +668,14 @@ class ScGPTModel:
             if has_cls:
                 slots[:, 0] = NOT_ACCUMULATED
             tensors = (torch.from_numpy(array).to(device) for array in (ids, values, attend))
-            return slots, self.encoder.layer_attention(*tensors, plan.layers[-1])
+            return slots, self.encoder.layer_attention(*tensors, plan.layers[-1], with_context=value_weighted)
 
         with torch.inference_mode(), torch_threads(num_threads):
             self.encoder.to(device)
-            scores = stream_attention(AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device),
-                                      [len(cell.ids) for cell in cells], batch_size, encode_batch, progress)
+            accumulator = AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device,
+                                               value_weighted=value_weighted)  # fmt: skip
+            lengths = [len(cell.ids) for cell in cells]
+            scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress)
         provenance = {
             "family": self.family,
             "seed": int(seed),
@@ -635,4 +687,75 @@ class ScGPTModel:
             "symbol_column": symbol_column,
             "layer": layer,
         }
-        return dataclasses.replace(scores, provenance=provenance)
+        scores = dataclasses.replace(scores, provenance=provenance | {"score": ATTENTION_PROBABILITY})
+        if not value_weighted:
+            return scores
+        weighted = accumulator.value_weighted_result()
+        return scores, dataclasses.replace(weighted, provenance=provenance | {"score": VALUE_WEIGHTED_COSINE})
+
+    def cell_embeddings(
+        self,
+        adata: AnnData,
+        batch_size: int = 8,
+        seed: int = 0,
+        device: str = "cpu",
+        *,
+        pooling: str = "auto",
+        layer: str | None = None,
+        num_threads: int | None = None,
+        progress: ProgressCallback | None = None,
+        symbol_column: str | None = None,
+        include_zero_genes: bool = False,
+        cls_value: float = 0.0,
+        min_coverage: float = 0.0,
+    ) -> CellEmbeddings:
+        """One embedding per cell of `adata` from the encoder's final-layer output (a plain forward pass).
+
+        pooling: "auto" ("cls" when the vocabulary has <cls>, else "mean"), "cls" (position 0, the <cls>
+        token) or "mean" (mean over the cell's gene tokens, never padding or <cls>). Cells are binned and
+        tokenised as for attention (same `seed`, `layer`, `symbol_column`, `include_zero_genes`, `cls_value`);
+        cells without any known expressed gene are left out and listed in `skipped`. Raises
+        GeneCoverageError as `attention_scores` does. Batches as `attention_scores` does.
+        """
+        has_cls = self.tokenizer.cls_id is not None
+        pooling = resolve_pooling(pooling, "cls" if has_cls else "mean", has_cls, "this scGPT vocabulary")
+        mapping = self.tokenizer.map_genes(adata, symbol_column)
+        self._require_coverage(adata, mapping, symbol_column, min_coverage)
+        cells = self.tokenizer.tokenize(
+            adata, mapping, seed=seed, layer=layer, include_zero_genes=include_zero_genes, cls_value=cls_value
+        )
+        has_genes = [len(cell.ids) > has_cls for cell in cells]
+        names = [str(name) for name in adata.obs_names]
+        embedded = [cell for cell, keep in zip(cells, has_genes) if keep]
+
+        def embed_batch(batch: np.ndarray) -> torch.Tensor:
+            ids, values, attend = self.tokenizer.pad([embedded[i] for i in batch])
+            genes = attend.copy()
+            if has_cls:
+                genes[:, 0] = False
+            tensors = (torch.from_numpy(array).to(device) for array in (ids, values, attend))
+            return pool_hidden(self.encoder(*tensors), torch.from_numpy(genes), pooling)
+
+        with torch.inference_mode(), torch_threads(num_threads):
+            self.encoder.to(device)
+            values = stream_embeddings([len(cell.ids) for cell in embedded], batch_size,
+                                       self.encoder.shape.d_model, embed_batch, progress)  # fmt: skip
+        provenance = {
+            "family": self.family,
+            "seed": int(seed),
+            "n_bins": self.tokenizer.n_bins,
+            "max_seq_len": self.tokenizer.max_seq_len,
+            "include_zero_genes": include_zero_genes,
+            "cls_value": cls_value,
+            "symbol_column": symbol_column,
+            "layer": layer,
+            "pooling": pooling,
+            "hidden_states": "final_layer",
+        }
+        return CellEmbeddings(
+            cell_ids=tuple(name for name, keep in zip(names, has_genes) if keep),
+            values=values,
+            pooling=pooling,
+            skipped=tuple(name for name, keep in zip(names, has_genes) if not keep),
+            provenance=provenance,
+        )

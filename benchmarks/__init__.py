@@ -1,0 +1,5 @@
+"""Performance benchmarks (run by hand or `make bench`; not part of the test suite).
+
+Each benchmark is a module with a `main(argv)` entry point, run from the repository root as
+`python -m benchmarks.<name>`; see benchmarks/README.md.
+"""
