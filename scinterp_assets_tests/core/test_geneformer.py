@@ -267,3 +267,16 @@ def test_tiny_pretraining_writes_a_loadable_checkpoint_and_learns(tmp_path):
     one_step = TinyGeneformerSpec(**{**record["spec"], "max_steps": 1})
     train_tiny_geneformer(adatas, folder, spec=one_step, log=lambda _: None)
     assert not (folder / "stale.pkl").exists() and [p.name for p in tmp_path.iterdir()] == ["tiny"]
+
+
+def test_h5ad_whose_symbols_map_to_no_token_gets_a_coverage_error(tmp_path):
+    from scinterp_assets.core.models import GeneCoverageError
+
+    model = load_model(build_tiny_geneformer(tmp_path / "m"))
+    path = tmp_path / "mouse.h5ad"
+    AnnData(X=np.ones((4, 3), dtype=np.float32), var=pd.DataFrame(index=["Actb", "Gapdh", "Xist"])).write_h5ad(path)
+    import anndata
+
+    screen = anndata.read_h5ad(path)
+    with pytest.raises(GeneCoverageError, match=r"0 of 3 genes \(0\.0%\).*Fix: add var\['ensembl_id'\]"):
+        model.attention_scores(screen, ["Actb", "Gapdh"])

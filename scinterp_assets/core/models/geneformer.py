@@ -62,6 +62,10 @@ class CountDataError(ValueError):
     """The expression matrix is not raw counts, which rank-value tokenisation needs."""
 
 
+class GeneCoverageError(ValueError):
+    """Too few of a data set's genes map to the model's vocabulary to extract attention."""
+
+
 @dataclass(frozen=True)
 class GeneCoverage:
     """How many of a data set's genes the model's vocabulary holds.
@@ -368,6 +372,19 @@ class GeneformerModel:
     def coverage(self, adata: AnnData) -> GeneCoverage:
         return self.tokenizer.map_genes(adata).coverage()
 
+    def _require_coverage(self, adata: AnnData, mapping: GeneMapping) -> None:
+        """No gene of the data in the vocabulary means wrong identifiers, not a biological result: say so."""
+        coverage = mapping.coverage()
+        if coverage.n_mapped:
+            return
+        ids = "var['ensembl_id']" if "ensembl_id" in adata.var.columns else "var_names (as Ensembl ids or symbols)"
+        raise GeneCoverageError(
+            f"0 of {coverage.n_genes} genes (0.0%) map to a token of {self.checkpoint_dir}: genes are read from "
+            f"{ids}, e.g. {list(mapping.var_names[:5])}, and looked up as Ensembl ids or, through "
+            "gene_name_id_dict, as symbols. Fix: add var['ensembl_id'] with Ensembl gene ids (ENSG...) or use "
+            "HGNC symbols as var_names"
+        )
+
     def attention_scores(
         self,
         adata: AnnData,
@@ -395,6 +412,7 @@ class GeneformerModel:
         BertSelfAttention's output before BertSelfOutput). `provenance["score"]` tells the two apart.
         """
         mapping = self.tokenizer.map_genes(adata)
+        self._require_coverage(adata, mapping)
         plan = plan_extraction(
             adata.var_names, genes, layers, self.n_layers, var_tokens=mapping.tokens, var_owns_token=mapping.owner,
             vocab_size=self.bert.config.vocab_size, restrict_context=restrict_context,

@@ -51,7 +51,7 @@ from scinterp_assets.core.attention.streaming import (
     torch_threads,
 )
 from scinterp_assets.core.models.dictionaries import ModelLoadError
-from scinterp_assets.core.models.geneformer import CountDataError, GeneCoverage, GeneMapping
+from scinterp_assets.core.models.geneformer import CountDataError, GeneCoverage, GeneCoverageError, GeneMapping
 
 ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE = "args.json", "vocab.json", "best_model.pt"
 PAD, CLS, EOC = "<pad>", "<cls>", "<eoc>"
@@ -64,10 +64,6 @@ VALUE_CLIP = 512.0  # scGPT's continuous value encoder clips its input at 512
 BATCH_NORM_EPS = 6.1e-5  # scGPT's BatchNorm1d over the summed embeddings
 _QKV_ALIAS = re.compile(r"^(transformer_encoder\.layers\.\d+\.self_attn\.)(?:_impl\.)?Wqkv\.(weight|bias)$")
 _LAYER_KEY = re.compile(r"^transformer_encoder\.layers\.(\d+)\.")
-
-
-class GeneCoverageError(ValueError):
-    """Too few of a data set's genes map to the model's vocabulary to extract attention."""
 
 
 # ---------------------------------------------------------------------------------------------------------
