@@ -8,7 +8,7 @@ export SCINTERP_CONFIG ?= $(CURDIR)/scinterp.yaml
 WITH_HOME = DAGSTER_HOME=$${DAGSTER_HOME:-$$($(BIN)/scinterp dagster-home)}
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast ui clean
+.PHONY: install demo test test-fast ui bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -33,6 +33,10 @@ test-fast: install
 
 ui: install
 	$(WITH_HOME) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+# Speed and memory against a naive reference measured in the same run (minutes; not part of `make test`).
+bench: install
+	$(BIN)/python -m benchmarks.attention_extraction
 
 clean:
 	rm -rf var

@@ -596,10 +596,12 @@ def format_report(
         small, large = min(engine_sizes), max(engine_sizes)
         low, high = value("engine", small, "peak_growth_mb"), value("engine", large, "peak_growth_mb")
         growth = (high - low) / low if low > 0 else float("inf")
+        longest = value("engine", small, "max_tokens"), value("engine", large, "max_tokens")
         lines.append(
             f"engine peak memory growth {small} -> {large} cells: {low:.0f} MB -> {high:.0f} MB "
             f"({growth:+.1%}); target < +{MEMORY_GROWTH_TARGET:.0%}: "
-            f"{'ok' if growth < MEMORY_GROWTH_TARGET else 'MISS'}"
+            f"{'ok' if growth < MEMORY_GROWTH_TARGET else 'MISS'} (longest cell {longest[0]} -> {longest[1]} "
+            "tokens; one batch's forward buffers scale with its square, the accumulators are fixed)"
         )
     lines.append(f"memory: {memory_method}")
     lines.extend(notes)
@@ -641,7 +643,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--retries",
         type=int,
         default=DEFAULT_RETRIES,
-        help=f"repeats of a measurement during which other processes took over {CONTENTION_WARNING:.0%} of "
+        help=f"repeats of a measurement during which other processes took over {CONTENTION_WARNING:.0%}% of "
         f"the CPUs, keeping the fastest attempt (default {DEFAULT_RETRIES})",
     )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")

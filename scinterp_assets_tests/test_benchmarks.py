@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from benchmarks.attention_extraction import METHODS, main
 
 TINY = [
@@ -47,3 +49,9 @@ def test_naive_budget_skips_instead_of_extrapolating(capsys):
     assert ("naive", 4) in result["records"] and ("naive", 40) not in result["records"]
     assert ("engine", 40) in result["records"] and ("plain", 40) in result["records"]
     assert "NOT measured at 40 cells" in printed and "skipped" in printed
+
+
+def test_help_prints(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0 and "--naive-budget" in capsys.readouterr().out
