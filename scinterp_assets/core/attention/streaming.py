@@ -155,16 +155,22 @@ class CellSelection:
 
     positions: per cell, int64 (K_b,) token positions in the padded batch
     slots:     per cell, int64 (K_b,) accumulator gene index in [0, G) of those positions, all distinct
+    pairs:     per cell, int64 (K_b * K_b,) flattened (source * G + target) accumulator index of every ordered
+               pair, computed once and reused for the counts and every layer
+    spans:     per cell, (first, stop) when the positions are one contiguous run (then a layer's block is a
+               cheap slice instead of a gather; always so when every token of a cell is a requested gene)
     """
 
     positions: tuple[torch.Tensor, ...]
     slots: tuple[torch.Tensor, ...]
+    pairs: tuple[torch.Tensor, ...]
+    spans: tuple[tuple[int, int] | None, ...]
 
     def __post_init__(self) -> None:
-        if len(self.positions) != len(self.slots):
-            raise ValueError("CellSelection needs one positions and one slots tensor per cell")
-        for pos, slot in zip(self.positions, self.slots):
-            if pos.shape != slot.shape or pos.ndim != 1:
+        if not len(self.positions) == len(self.slots) == len(self.pairs) == len(self.spans):
+            raise ValueError("CellSelection needs one positions, slots, pairs and span entry per cell")
+        for pos, slot, pair in zip(self.positions, self.slots, self.pairs):
+            if pos.shape != slot.shape or pos.ndim != 1 or pair.numel() != pos.numel() ** 2:
                 raise ValueError(f"CellSelection: positions {tuple(pos.shape)} != slots {tuple(slot.shape)}")
 
 
@@ -215,7 +221,7 @@ class AttentionAccumulator:
         if slots.ndim != 2:
             raise ValueError(f"slots must be (B, n), got {tuple(slots.shape)}")
         slots = slots.to(self.device)
-        positions, cell_slots = [], []
+        positions, cell_slots, pairs, spans = [], [], [], []
         flat_count = self.count.view(-1)
         for row in slots:
             pos = torch.nonzero(row != NOT_ACCUMULATED).squeeze(1)
@@ -227,8 +233,11 @@ class AttentionAccumulator:
             flat_count.index_add_(0, pair, torch.ones_like(pair))
             positions.append(pos)
             cell_slots.append(slot)
+            pairs.append(pair)
+            first, last = (int(pos[0]), int(pos[-1])) if pos.numel() else (0, -1)
+            spans.append((first, last + 1) if last - first + 1 == pos.numel() else None)
         self.n_cells += int(slots.shape[0])
-        return CellSelection(tuple(positions), tuple(cell_slots))
+        return CellSelection(tuple(positions), tuple(cell_slots), tuple(pairs), tuple(spans))
 
     def add_layer(
         self, layer: int, probs: torch.Tensor, selection: CellSelection, context: torch.Tensor | None = None
@@ -259,11 +268,13 @@ class AttentionAccumulator:
         target = self.sum[row].view(n_heads, -1)
         value_target = None if self.value_sum is None else self.value_sum[row].view(n_heads, -1)
         # One cell at a time bounds the float64 temporary to H * K^2 whatever the batch size.
-        for cell, (pos, slot) in enumerate(zip(selection.positions, selection.slots)):
+        for cell, (pos, pair, span) in enumerate(zip(selection.positions, selection.pairs, selection.spans)):
             if pos.numel() == 0:
                 continue
-            pair = self._pair_index(slot)
-            block = probs[cell][:, pos[:, None], pos[None, :]]
+            if span is not None:
+                block = probs[cell, :, span[0] : span[1], span[0] : span[1]]
+            else:
+                block = probs[cell][:, pos][:, :, pos]  # two 1-D gathers beat one broadcast 2-D gather
             target.index_add_(1, pair, block.reshape(n_heads, -1).to(torch.float64))
             if value_target is not None:
                 value_target.index_add_(1, pair, pairwise_cosine(context[cell][:, pos]).reshape(n_heads, -1))
