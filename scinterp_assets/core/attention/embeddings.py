@@ -9,8 +9,6 @@ tokens).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scinterp_assets.core.attention.scores import save_npz_atomically
 from scinterp_assets.core.attention.streaming import ProgressCallback, plan_batches
 
 POOLINGS = ("cls", "mean")
@@ -63,24 +62,14 @@ class CellEmbeddings:
 
     def save(self, path: str | Path) -> Path:
         """Write one .npz file atomically (temp file in the same folder, then rename); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(
-                    stream,
-                    cell_ids=np.asarray(self.cell_ids, dtype=np.str_),
-                    values=self.values,
-                    pooling=np.asarray(self.pooling, dtype=np.str_),
-                    skipped=np.asarray(self.skipped, dtype=np.str_),
-                    provenance=np.asarray(json.dumps(self.provenance, sort_keys=True), dtype=np.str_),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_npz_atomically(
+            path,
+            cell_ids=np.asarray(self.cell_ids, dtype=np.str_),
+            values=self.values,
+            pooling=np.asarray(self.pooling, dtype=np.str_),
+            skipped=np.asarray(self.skipped, dtype=np.str_),
+            provenance=np.asarray(json.dumps(self.provenance, sort_keys=True), dtype=np.str_),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> CellEmbeddings:

@@ -21,6 +21,21 @@ ATTENTION_PROBABILITY = "attention_probability"
 VALUE_WEIGHTED_COSINE = "value_weighted_cosine"
 
 
+def save_npz_atomically(path: str | Path, **arrays: np.ndarray) -> Path:
+    """np.savez into a temp file in the target folder, then rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 @dataclass(frozen=True)
 class AttentionScores:
     """Summed attention probabilities (or, value-weighted, context-vector cosines) and pair counts over cells.
@@ -88,25 +103,15 @@ class AttentionScores:
 
     def save(self, path: str | Path) -> Path:
         """Write one .npz file atomically (temp file in the same folder, then rename); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(
-                    stream,
-                    genes=np.asarray(self.genes, dtype=np.str_),
-                    layers=np.asarray(self.layers, dtype=np.int64),
-                    sum=self.sum,
-                    count=self.count,
-                    n_cells=np.int64(self.n_cells),
-                    provenance=np.asarray(json.dumps(self.provenance, sort_keys=True), dtype=np.str_),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_npz_atomically(
+            path,
+            genes=np.asarray(self.genes, dtype=np.str_),
+            layers=np.asarray(self.layers, dtype=np.int64),
+            sum=self.sum,
+            count=self.count,
+            n_cells=np.int64(self.n_cells),
+            provenance=np.asarray(json.dumps(self.provenance, sort_keys=True), dtype=np.str_),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> AttentionScores:
