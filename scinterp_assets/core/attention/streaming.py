@@ -281,25 +281,17 @@ class AttentionAccumulator:
 
     def result(self) -> AttentionScores:
         """The accumulated scores as numpy arrays on the host."""
-        return AttentionScores(
-            genes=self.genes,
-            layers=self.layers,
-            sum=self.sum.cpu().numpy(),
-            count=self.count.cpu().numpy(),
-            n_cells=self.n_cells,
-        )
+        return self._scores(self.sum)
 
     def value_weighted_result(self) -> AttentionScores:
         """The summed context-vector cosines (value-weighted accumulators only) and the shared pair counts."""
         if self.value_sum is None:
             raise ValueError("this accumulator was built without value_weighted=True")
-        return AttentionScores(
-            genes=self.genes,
-            layers=self.layers,
-            sum=self.value_sum.cpu().numpy(),
-            count=self.count.cpu().numpy(),
-            n_cells=self.n_cells,
-        )
+        return self._scores(self.value_sum)
+
+    def _scores(self, summed: torch.Tensor) -> AttentionScores:
+        return AttentionScores(genes=self.genes, layers=self.layers, sum=summed.cpu().numpy(),
+                               count=self.count.cpu().numpy(), n_cells=self.n_cells)
 
 
 def pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:

@@ -612,6 +612,20 @@ class ScGPTModel:
             f"{list(adata.var.columns)}) or use the checkpoint trained on this species' symbols"
         )
 
+    def _tokenisation_provenance(self, seed: int, include_zero_genes: bool, cls_value: float,
+                                 symbol_column: str | None, layer: str | None) -> dict:
+        """The settings that decide how cells were tokenised, recorded with every result."""
+        return {
+            "family": self.family,
+            "seed": int(seed),
+            "n_bins": self.tokenizer.n_bins,
+            "max_seq_len": self.tokenizer.max_seq_len,
+            "include_zero_genes": include_zero_genes,
+            "cls_value": cls_value,
+            "symbol_column": symbol_column,
+            "layer": layer,
+        }
+
     def attention_scores(
         self,
         adata: AnnData,
@@ -672,17 +686,8 @@ class ScGPTModel:
                                                value_weighted=value_weighted)  # fmt: skip
             lengths = [len(cell.ids) for cell in cells]
             scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress)
-        provenance = {
-            "family": self.family,
-            "seed": int(seed),
-            "n_bins": self.tokenizer.n_bins,
-            "max_seq_len": self.tokenizer.max_seq_len,
-            "include_zero_genes": include_zero_genes,
-            "cls_value": cls_value,
-            "restrict_context": restrict_context,
-            "symbol_column": symbol_column,
-            "layer": layer,
-        }
+        provenance = self._tokenisation_provenance(seed, include_zero_genes, cls_value, symbol_column, layer)
+        provenance["restrict_context"] = restrict_context
         scores = dataclasses.replace(scores, provenance=provenance | {"score": ATTENTION_PROBABILITY})
         if not value_weighted:
             return scores
@@ -736,18 +741,8 @@ class ScGPTModel:
             self.encoder.to(device)
             values = stream_embeddings([len(cell.ids) for cell in embedded], batch_size,
                                        self.encoder.shape.d_model, embed_batch, progress)  # fmt: skip
-        provenance = {
-            "family": self.family,
-            "seed": int(seed),
-            "n_bins": self.tokenizer.n_bins,
-            "max_seq_len": self.tokenizer.max_seq_len,
-            "include_zero_genes": include_zero_genes,
-            "cls_value": cls_value,
-            "symbol_column": symbol_column,
-            "layer": layer,
-            "pooling": pooling,
-            "hidden_states": "final_layer",
-        }
+        provenance = self._tokenisation_provenance(seed, include_zero_genes, cls_value, symbol_column, layer)
+        provenance |= {"pooling": pooling, "hidden_states": "final_layer"}
         return CellEmbeddings(
             cell_ids=tuple(name for name, keep in zip(names, has_genes) if keep),
             values=values,
