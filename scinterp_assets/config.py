@@ -19,6 +19,8 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from scinterp_assets.core.datasets.screens import GuideSpec, ScreenSpec
+
 CONFIG_ENV_VAR = "SCINTERP_CONFIG"
 PARTITION_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -46,16 +48,32 @@ class SyntheticCellType(_Strict):
 
 
 class H5adCellType(_Strict):
-    """A screen the user downloaded, as one h5ad file with a perturbation column."""
+    """A screen the user downloaded, as one h5ad file (core/datasets/screens.py documents the layouts)."""
 
     kind: Literal["h5ad"]
     path: Path
-    perturbation_column: str
-    control_label: str
     modality: Literal["CRISPRi", "CRISPRa", "knockout"]
+    layout: Literal["generic", "replogle", "scperturb", "gears"] = "generic"
+    perturbation_column: str | None = None
+    control_label: str | None = None
     gene_symbol_column: str | None = None
     ensembl_id_column: str | None = None
     counts_layer: str | None = None
+    combinations: Literal["drop", "keep"] = "drop"
+    duplicate_genes: Literal["error", "sum"] = "error"
+    guides: GuideSpec | None = None  # per-cell guide UMI counts in obsm instead of a perturbation column
+
+    @model_validator(mode="after")
+    def _check_labels_source(self) -> "H5adCellType":
+        if self.layout == "generic" and self.guides is None and not (self.perturbation_column and self.control_label):
+            raise ValueError(
+                "a generic h5ad screen needs perturbation_column and control_label (or a guides section, or a "
+                "layout: replogle | scperturb | gears that knows them)"
+            )
+        return self
+
+    def screen_spec(self) -> ScreenSpec:
+        return ScreenSpec(**{name: getattr(self, name) for name in ScreenSpec.__dataclass_fields__})
 
 
 CellType = Annotated[Union[SyntheticCellType, H5adCellType], Field(discriminator="kind")]
@@ -74,6 +92,8 @@ class DELabelConfig(_Strict):
     q_threshold: float = Field(default=0.05, gt=0, lt=1)
     min_abs_log_difference: float = Field(default=0.5, ge=0)
     min_cells: int = Field(default=30, ge=2)
+    test: Literal["welch", "mann_whitney"] = "welch"  # mann_whitney with min_abs_log_difference 0.1 and
+    # preprocessing.n_control_cells 500 is the study's alternative rule
     min_positives: int = Field(default=3, ge=1)
     min_negatives: int = Field(default=3, ge=1)
 

@@ -17,7 +17,7 @@ from scinterp_assets.core.datasets.preprocessing import (
     select_gene_universe,
     spearman_matrix,
 )
-from scinterp_assets.core.datasets.screens import cell_qc_frame, load_h5ad_screen
+from scinterp_assets.core.datasets.screens import cell_qc_frame, load_screen_file
 from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world
 from scinterp_assets.core.edges import edges_from_matrix, validate_edges
 from scinterp_assets.core.networks.planted import planted_reference_edges
@@ -42,15 +42,7 @@ def load_screen(cell_type: SyntheticCellType | H5adCellType) -> ad.AnnData:
                 cells_per_perturbation=cell_type.cells_per_perturbation,
             )
         )
-    return load_h5ad_screen(
-        cell_type.path,
-        perturbation_column=cell_type.perturbation_column,
-        control_label=cell_type.control_label,
-        modality=cell_type.modality,
-        gene_symbol_column=cell_type.gene_symbol_column,
-        ensembl_id_column=cell_type.ensembl_id_column,
-        counts_layer=cell_type.counts_layer,
-    )
+    return load_screen_file(cell_type.screen_spec())
 
 
 def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -106,7 +98,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         rule = project.de_labels
         result = compute_de_labels(
             screen_data, control_cells, gene_universe["gene"].tolist(),
-            DELabelRule(rule.q_threshold, rule.min_abs_log_difference, rule.min_cells),
+            DELabelRule(rule.q_threshold, rule.min_abs_log_difference, rule.min_cells, rule.test),
             project.preprocessing.target_sum,
         )
         summary = result.summary
@@ -118,7 +110,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                 "perturbations_tested": int(summary["tested"].sum()),
                 "perturbations_with_enough_labels": len(enough),
                 "on_target_not_moved": dg.MetadataValue.text(
-                    ", ".join(summary.loc[~summary["on_target_moved"], "perturbation"]) or "none"),
+                    ", ".join(summary.loc[summary["on_target_status"] == "not_moved", "perturbation"]) or "none"),
                 "perturbation_summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
             },
         )

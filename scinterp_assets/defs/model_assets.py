@@ -19,6 +19,7 @@ from scinterp_assets.core.analyses.reference_structure import reference_auroc_te
 from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, random_score_set, score_sets_from_edges
 from scinterp_assets.core.attention.edges import attention_edge_table, evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.datasets.screens import check_raw_counts
 from scinterp_assets.core.edges import validate_edges
 from scinterp_assets.core.stats.registry import registry_rows
 from scinterp_assets.defs.metadata import frame_metadata
@@ -27,6 +28,14 @@ from scinterp_assets.resources.contracts import ContractRunner, contract_check_s
 from scinterp_assets.resources.model_store import ModelStore
 
 GROUP = "model_evaluation"
+
+
+def _model_for(model_store: ModelStore, model_key: str, cells: ad.AnnData):
+    """The loaded checkpoint, after checking the cells hold raw counts if its tokeniser needs them."""
+    model = model_store.load(model_key)
+    if model.needs_raw_counts:
+        check_raw_counts(cells, consumer=f"the {model.family} checkpoint '{model_key}'")
+    return model
 
 
 def _subsample_cells(controls: ad.AnnData, max_cells: int, seed: int) -> ad.AnnData:
@@ -80,7 +89,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                              model_store: dg.ResourceParam[ModelStore]):
         model_key, _ = model_and_cell_type(context)
         settings = project.attention
-        model = model_store.load(model_key)
+        model = _model_for(model_store, model_key, control_cells)
         genes = gene_universe["gene"].tolist()
         cells = _subsample_cells(control_cells, settings.max_cells, project.seeds.attention)
         coverage = model.coverage(cells[:, genes])
@@ -118,7 +127,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         cell's gene tokens), for cell-state stratification."""
         model_key, _ = model_and_cell_type(context)
         settings = project.attention
-        embeddings = model_store.load(model_key).cell_embeddings(
+        model = _model_for(model_store, model_key, control_cells)
+        embeddings = model.cell_embeddings(
             control_cells, batch_size=settings.batch_size, seed=project.seeds.attention, device=settings.device,
             num_threads=settings.num_threads, progress=_progress_logger(context, "embeddings", settings.batch_size),
         )

@@ -45,5 +45,5 @@ def test_labels_match_a_scipy_loop_and_report_knockdown():
     np.testing.assert_allclose(labels["q_value"].to_numpy(), multipletests(p, method="fdr_bh")[1], rtol=1e-10)
     assert labels.loc["UP", "is_de"] and not labels.loc["FLAT1", "is_de"]
     summary = result.summary.set_index("perturbation")
-    assert summary.loc["KD", "on_target_moved"] and summary.loc["KD", "on_target_log_difference"] < -1
+    assert summary.loc["KD", "on_target_status"] == "moved" and summary.loc["KD", "on_target_log_difference"] < -1
     assert not summary.loc["RARE", "tested"]

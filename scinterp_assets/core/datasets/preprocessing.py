@@ -18,6 +18,15 @@ def log_normalize(counts, target_sum: float) -> np.ndarray:
     return np.log1p(sparse.diags(scale) @ matrix).toarray()
 
 
+def log_expression(matrix, scale: str, target_sum: float) -> np.ndarray:
+    """Dense float64 log1p-normalised expression from a screen's X, whatever its `expression_scale`:
+    counts and linear normalised values are normalised to target_sum and logged; log1p-normalised values
+    are used as they are (never logged twice)."""
+    if scale == "log1p_normalized":
+        return sparse.csr_matrix(matrix, dtype=np.float64).toarray()
+    return log_normalize(matrix, target_sum)
+
+
 def sample_control_cells(screen: ad.AnnData, n_cells: int, seed: int, target_sum: float) -> ad.AnnData:
     """Seeded sample of (at most) n_cells non-targeting cells, with a log-normalised layer."""
     control_mask = (screen.obs["perturbation"].astype(str) == screen.uns["control_label"]).to_numpy()
@@ -26,7 +35,7 @@ def sample_control_cells(screen: ad.AnnData, n_cells: int, seed: int, target_sum
     if len(control_index) > n_cells:
         control_index = np.sort(rng.choice(control_index, size=n_cells, replace=False))
     controls = screen[control_index].copy()
-    controls.layers[LOG_LAYER] = log_normalize(controls.X, target_sum)
+    controls.layers[LOG_LAYER] = log_expression(controls.X, screen.uns.get("expression_scale", "counts"), target_sum)
     controls.uns["control_sampling_seed"] = seed
     return controls
 

@@ -360,6 +360,7 @@ class GeneformerModel:
     """A loaded Geneformer checkpoint: tokeniser, BERT encoder and attention extraction."""
 
     family = "geneformer"
+    needs_raw_counts = True  # rank-value encoding divides counts by totals and corpus medians
 
     def __init__(self, checkpoint_dir: Path, bert, tokenizer: RankValueTokenizer):
         self.checkpoint_dir = checkpoint_dir

@@ -583,6 +583,7 @@ class ScGPTModel:
     """A loaded scGPT checkpoint: binning tokeniser, encoder and attention extraction."""
 
     family = "scgpt"
+    needs_raw_counts = False  # per-cell value binning is rank-based: normalised or log1p input bins alike
     version = "scGPT"
 
     def __init__(self, checkpoint_dir: Path, encoder: ScGPTEncoder, tokenizer: BinnedValueTokenizer, args):
