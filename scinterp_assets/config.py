@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from scinterp_assets.core.datasets.screens import GuideSpec, ScreenSpec
+from scinterp_assets.core.datasets.tenx import TenxSpec
 
 CONFIG_ENV_VAR = "SCINTERP_CONFIG"
 PARTITION_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -76,7 +77,25 @@ class H5adCellType(_Strict):
         return ScreenSpec(**{name: getattr(self, name) for name in ScreenSpec.__dataclass_fields__})
 
 
-CellType = Annotated[Union[SyntheticCellType, H5adCellType], Field(discriminator="kind")]
+class TenxCellType(_Strict):
+    """A Cell Ranger CRISPR screen: matrix folder, feature reference and optionally the guide calls."""
+
+    kind: Literal["tenx"]
+    path: Path  # the filtered_feature_bc_matrix folder
+    modality: Literal["CRISPRi", "CRISPRa", "knockout"]
+    feature_reference: Path
+    guide_calls: Path | None = None  # protospacer_calls_per_cell.csv; else guide features of the matrix
+    min_umis: int = Field(default=5, ge=1)
+    multiple: Literal["drop", "dominant"] = "drop"
+    dominant_fraction: float = Field(default=0.8, gt=0.5, le=1)
+    duplicate_genes: Literal["error", "sum"] = "error"
+
+    def screen_spec(self) -> TenxSpec:
+        return TenxSpec(folder=self.path, **self.model_dump(exclude={"kind", "path"}))
+
+
+CellType = Annotated[Union[SyntheticCellType, H5adCellType, TenxCellType], Field(discriminator="kind")]
+CELL_TYPE_KINDS = ("synthetic", "h5ad", "tenx")
 
 
 class PreprocessingConfig(_Strict):
@@ -181,7 +200,10 @@ class ScinterpConfig(_Strict):
 
 
 def _format_location(location: tuple) -> str:
-    return ".".join(str(part) for part in location if not str(part).startswith(("function-", "tagged-union")))
+    parts = [str(part) for part in location if not str(part).startswith(("function-", "tagged-union"))]
+    if len(parts) >= 3 and parts[0] == "cell_types" and parts[2] in CELL_TYPE_KINDS:
+        del parts[2]  # the discriminated union adds the entry's kind to the location
+    return ".".join(parts)
 
 
 def load_config(path: str | os.PathLike | None = None) -> ScinterpConfig:
@@ -216,14 +238,18 @@ def _resolve_paths(config: ScinterpConfig, base: Path) -> ScinterpConfig:
 
     cell_types = {}
     for name, cell_type in config.cell_types.items():
-        if isinstance(cell_type, H5adCellType):
-            screen_path = resolve(cell_type.path)
-            if not screen_path.is_file():
-                raise ConfigError(
-                    f"{config.source}: key 'cell_types.{name}.path': file {screen_path} does not exist; "
-                    "point it at the downloaded h5ad (relative paths are read from the configuration's folder)"
-                )
-            cell_type = cell_type.model_copy(update={"path": screen_path})
+        if isinstance(cell_type, (H5adCellType, TenxCellType)):
+            paths = {"path": resolve(cell_type.path)}
+            for optional in ("feature_reference", "guide_calls"):
+                if getattr(cell_type, optional, None) is not None:
+                    paths[optional] = resolve(getattr(cell_type, optional))
+            for key, value in paths.items():
+                if not value.exists():
+                    raise ConfigError(
+                        f"{config.source}: key 'cell_types.{name}.{key}': {value} does not exist; point it at the "
+                        "downloaded file or folder (relative paths are read from the configuration's folder)"
+                    )
+            cell_type = cell_type.model_copy(update=paths)
         cell_types[name] = cell_type
     updates = {"home": resolve(config.home), "checkpoint_dir": resolve(config.checkpoint_dir), "cell_types": cell_types}
     for optional in ("contracts_dir", "model_dictionary_dir"):

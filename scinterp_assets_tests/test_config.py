@@ -68,3 +68,37 @@ def test_fingerprint_tracks_thresholds_not_paths(tmp_path):
     moved = load_config(_write(tmp_path, MINIMAL.replace("home: out", "home: elsewhere")))
     stricter = load_config(_write(tmp_path, MINIMAL + "de_labels: {q_threshold: 0.01}\n"))
     assert base.fingerprint() == moved.fingerprint() != stricter.fingerprint()
+
+
+def test_screen_entries_become_core_specs(tmp_path):
+    (tmp_path / "data").mkdir()
+    for name in ("gasperini.h5ad", "feature_reference.csv"):
+        (tmp_path / "data" / name).write_text("")
+    (tmp_path / "data" / "matrix").mkdir()
+    text = MINIMAL + """
+  k562_gasperini:
+    kind: h5ad
+    path: data/gasperini.h5ad
+    modality: CRISPRi
+    guides: {target_pattern: '^(?P<gene>.+)_TSS$', min_umis: 3, multiple: dominant}
+  k562_tenx:
+    kind: tenx
+    path: data/matrix
+    modality: CRISPRi
+    feature_reference: data/feature_reference.csv
+"""
+    config = load_config(_write(tmp_path, text))
+    spec = config.cell_types["k562_gasperini"].screen_spec()
+    assert spec.path == tmp_path / "data" / "gasperini.h5ad" and spec.guides.min_umis == 3
+    assert spec.guides.multiple == "dominant" and spec.layout == "generic"
+    tenx = config.cell_types["k562_tenx"].screen_spec()
+    assert tenx.folder == tmp_path / "data" / "matrix" and tenx.feature_reference == tmp_path / "data" / "feature_reference.csv"
+
+
+def test_generic_screen_without_labels_and_bad_guide_rule_are_refused(tmp_path):
+    (tmp_path / "k562.h5ad").write_text("")
+    entry = "\n  k562:\n    kind: h5ad\n    path: k562.h5ad\n    modality: CRISPRi\n"
+    with pytest.raises(ConfigError, match="needs perturbation_column and control_label"):
+        load_config(_write(tmp_path, MINIMAL + entry))
+    with pytest.raises(ConfigError, match=r"cell_types\.k562\.guides.*multiple must be"):
+        load_config(_write(tmp_path, MINIMAL + entry + "    guides: {multiple: all}\n"))

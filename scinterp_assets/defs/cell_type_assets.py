@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from scinterp_assets.config import H5adCellType, ScinterpConfig, SyntheticCellType
+from scinterp_assets.config import H5adCellType, ScinterpConfig, SyntheticCellType, TenxCellType
 from scinterp_assets.core.datasets.de_labels import DELabelRule, compute_de_labels
 from scinterp_assets.core.datasets.preprocessing import (
     LOG_LAYER,
@@ -19,6 +19,7 @@ from scinterp_assets.core.datasets.preprocessing import (
 )
 from scinterp_assets.core.datasets.screens import cell_qc_frame, load_screen_file
 from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world
+from scinterp_assets.core.datasets.tenx import load_tenx_screen
 from scinterp_assets.core.edges import edges_from_matrix, validate_edges
 from scinterp_assets.core.networks.planted import planted_reference_edges
 from scinterp_assets.defs.metadata import frame_metadata
@@ -27,7 +28,7 @@ from scinterp_assets.resources.contracts import ContractRunner, contract_check_s
 GROUP = "cell_type_data"
 
 
-def load_screen(cell_type: SyntheticCellType | H5adCellType) -> ad.AnnData:
+def load_screen(cell_type: SyntheticCellType | H5adCellType | TenxCellType) -> ad.AnnData:
     """Configuration entry -> screen in the platform layout."""
     if isinstance(cell_type, SyntheticCellType):
         return simulate_world(
@@ -42,6 +43,8 @@ def load_screen(cell_type: SyntheticCellType | H5adCellType) -> ad.AnnData:
                 cells_per_perturbation=cell_type.cells_per_perturbation,
             )
         )
+    if isinstance(cell_type, TenxCellType):
+        return load_tenx_screen(cell_type.screen_spec())
     return load_screen_file(cell_type.screen_spec())
 
 

@@ -1,5 +1,6 @@
 import anndata as ad
 import numpy as np
+import pytest
 import pandas as pd
 from scipy import sparse, stats
 from statsmodels.stats.multitest import multipletests
@@ -47,3 +48,42 @@ def test_labels_match_a_scipy_loop_and_report_knockdown():
     summary = result.summary.set_index("perturbation")
     assert summary.loc["KD", "on_target_status"] == "moved" and summary.loc["KD", "on_target_log_difference"] < -1
     assert not summary.loc["RARE", "tested"]
+
+
+def test_mann_whitney_rule_matches_a_scipy_loop():
+    screen = _screen(seed=1)
+    controls = sample_control_cells(screen, 10_000, seed=0, target_sum=1e4)
+    rule = DELabelRule(q_threshold=0.05, min_abs_log_difference=0.1, min_cells=30, test="mann_whitney")
+    result = compute_de_labels(screen, controls, list(screen.var_names), rule, 1e4)
+    labels = result.labels.set_index("target")
+    log_all = log_normalize(screen.X, 1e4)
+    pert = log_all[(screen.obs["perturbation"] == "KD").to_numpy()]
+    ctrl = log_all[(screen.obs["perturbation"] == "non-targeting").to_numpy()]
+    expected = [stats.mannwhitneyu(pert[:, j], ctrl[:, j], alternative="two-sided", method="asymptotic").pvalue
+                for j in [1, 2, 3, 4]]
+    np.testing.assert_allclose(labels["p_value"].to_numpy(), expected, rtol=1e-10)
+    own = stats.mannwhitneyu(pert[:, 0], ctrl[:, 0], alternative="two-sided", method="asymptotic").pvalue
+    assert result.summary.set_index("perturbation").loc["KD", "on_target_p_value"] == pytest.approx(own, rel=1e-10)
+    assert "mann_whitney" in rule.describe()
+
+
+def test_log_normalised_screens_are_not_logged_twice():
+    counted = _screen(seed=2)
+    logged = counted.copy()
+    logged.X = sparse.csr_matrix(log_normalize(counted.X, 1e4))
+    logged.uns["expression_scale"] = "log1p_normalized"
+    rule = DELabelRule(q_threshold=0.05, min_abs_log_difference=0.5, min_cells=30)
+    from_counts = compute_de_labels(counted, sample_control_cells(counted, 10_000, 0, 1e4), list(counted.var_names), rule, 1e4)
+    from_logs = compute_de_labels(logged, sample_control_cells(logged, 10_000, 0, 1e4), list(logged.var_names), rule, 1e4)
+    np.testing.assert_allclose(from_logs.labels["log_difference"], from_counts.labels["log_difference"], rtol=1e-5)
+    assert from_logs.labels["is_de"].tolist() == from_counts.labels["is_de"].tolist()
+
+
+def test_knockdown_that_did_not_happen_is_flagged():
+    screen = _screen(seed=3)
+    screen.uns["modality"] = "CRISPRa"  # KD went down, but activation was expected
+    controls = sample_control_cells(screen, 10_000, seed=0, target_sum=1e4)
+    rule = DELabelRule(q_threshold=0.05, min_abs_log_difference=0.5, min_cells=30)
+    summary = compute_de_labels(screen, controls, list(screen.var_names), rule, 1e4).summary.set_index("perturbation")
+    assert summary.loc["KD", "on_target_status"] == "not_moved"
+    assert summary.loc["RARE", "on_target_status"] == "not_measured"  # RARE is not a gene of the screen

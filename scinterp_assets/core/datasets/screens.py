@@ -297,23 +297,53 @@ def load_screen_file(spec: ScreenSpec) -> ad.AnnData:
             "combination_cells": int(is_combination.sum()),
             "combinations": spec.combinations,
         }
+    field_name, matrix, scale = _expression_field(raw, spec.counts_layer, source)
+    return assemble_screen(
+        matrix,
+        symbols=_gene_symbols(raw, spec, defaults, source),
+        ensembl=_ensembl_ids(raw, spec, source),
+        cell_ids=raw.obs_names.astype(str),
+        labels=labels,
+        keep=keep,
+        control_label=control_label,
+        modality=spec.modality,
+        duplicate_genes=spec.duplicate_genes,
+        provenance={"source": source, "expression_scale": scale, "expression_field": field_name,
+                    "assignment": assignment_summary},
+    )
+
+
+def assemble_screen(
+    matrix,
+    *,
+    symbols: pd.Index,
+    ensembl: np.ndarray | None,
+    cell_ids: pd.Index,
+    labels: np.ndarray,
+    keep: np.ndarray,
+    control_label: str,
+    modality: str,
+    duplicate_genes: str,
+    provenance: dict,
+) -> ad.AnnData:
+    """The screen layout from parts every reader produces: expression (cells x genes), gene symbols and
+    Ensembl ids, one label per cell and the cells to keep. provenance: source, expression_scale,
+    expression_field, assignment (written into uns)."""
+    source = provenance["source"]
     if not (labels[keep] == control_label).any():
         counts = pd.Series(labels[keep]).value_counts()
         raise ScreenFormatError(
             f"{source}: no cell is labelled '{control_label}' (control_label); most common labels: "
             f"{counts.index[:5].tolist()}; set control_label to the label of non-targeting cells"
         )
-    field_name, matrix, scale = _expression_field(raw, spec.counts_layer, source)
     matrix = sparse.csr_matrix(matrix, dtype=np.float32)
-    symbols = _gene_symbols(raw, spec, defaults, source)
-    ensembl = _ensembl_ids(raw, spec, source)
     if symbols.duplicated().any():
-        if spec.duplicate_genes == "error":
+        if duplicate_genes == "error":
             repeated = sorted(set(symbols[symbols.duplicated()]))
             raise ScreenFormatError(
-                f"{source}: {len(repeated)} gene name(s) occur more than once in "
-                f"{spec.gene_symbol_column or 'the gene names'} (e.g. {repeated[:5]}); set duplicate_genes: sum to "
-                "add their counts up, or choose a unique gene column"
+                f"{source}: {len(repeated)} gene name(s) occur more than once in the gene names "
+                f"(e.g. {repeated[:5]}); set duplicate_genes: sum to add their counts up, or choose a unique "
+                "gene column"
             )
         matrix, symbols, first = collapse_duplicate_genes(matrix, symbols)
         ensembl = ensembl[first] if ensembl is not None else None
@@ -323,17 +353,10 @@ def load_screen_file(spec: ScreenSpec) -> ad.AnnData:
     keep_index = np.flatnonzero(keep)
     screen = ad.AnnData(
         X=matrix[keep_index],
-        obs=pd.DataFrame({"perturbation": labels[keep_index].astype(str)}, index=raw.obs_names[keep_index].astype(str)),
+        obs=pd.DataFrame({"perturbation": labels[keep_index].astype(str)}, index=cell_ids[keep_index]),
         var=var,
     )
-    screen.uns.update(
-        control_label=control_label,
-        modality=spec.modality,
-        expression_scale=scale,
-        expression_field=field_name,
-        source=source,
-        assignment={key: value for key, value in assignment_summary.items()},
-    )
+    screen.uns.update(control_label=control_label, modality=modality, **provenance)
     return screen
 
 
