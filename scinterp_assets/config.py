@@ -63,6 +63,7 @@ class H5adCellType(_Strict):
     combinations: Literal["drop", "keep"] = "drop"
     duplicate_genes: Literal["error", "sum"] = "error"
     guides: GuideSpec | None = None  # per-cell guide UMI counts in obsm instead of a perturbation column
+    references: tuple[str, ...] | None = None  # names under `references`; None: every configured reference
 
     @model_validator(mode="after")
     def _check_labels_source(self) -> "H5adCellType":
@@ -89,13 +90,70 @@ class TenxCellType(_Strict):
     multiple: Literal["drop", "dominant"] = "drop"
     dominant_fraction: float = Field(default=0.8, gt=0.5, le=1)
     duplicate_genes: Literal["error", "sum"] = "error"
+    references: tuple[str, ...] | None = None  # names under `references`; None: every configured reference
 
     def screen_spec(self) -> TenxSpec:
-        return TenxSpec(folder=self.path, **self.model_dump(exclude={"kind", "path"}))
+        return TenxSpec(folder=self.path, **self.model_dump(exclude={"kind", "path", "references"}))
 
 
 CellType = Annotated[Union[SyntheticCellType, H5adCellType, TenxCellType], Field(discriminator="kind")]
 CELL_TYPE_KINDS = ("synthetic", "h5ad", "tenx")
+
+
+REFERENCE_FORMAT_OPTIONS = {
+    "trrust": set(),
+    "dorothea": {"levels"},
+    "collectri": set(),
+    "string": {"min_score"},
+    "string_download": {"min_score", "protein_info"},
+    "omnipath": {"types", "resources"},
+    "beeline": {"relation"},
+    "chip": {"cell_lines"},
+    "gmt": set(),
+}
+
+
+class ReferenceSource(_Strict):
+    """One published reference file (core/networks/reference_formats.py documents each format)."""
+
+    format: Literal["trrust", "dorothea", "collectri", "string", "string_download", "omnipath", "beeline", "chip", "gmt"]
+    path: Path
+    levels: tuple[str, ...] | None = None  # dorothea confidence levels (default A, B, C)
+    min_score: float | None = Field(default=None, ge=0, le=1000)  # STRING combined score, 0-1000 (default 700)
+    protein_info: Path | None = None  # string_download: the protein.info file mapping ENSP ids to symbols
+    types: tuple[str, ...] | None = None  # omnipath interaction types (default transcriptional)
+    resources: tuple[str, ...] | None = None  # omnipath: keep rows from these primary resources
+    relation: Literal["regulates", "interacts"] | None = None  # beeline: ChIP networks regulate, STRING interacts
+    cell_lines: tuple[str, ...] | None = None  # chip target sets of these cell lines
+
+    @model_validator(mode="after")
+    def _check_options(self) -> "ReferenceSource":
+        allowed = REFERENCE_FORMAT_OPTIONS[self.format]
+        given = {name for name in self.reader_option_names() if getattr(self, name) is not None}
+        if given - allowed:
+            raise ValueError(f"option(s) {sorted(given - allowed)} do not apply to format '{self.format}' "
+                             f"(it takes {sorted(allowed) or 'no options'})")
+        if self.format == "string_download" and self.protein_info is None:
+            raise ValueError("format 'string_download' needs protein_info (the 9606.protein.info file)")
+        if self.format == "beeline" and self.relation is None:
+            raise ValueError("format 'beeline' needs relation: regulates (ChIP networks) or interacts (STRING)")
+        return self
+
+    @staticmethod
+    def reader_option_names() -> set[str]:
+        return set().union(*REFERENCE_FORMAT_OPTIONS.values())
+
+    def reader_options(self) -> dict:
+        return {name: getattr(self, name) for name in self.reader_option_names() if getattr(self, name) is not None}
+
+
+class ReferenceRestrictionConfig(_Strict):
+    """FRAMEWORK.md section 5: universe restriction of every reference."""
+
+    min_targets_per_tf: int = Field(default=3, ge=1)
+    tf_list: Path | None = None  # a BEELINE-style TF list (column TF): sources of TF-target references must be in it
+    gene_set_min_size: int = Field(default=5, ge=2)
+    gene_set_max_size: int = Field(default=500, ge=2)
 
 
 class PreprocessingConfig(_Strict):
@@ -163,6 +221,8 @@ class ScinterpConfig(_Strict):
     model_dictionary_dir: Path | None = None
     contracts_dir: Path | None = None
     cell_types: dict[str, CellType]
+    references: dict[str, ReferenceSource] = {}
+    reference_restriction: ReferenceRestrictionConfig = ReferenceRestrictionConfig()
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     de_labels: DELabelConfig = DELabelConfig()
     attention: AttentionConfig = AttentionConfig()
@@ -175,10 +235,21 @@ class ScinterpConfig(_Strict):
     def _check_cell_type_keys(self) -> "ScinterpConfig":
         if not self.cell_types:
             raise ValueError("cell_types is empty; declare at least one synthetic or h5ad cell type")
-        for key in self.cell_types:
+        for key, cell_type in self.cell_types.items():
             if not PARTITION_KEY_PATTERN.match(key):
                 raise ValueError(f"cell type name {key!r} may only use letters, digits, '.', '_' and '-'")
+            unknown = set(getattr(cell_type, "references", None) or ()) - set(self.references)
+            if unknown:
+                raise ValueError(f"cell type {key!r} names reference(s) {sorted(unknown)} that `references` does not "
+                                 f"declare (declared: {sorted(self.references)})")
         return self
+
+    def references_of(self, cell_type: str) -> list[str]:
+        """Configured references used by a cell type (synthetic cell types use their planted network)."""
+        entry = self.cell_types[cell_type]
+        if isinstance(entry, SyntheticCellType):
+            return []
+        return sorted(entry.references if entry.references is not None else self.references)
 
     @property
     def storage_dir(self) -> Path:
@@ -251,7 +322,24 @@ def _resolve_paths(config: ScinterpConfig, base: Path) -> ScinterpConfig:
                     )
             cell_type = cell_type.model_copy(update=paths)
         cell_types[name] = cell_type
-    updates = {"home": resolve(config.home), "checkpoint_dir": resolve(config.checkpoint_dir), "cell_types": cell_types}
+    references = {}
+    for name, reference in config.references.items():
+        paths = {key: resolve(getattr(reference, key)) for key in ("path", "protein_info") if getattr(reference, key)}
+        for key, value in paths.items():
+            if not value.is_file():
+                raise ConfigError(
+                    f"{config.source}: key 'references.{name}.{key}': file {value} does not exist; point it at the "
+                    "downloaded file (`scinterp fetch --list` shows where to get it)"
+                )
+        references[name] = reference.model_copy(update=paths)
+    restriction = config.reference_restriction
+    if restriction.tf_list is not None:
+        tf_list = resolve(restriction.tf_list)
+        if not tf_list.is_file():
+            raise ConfigError(f"{config.source}: key 'reference_restriction.tf_list': file {tf_list} does not exist")
+        restriction = restriction.model_copy(update={"tf_list": tf_list})
+    updates = {"home": resolve(config.home), "checkpoint_dir": resolve(config.checkpoint_dir), "cell_types": cell_types,
+               "references": references, "reference_restriction": restriction}
     for optional in ("contracts_dir", "model_dictionary_dir"):
         if getattr(config, optional) is not None:
             updates[optional] = resolve(getattr(config, optional))

@@ -16,9 +16,10 @@ from scinterp_assets.defs.automation import (
     make_checkpoint_sensor,
     make_stale_partition_schedule,
     model_evaluation_job,
+    reference_job,
     summary_job,
 )
-from scinterp_assets.defs.cell_type_assets import build_cell_type_assets
+from scinterp_assets.defs.cell_type_assets import build_cell_type_assets, build_reference_assets
 from scinterp_assets.defs.model_assets import build_model_assets
 from scinterp_assets.defs.partitions import cell_type_partitions, model_cell_type_partitions
 from scinterp_assets.defs.summary_assets import build_summary_assets
@@ -37,8 +38,9 @@ def build_definitions(config: ScinterpConfig) -> dg.Definitions:
     evaluation = model_evaluation_job(multi)
     registration = checkpoint_job()
     return dg.Definitions(
-        assets=[*build_cell_type_assets(cell_types), *build_model_assets(multi), *build_summary_assets()],
-        jobs=[evaluation, registration, cell_type_job(cell_types), summary_job()],
+        assets=[*build_reference_assets(), *build_cell_type_assets(cell_types), *build_model_assets(multi),
+                *build_summary_assets()],
+        jobs=[evaluation, registration, reference_job(), cell_type_job(cell_types), summary_job()],
         sensors=[
             make_checkpoint_sensor(model_store, sorted(config.cell_types), evaluation, registration),
             dg.AutomationConditionSensorDefinition("summary_automation", target=dg.AssetSelection.groups("summary"),

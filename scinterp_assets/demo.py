@@ -66,6 +66,7 @@ def materialize_everything(config: ScinterpConfig, instance: dg.DagsterInstance)
     # the checkpoints on disk now; a registered model whose folder was removed keeps its stored results
     models = sorted(ModelStore(config.checkpoint_dir).checkpoints())
     print(f"models: {models}; cell types: {sorted(config.cell_types)}")
+    _run(defs, "reference_job", instance)
     for cell_type in sorted(config.cell_types):
         _run(defs, "cell_type_job", instance, cell_type)
     for model in models:

@@ -40,6 +40,10 @@ def registered_fingerprint(instance: dg.DagsterInstance, model_key: str) -> str 
     return result.records[0].asset_materialization.tags.get("dagster/data_version")
 
 
+def reference_job():
+    return dg.define_asset_job("reference_job", selection=dg.AssetSelection.groups("references"))
+
+
 def summary_job():
     return dg.define_asset_job("summary_job", selection=dg.AssetSelection.groups("summary"))
 

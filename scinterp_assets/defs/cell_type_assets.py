@@ -22,10 +22,19 @@ from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate
 from scinterp_assets.core.datasets.tenx import load_tenx_screen
 from scinterp_assets.core.edges import edges_from_matrix, validate_edges
 from scinterp_assets.core.networks.planted import planted_reference_edges
+from scinterp_assets.core.networks.reference_formats import DROPPED_ROWS, read_beeline_tfs, read_reference
+from scinterp_assets.core.networks.references import (
+    check_overlap,
+    empty_reference,
+    harmonise_gene_ids,
+    restrict_reference,
+    validate_reference,
+)
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 
 GROUP = "cell_type_data"
+REFERENCE_GROUP = "references"
 
 
 def load_screen(cell_type: SyntheticCellType | H5adCellType | TenxCellType) -> ad.AnnData:
@@ -46,6 +55,27 @@ def load_screen(cell_type: SyntheticCellType | H5adCellType | TenxCellType) -> a
     if isinstance(cell_type, TenxCellType):
         return load_tenx_screen(cell_type.screen_spec())
     return load_screen_file(cell_type.screen_spec())
+
+
+def build_reference_assets() -> list[dg.AssetsDefinition]:
+    @dg.asset(group_name=REFERENCE_GROUP, kinds={"parquet"})
+    def reference_networks(project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """Every configured reference network, read from its published file into one long table
+        (source, target, resource, sign, confidence, weight, relation); gene names as published."""
+        tables = [read_reference(source.format, source.path, name, **source.reader_options())
+                  for name, source in sorted(project.references.items())]
+        dropped = {table["resource"].iloc[0]: table.attrs.get(DROPPED_ROWS) for table in tables
+                   if len(table) and table.attrs.get(DROPPED_ROWS)}
+        networks = validate_reference(pd.concat([empty_reference(), *tables], ignore_index=True), "reference_networks")
+        counts = networks.groupby(["resource", "relation"]).size().rename("rows").reset_index()
+        return dg.Output(networks, metadata={
+            **frame_metadata(networks),
+            "rows_per_resource": dg.MetadataValue.md(counts.to_markdown(index=False)),
+            "rows_dropped_while_reading": dg.MetadataValue.json(dropped),
+            "files": dg.MetadataValue.json({name: str(source.path) for name, source in project.references.items()}),
+        })
+
+    return [reference_networks]
 
 
 def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -150,10 +180,39 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         check_specs=[contract_check_spec("reference_edges", "reference_edges")],
     )
     def reference_edges(context: dg.AssetExecutionContext, screen_data: ad.AnnData, gene_universe: pd.DataFrame,
-                        project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
-        """Reference network restricted to the universe. Synthetic cell types: the planted network."""
-        reference = planted_reference_edges(screen_data, gene_universe["gene"].tolist())
-        yield dg.Output(reference, metadata=frame_metadata(reference))
+                        reference_networks: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
+                        contracts: dg.ResourceParam[ContractRunner]):
+        """Reference networks restricted to the universe (FRAMEWORK section 5): ordered gene pairs, self pairs
+        and duplicates dropped, TFs with enough targets inside the universe. Synthetic cell types: the planted
+        network."""
+        universe = gene_universe["gene"].tolist()
+        names = project.references_of(context.partition_key)
+        if not names:
+            reference = planted_reference_edges(screen_data, universe)
+            metadata = {}
+        else:
+            restriction = project.reference_restriction
+            ensembl = screen_data.var["ensembl_id"] if "ensembl_id" in screen_data.var else None
+            harmonised = harmonise_gene_ids(
+                reference_networks[reference_networks["resource"].isin(names)],
+                symbol_of_id=None if ensembl is None else dict(zip(ensembl, screen_data.var_names)),
+            )
+            restricted = restrict_reference(
+                harmonised, universe, min_targets_per_tf=restriction.min_targets_per_tf,
+                tfs=read_beeline_tfs(restriction.tf_list) if restriction.tf_list else None,
+                gene_set_size=(restriction.gene_set_min_size, restriction.gene_set_max_size),
+            )
+            for name in names:
+                check_overlap(restricted, name, minimum=1)
+            reference = restricted.edges
+            metadata = {
+                "survival": dg.MetadataValue.md(
+                    restricted.survival.pivot(index="step", columns="resource", values="edges").to_markdown()),
+                "overlap": dg.MetadataValue.md(restricted.overlap.to_markdown(index=False)),
+            }
+        counts = reference["resource"].value_counts()
+        yield dg.Output(reference, metadata={**frame_metadata(reference), **metadata,
+                                             **{f"edges_{name}": int(count) for name, count in counts.items()}})
         result = contracts.validate(
             "reference_edges", reference, parameters={"min_reference_edges": project.contracts.min_reference_edges})
         yield contracts.check_result(result)

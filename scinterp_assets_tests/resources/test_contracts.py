@@ -59,6 +59,7 @@ def reference_frame() -> pd.DataFrame:
             "sign": [1, -1, 0, 1],
             "confidence": ["A", "B", "C", None],
             "weight": [1.0, -1.0, 0.5, 1.0],
+            "relation": "regulates",
         }
     )
 

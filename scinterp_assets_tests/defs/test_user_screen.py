@@ -1,0 +1,88 @@
+"""A screen the user declares in the configuration (any h5ad with a perturbation column) and a reference in
+a published format become a `cell_type` partition and run through the same assets as the synthetic ones."""
+
+import anndata as ad
+import dagster as dg
+import pandas as pd
+import pytest
+
+from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world
+from scinterp_assets.demo import _run, build_embedded_checkpoints
+from scinterp_assets.definitions import build_definitions
+from scinterp_assets_tests.conftest import write_project
+
+pytestmark = pytest.mark.slow
+
+PROJECT = """
+home: out
+checkpoint_dir: checkpoints
+cell_types:
+  synthetic_a:
+    kind: synthetic
+    modality: CRISPRi
+    wiring_seed: 1
+    seed: 3
+    n_control_cells: 300
+    n_perturbed_genes: 30
+    cells_per_perturbation: 40
+  my_screen:
+    kind: h5ad
+    path: downloads/my_screen.h5ad
+    perturbation_column: target_gene
+    control_label: NTC
+    modality: CRISPRi
+    ensembl_id_column: gene_ids
+references:
+  planted_trrust:
+    format: trrust
+    path: downloads/planted_trrust.tsv
+preprocessing: {n_control_cells: 300, n_hvg: 150}
+attention: {batch_size: 16, max_cells: 120}
+tiny_checkpoints:
+  - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}
+"""
+
+
+def _write_user_files(folder):
+    """The synthetic world of wiring 1 (another cell sample) as a user would export it, and its planted
+    network as a TRRUST raw file (TF, target, mode, PMIDs; no header)."""
+    world = simulate_world(SyntheticWorldSpec(modality="CRISPRi", wiring_seed=1, seed=9, n_control_cells=300,
+                                              n_perturbed_genes=30, cells_per_perturbation=40))
+    folder.mkdir(parents=True)
+    labels = world.obs["perturbation"].astype(str).replace({world.uns["control_label"]: "NTC"})
+    ad.AnnData(X=world.X, obs=pd.DataFrame({"target_gene": labels.to_numpy()}, index=world.obs_names),
+               var=pd.DataFrame({"gene_ids": world.var["ensembl_id"].to_numpy()}, index=world.var_names)
+               ).write_h5ad(folder / "my_screen.h5ad")
+    truth = pd.DataFrame(world.uns["truth_edges"])
+    mode = truth["sign"].map({1: "Activation", -1: "Repression"})
+    pd.DataFrame({"tf": truth["source"], "target": truth["target"], "mode": mode, "pmids": "1"}).to_csv(
+        folder / "planted_trrust.tsv", sep="\t", header=False, index=False)
+    return truth
+
+
+def test_a_declared_screen_runs_through_the_same_assets(tmp_path):
+    root = tmp_path / "project"
+    truth = _write_user_files(root / "downloads")
+    config = write_project(root, PROJECT)
+    build_embedded_checkpoints(config, log=lambda message: None)
+    defs = build_definitions(config)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("model", ["tiny-geneformer"])
+        _run(defs, "reference_job", instance)
+        _run(defs, "cell_type_job", instance, "my_screen")
+        _run(defs, "checkpoint_job", instance, "tiny-geneformer")
+        _run(defs, "model_evaluation_job", instance, dg.MultiPartitionKey({"model": "tiny-geneformer", "cell_type": "my_screen"}))
+        storage = config.storage_dir
+        networks = pd.read_parquet(storage / "reference_networks" / "__unpartitioned__.parquet")
+        assert len(networks) == len(truth) and set(networks["resource"]) == {"planted_trrust"}
+        reference = pd.read_parquet(storage / "reference_edges" / "my_screen.parquet")
+        universe = set(pd.read_parquet(storage / "gene_universe" / "my_screen.parquet")["gene"])
+        inside = truth[truth["source"].isin(universe) & truth["target"].isin(universe)]
+        targets_inside = inside.groupby("source")["target"].nunique()
+        kept_tfs = set(targets_inside.index[targets_inside >= 3])  # the TF rule, counted independently
+        assert len(reference) == inside["source"].isin(kept_tfs).sum() > 0
+        materialization = instance.fetch_materializations(dg.AssetKey("reference_edges"), limit=1).records[0]
+        assert "tf_min_targets" in materialization.asset_materialization.metadata["survival"].value
+        reference_tests = pd.read_parquet(storage / "reference_structure" / "my_screen__tiny-geneformer.parquet")
+        assert (reference_tests["cell_type"] == "my_screen").all()
+        assert reference_tests["test_id"].str.contains("planted_trrust:correlation").any()
