@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from scinterp_assets.core.edges import EDGE_COLUMNS, edges_from_matrix
+from scinterp_assets.core.networks.references import REFERENCE_COLUMNS
 from scinterp_assets.core.stats.registry import REGISTRY_COLUMNS, apply_framework_bh, registry_rows
 from scinterp_assets.resources.contracts import (
     DEFAULT_CONTRACTS_DIR,
@@ -89,7 +90,7 @@ def test_each_suite_file_loads_and_names_the_parameters_it_needs(runner):
 
 
 def test_suites_hold_the_shared_schemas():
-    """The JSON repeats EDGE_COLUMNS and REGISTRY_COLUMNS; this keeps the copies equal."""
+    """The JSON repeats EDGE_COLUMNS, REGISTRY_COLUMNS and REFERENCE_COLUMNS; this keeps the copies equal."""
 
     def column_set(suite: str) -> list[str]:
         document = json.loads((DEFAULT_CONTRACTS_DIR / f"{suite}.json").read_text())
@@ -98,6 +99,7 @@ def test_suites_hold_the_shared_schemas():
 
     assert column_set("edge_table") == list(EDGE_COLUMNS)
     assert column_set("test_registry") == list(REGISTRY_COLUMNS)
+    assert column_set("reference_edges") == list(REFERENCE_COLUMNS)
 
 
 @pytest.mark.parametrize("suite", sorted(CLEAN_CASES))
