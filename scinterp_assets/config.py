@@ -156,6 +156,13 @@ class ReferenceRestrictionConfig(_Strict):
     gene_set_max_size: int = Field(default=500, ge=2)
 
 
+class ReferenceNullConfig(_Strict):
+    """FRAMEWORK.md section 5: verified degree-preserving null draws of each restricted reference."""
+
+    n_draws: int = Field(default=1000, ge=1)
+    relations: tuple[Literal["regulates", "interacts"], ...] = ("regulates",)  # which resources get a null
+
+
 class PreprocessingConfig(_Strict):
     n_control_cells: int = Field(default=2000, ge=10)
     n_hvg: int = Field(default=2000, ge=10)
@@ -197,6 +204,7 @@ class SeedConfig(_Strict):
     control_sampling: int = 0
     attention: int = 0
     random_scores: int = 0
+    reference_null: int = 0
 
 
 class TinyCheckpointConfig(_Strict):
@@ -223,6 +231,7 @@ class ScinterpConfig(_Strict):
     cell_types: dict[str, CellType]
     references: dict[str, ReferenceSource] = {}
     reference_restriction: ReferenceRestrictionConfig = ReferenceRestrictionConfig()
+    reference_null: ReferenceNullConfig = ReferenceNullConfig()
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     de_labels: DELabelConfig = DELabelConfig()
     attention: AttentionConfig = AttentionConfig()

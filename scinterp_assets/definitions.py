@@ -10,6 +10,7 @@ import dagster as dg
 from scinterp_assets.config import ScinterpConfig, get_config
 from scinterp_assets.core.attention.embeddings import CellEmbeddings
 from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.defs.automation import (
     cell_type_job,
     checkpoint_job,
@@ -29,6 +30,7 @@ from scinterp_assets.resources.model_store import ModelStore
 
 register_npz_type("attention_scores", AttentionScores)
 register_npz_type("cell_embeddings", CellEmbeddings)
+register_npz_type("reference_nulls", ReferenceNulls)
 
 
 def build_definitions(config: ScinterpConfig) -> dg.Definitions:

@@ -23,6 +23,7 @@ from scinterp_assets.core.datasets.tenx import load_tenx_screen
 from scinterp_assets.core.edges import edges_from_matrix, validate_edges
 from scinterp_assets.core.networks.planted import planted_reference_edges
 from scinterp_assets.core.networks.reference_formats import DROPPED_ROWS, read_beeline_tfs, read_reference
+from scinterp_assets.core.networks.reference_nulls import reference_nulls
 from scinterp_assets.core.networks.references import (
     check_overlap,
     empty_reference,
@@ -217,4 +218,41 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
             "reference_edges", reference, parameters={"min_reference_edges": project.contracts.min_reference_edges})
         yield contracts.check_result(result)
 
-    return [screen_data, control_cells, gene_universe, de_labels, gene_features, correlation_edges, reference_edges]
+    @dg.asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        kinds={"numpy"},
+        check_specs=[dg.AssetCheckSpec("check_null_verified", asset="reference_null", blocking=True)],
+    )
+    def reference_null(reference_edges: pd.DataFrame, gene_universe: pd.DataFrame,
+                       project: dg.ResourceParam[ScinterpConfig]):
+        """Verified degree-preserving null draws of each restricted reference (FRAMEWORK section 5): out- and
+        in-degrees kept, no self edges, every draw checked; Jaccard distance from the observed network and the
+        mixing curve as metadata."""
+        settings = project.reference_null
+        nulls = reference_nulls(reference_edges, gene_universe["gene"].tolist(), n_draws=settings.n_draws,
+                                seed=project.seeds.reference_null, relations=settings.relations)
+        summaries = nulls.summaries
+        curve_table = (nulls.mixing_curves.pivot(index="trades", columns="resource", values="mean_jaccard_distance")
+                       if len(nulls.mixing_curves) else pd.DataFrame())
+        yield dg.Output(nulls, metadata={
+            "resources": len(nulls.codes),
+            "null_summary": dg.MetadataValue.md(summaries.to_markdown(index=False) if len(summaries) else "no resource"),
+            "mixing_curve": dg.MetadataValue.md(curve_table.to_markdown() if len(curve_table) else "none"),
+            **{f"median_jaccard_distance_{row.resource}": float(row.median_jaccard_distance)
+               for row in summaries.itertuples()},
+        })
+        valid = bool(summaries["passed"].all()) if len(summaries) else True
+        mixing = bool((~summaries["low_mixing"]).all()) if len(summaries) else True
+        yield dg.AssetCheckResult(
+            check_name="check_null_verified",
+            passed=valid and mixing,
+            # invalid draws are an error; draws too close to the observed network are a warning to read
+            severity=dg.AssetCheckSeverity.ERROR if not valid else dg.AssetCheckSeverity.WARN,
+            metadata={"margins_preserved_and_simple": valid, "enough_mixing": mixing,
+                      "min_median_jaccard_distance": float(summaries["median_jaccard_distance"].min())
+                      if len(summaries) else float("nan")},
+        )
+
+    return [screen_data, control_cells, gene_universe, de_labels, gene_features, correlation_edges, reference_edges,
+            reference_null]

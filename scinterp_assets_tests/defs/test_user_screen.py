@@ -83,6 +83,8 @@ def test_a_declared_screen_runs_through_the_same_assets(tmp_path):
         assert len(reference) == inside["source"].isin(kept_tfs).sum() > 0
         materialization = instance.fetch_materializations(dg.AssetKey("reference_edges"), limit=1).records[0]
         assert "tf_min_targets" in materialization.asset_materialization.metadata["survival"].value
+        null = instance.fetch_materializations(dg.AssetKey("reference_null"), limit=1).records[0]
+        assert null.asset_materialization.metadata["median_jaccard_distance_planted_trrust"].value > 0.2
         reference_tests = pd.read_parquet(storage / "reference_structure" / "my_screen__tiny-geneformer.parquet")
         assert (reference_tests["cell_type"] == "my_screen").all()
         assert reference_tests["test_id"].str.contains("planted_trrust:correlation").any()
