@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from scinterp_assets.core.datasets.de_labels import DELabelRule
 from scinterp_assets.core.datasets.screens import GuideSpec, ScreenSpec
 from scinterp_assets.core.datasets.tenx import TenxSpec
 
@@ -48,6 +49,14 @@ class SyntheticCellType(_Strict):
     cells_per_perturbation: int = Field(default=60, ge=10)
 
 
+class PseudoBulkLabelConfig(_Strict):
+    """DE labels from a Replogle z-normalised pseudo-bulk file of the same experiment (core/datasets/pseudobulk.py)."""
+
+    path: Path  # *_normalized_bulk_01.h5ad
+    min_abs_z: float = Field(default=1.0, gt=0)
+    perturbation_stats: Path | None = None  # Table S2 TSV: cells per sgRNA pair, for de_labels.min_cells
+
+
 class H5adCellType(_Strict):
     """A screen the user downloaded, as one h5ad file (core/datasets/screens.py documents the layouts)."""
 
@@ -64,6 +73,7 @@ class H5adCellType(_Strict):
     duplicate_genes: Literal["error", "sum"] = "error"
     guides: GuideSpec | None = None  # per-cell guide UMI counts in obsm instead of a perturbation column
     references: tuple[str, ...] | None = None  # names under `references`; None: every configured reference
+    pseudobulk_labels: PseudoBulkLabelConfig | None = None  # DE labels from pseudo-bulk instead of the cells
 
     @model_validator(mode="after")
     def _check_labels_source(self) -> "H5adCellType":
@@ -253,6 +263,15 @@ class ScinterpConfig(_Strict):
                                  f"declare (declared: {sorted(self.references)})")
         return self
 
+    def label_rule(self, cell_type: str) -> str:
+        """The DE label rule of a cell type, as written into the test registry."""
+        entry = self.cell_types[cell_type]
+        pseudobulk = getattr(entry, "pseudobulk_labels", None)
+        if pseudobulk is not None:
+            return f"pseudobulk |mean z|>={pseudobulk.min_abs_z} cells>={self.de_labels.min_cells}"
+        rule = self.de_labels
+        return DELabelRule(rule.q_threshold, rule.min_abs_log_difference, rule.min_cells, rule.test).describe()
+
     def references_of(self, cell_type: str) -> list[str]:
         """Configured references used by a cell type (synthetic cell types use their planted network)."""
         entry = self.cell_types[cell_type]
@@ -323,12 +342,17 @@ def _resolve_paths(config: ScinterpConfig, base: Path) -> ScinterpConfig:
             for optional in ("feature_reference", "guide_calls"):
                 if getattr(cell_type, optional, None) is not None:
                     paths[optional] = resolve(getattr(cell_type, optional))
-            for key, value in paths.items():
+            pseudobulk = getattr(cell_type, "pseudobulk_labels", None)
+            pseudobulk_paths = {key: resolve(getattr(pseudobulk, key)) for key in ("path", "perturbation_stats")
+                                if pseudobulk is not None and getattr(pseudobulk, key) is not None}
+            for key, value in [*paths.items(), *((f"pseudobulk_labels.{k}", v) for k, v in pseudobulk_paths.items())]:
                 if not value.exists():
                     raise ConfigError(
                         f"{config.source}: key 'cell_types.{name}.{key}': {value} does not exist; point it at the "
                         "downloaded file or folder (relative paths are read from the configuration's folder)"
                     )
+            if pseudobulk_paths:
+                paths["pseudobulk_labels"] = pseudobulk.model_copy(update=pseudobulk_paths)
             cell_type = cell_type.model_copy(update=paths)
         cell_types[name] = cell_type
     references = {}

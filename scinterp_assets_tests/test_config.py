@@ -102,3 +102,23 @@ def test_generic_screen_without_labels_and_bad_guide_rule_are_refused(tmp_path):
         load_config(_write(tmp_path, MINIMAL + entry))
     with pytest.raises(ConfigError, match=r"cell_types\.k562\.guides.*multiple must be"):
         load_config(_write(tmp_path, MINIMAL + entry + "    guides: {multiple: all}\n"))
+
+
+def test_pseudobulk_labels_resolve_and_name_the_rule(tmp_path):
+    for name in ("k562.h5ad", "K562_essential_normalized_bulk_01.h5ad"):
+        (tmp_path / name).write_text("")
+    text = MINIMAL + """
+  k562:
+    kind: h5ad
+    layout: replogle
+    path: k562.h5ad
+    modality: CRISPRi
+    pseudobulk_labels: {path: K562_essential_normalized_bulk_01.h5ad, min_abs_z: 1.5}
+"""
+    config = load_config(_write(tmp_path, text))
+    assert config.cell_types["k562"].pseudobulk_labels.path == tmp_path / "K562_essential_normalized_bulk_01.h5ad"
+    assert config.label_rule("k562").startswith("pseudobulk |mean z|>=1.5")
+    assert config.label_rule("synthetic_a").startswith("welch q<0.05")
+    missing = text.replace("min_abs_z: 1.5}", "min_abs_z: 1.5, perturbation_stats: s2.tsv}")
+    with pytest.raises(ConfigError, match=r"cell_types\.k562\.pseudobulk_labels\.perturbation_stats.*s2\.tsv does not exist"):
+        load_config(_write(tmp_path, missing))

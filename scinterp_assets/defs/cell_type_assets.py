@@ -17,6 +17,11 @@ from scinterp_assets.core.datasets.preprocessing import (
     select_gene_universe,
     spearman_matrix,
 )
+from scinterp_assets.core.datasets.pseudobulk import (
+    load_replogle_pseudobulk,
+    pseudobulk_de_labels,
+    read_perturbation_cells,
+)
 from scinterp_assets.core.datasets.screens import cell_qc_frame, load_screen_file
 from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world
 from scinterp_assets.core.datasets.tenx import load_tenx_screen
@@ -126,21 +131,31 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         return dg.Output(universe, metadata={**frame_metadata(universe), "forced_genes": int(universe["forced"].sum())})
 
     @dg.asset(partitions_def=partitions, group_name=GROUP)
-    def de_labels(screen_data: ad.AnnData, control_cells: ad.AnnData, gene_universe: pd.DataFrame,
-                  project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
-        """DE calls per (perturbation, universe target): Welch t, BH, effect threshold (FRAMEWORK section 3)."""
+    def de_labels(context: dg.AssetExecutionContext, screen_data: ad.AnnData, control_cells: ad.AnnData,
+                  gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """DE calls per (perturbation, universe target): Welch t (or Mann-Whitney), BH, effect threshold
+        (FRAMEWORK section 3); or |mean z| of a configured pseudo-bulk file. On-target change per perturbation."""
         rule = project.de_labels
-        result = compute_de_labels(
-            screen_data, control_cells, gene_universe["gene"].tolist(),
-            DELabelRule(rule.q_threshold, rule.min_abs_log_difference, rule.min_cells, rule.test),
-            project.preprocessing.target_sum,
-        )
+        pseudobulk = getattr(project.cell_types[context.partition_key], "pseudobulk_labels", None)
+        if pseudobulk is None:
+            result = compute_de_labels(
+                screen_data, control_cells, gene_universe["gene"].tolist(),
+                DELabelRule(rule.q_threshold, rule.min_abs_log_difference, rule.min_cells, rule.test),
+                project.preprocessing.target_sum,
+            )
+        else:
+            result = pseudobulk_de_labels(
+                load_replogle_pseudobulk(pseudobulk.path), gene_universe["gene"].tolist(),
+                min_abs_z=pseudobulk.min_abs_z, modality=screen_data.uns["modality"], min_cells=rule.min_cells,
+                cells=read_perturbation_cells(pseudobulk.perturbation_stats) if pseudobulk.perturbation_stats else None,
+            )
         summary = result.summary
         enough = summary[(summary["n_positives"] >= rule.min_positives) & (summary["n_negatives"] >= rule.min_negatives)]
         return dg.Output(
             result.labels,
             metadata={
                 **frame_metadata(result.labels),
+                "label_rule": project.label_rule(context.partition_key),
                 "perturbations_tested": int(summary["tested"].sum()),
                 "perturbations_with_enough_labels": len(enough),
                 "on_target_not_moved": dg.MetadataValue.text(

@@ -204,12 +204,11 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                                 gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                                 model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
         """Registry rows for A01 (attention vs correlation) and A04 (gene-level baselines), paired Wilcoxon."""
-        rule = project.de_labels
         rows = _registry(
             context, perturbation_prediction_tests(perturbation_auroc),
             **_shared_fields(context, project, model_store, len(gene_universe)),
             negatives="non-DE universe targets",
-            label_rule=f"welch_t q<{rule.q_threshold} |dlog1p|>={rule.min_abs_log_difference}",
+            label_rule=project.label_rule(model_and_cell_type(context)[1]),
             seed=project.seeds.control_sampling,
         )
         return dg.Output(rows, metadata=frame_metadata(rows))
