@@ -1,18 +1,21 @@
-"""Geneformer attention extraction: the streaming engine against a naive reference and the forward-pass floor.
+"""Attention extraction: the streaming engine against a naive reference and the forward-pass floor, for a
+Geneformer-V1-sized and an scGPT-sized model.
 
-    python -m benchmarks.attention_extraction [--cells 100,500,2000] [--quick] [--device cuda]
+    python -m benchmarks.attention_extraction [--model geneformer|scgpt|both] [--cells 100,500,2000] [--quick]
 
-Three methods run on the same seeded Geneformer-V1-sized checkpoint (random weights, real on-disk layout with
-its pickled dictionaries) and the same seeded synthetic count cells:
+For each model family (benchmarks/attention_methods.py), three methods run on the same seeded checkpoint of a
+released model's size (random weights, the family's real on-disk layout, read through `load_model`) and the
+same seeded synthetic count cells:
 
-  naive   transformers' forward with output_attentions=True (every layer's attention of a batch kept), then a
-          numpy loop over cells adding each cell's gene x gene block into sum and pair-count accumulators
-  plain   the same forward pass without attention capture, same tokenisation, batching and length sorting as
-          the engine: the floor any extraction has to pay
-  engine  `GeneformerModel.attention_scores` (one layer's probabilities at a time, reduced at once)
+  naive   every layer's attention of a batch kept (Geneformer: transformers' output_attentions=True; scGPT:
+          torch's MultiheadAttention with need_weights=True, layer by layer), then a numpy loop over cells
+          adding each cell's gene x gene block into sum and pair-count accumulators
+  plain   the model's forward pass without attention capture, same tokenisation, batching and length sorting
+          as the engine: the floor any extraction has to pay
+  engine  the model's `attention_scores` (one layer's probabilities at a time, reduced at once)
 
-Each (method, cell count) runs in a fresh subprocess; its peak memory is the growth of the process's peak
-resident set (ru_maxrss) over a baseline taken after imports, model load, data construction and a tiny
+Each (model, method, cell count) runs in a fresh subprocess; its peak memory is the growth of the process's
+peak resident set (ru_maxrss) over a baseline taken after imports, model load, data construction and a tiny
 warm-up forward pass (the peak is reset there through /proc/self/clear_refs where Linux allows it). The
 naive and engine results are compared (identical pair counts, max |mean difference|) so the ratios compare
 equal work. See benchmarks/README.md for how to read the output.
@@ -24,239 +27,40 @@ import argparse
 import gc
 import json
 import os
-import pickle
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.attention_methods import (
+    METHODS,
+    MODELS,
+    Setup,
+    default_setup,
+    requested_genes,
+    synthetic_counts,
+)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("naive", "plain", "engine")
 DEFAULT_CELLS = (100, 500, 2000)
 QUICK_CELLS = (50, 200)
 DEFAULT_NAIVE_BUDGET_S = 150.0
 DEFAULT_IDLE_WAIT_S = 60.0
 DEFAULT_RETRIES = 1
 QUICK_NAIVE_BUDGET_S = 40.0
+MODEL_CHOICES = (*MODELS, "both")  # "both": every family in MODELS, in that order
 THROUGHPUT_TARGET = 5.0  # engine cells/s divided by naive cells/s: at least this
 TIME_TARGET = 1.5  # engine seconds divided by plain-forward seconds: at most this
 CONTENTION_WARNING = 0.10  # share of the CPUs other processes took during a measurement, above which we warn
 PARITY_TOLERANCE = 1e-5  # max |mean difference| naive vs engine (float32 probabilities, float64 sums)
 MEMORY_GROWTH_TARGET = 0.10  # engine peak memory growth, smallest to largest cell count: below this
-EXPRESSED_SIGMA = 0.35
-WEIGHT_STD = 0.06  # wider than BERT's 0.02 initialisation, so attention is far from uniform
-V1_MAX_POSITIONS = 2048
 MB = 1e6  # decimal megabytes throughout
-
-
-@dataclass(frozen=True)
-class Setup:
-    """What defines a run: model shape, synthetic data, batching, device. Workers receive it as JSON."""
-
-    vocab: int = 2000  # genes in the model's vocabulary, all of them var names of the synthetic data
-    genes: int = 2000  # genes accumulated (G): the first `genes` of the vocabulary, as a 2,000-HVG universe
-    layers: int = 6
-    heads: int = 4
-    hidden: int = 256
-    intermediate: int = 512
-    # expressed genes per cell: log-normal around the median (sigma 0.35: 5-95% ~ 0.56x-1.78x), clipped
-    min_expressed: int = 200
-    median_expressed: int = 400
-    max_expressed: int = 1000
-    batch_size: int = 8
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None  # torch intra-op threads for every method (None: torch's default)
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.genes <= self.vocab:
-            raise ValueError(f"genes must lie in [1, vocab={self.vocab}], got {self.genes}")
-        if not 1 <= self.min_expressed <= self.median_expressed <= self.max_expressed <= min(
-            self.vocab, V1_MAX_POSITIONS
-        ):
-            raise ValueError(
-                f"need 1 <= min <= median <= max expressed <= min(vocab, {V1_MAX_POSITIONS}); got "
-                f"{self.min_expressed}, {self.median_expressed}, {self.max_expressed} with vocab {self.vocab}"
-            )
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Checkpoint and data
-
-
-def ensembl_ids(n_genes: int) -> list[str]:
-    return [f"ENSG{i:011d}" for i in range(1, n_genes + 1)]
-
-
-def write_checkpoint(folder: Path, setup: Setup) -> Path:
-    """A seeded random BertForMaskedLM in Geneformer V1's folder layout: config.json, model.safetensors
-    and the token_dictionary, gene_median_dictionary and gene_name_id_dict pickles (<pad> 0, <mask> 1,
-    genes from 2)."""
-    import torch
-    from transformers import BertConfig, BertForMaskedLM
-
-    genes = ensembl_ids(setup.vocab)
-    token_dictionary = {"<pad>": 0, "<mask>": 1, **{gene: i + 2 for i, gene in enumerate(genes)}}
-    rng = np.random.default_rng([setup.seed, 0])
-    medians = {gene: np.float32(m) for gene, m in zip(genes, rng.lognormal(0.0, 0.5, setup.vocab))}
-    symbols = {f"GENE{i}": gene for i, gene in enumerate(genes, start=1)}
-    config = BertConfig(
-        vocab_size=len(token_dictionary),
-        hidden_size=setup.hidden,
-        num_hidden_layers=setup.layers,
-        num_attention_heads=setup.heads,
-        intermediate_size=setup.intermediate,
-        max_position_embeddings=V1_MAX_POSITIONS,
-        hidden_act="relu",  # as Geneformer V1
-        pad_token_id=0,
-    )
-    torch.manual_seed(setup.seed)
-    model = BertForMaskedLM(config)
-    generator = torch.Generator().manual_seed(setup.seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim == 2:
-                parameter.normal_(0.0, WEIGHT_STD, generator=generator)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    for name, value in (
-        ("token_dictionary.pkl", token_dictionary),
-        ("gene_median_dictionary.pkl", medians),
-        ("gene_name_id_dict.pkl", symbols),
-    ):
-        (folder / name).write_bytes(pickle.dumps(value, protocol=4))
-    return folder
-
-
-def synthetic_counts(n_cells: int, setup: Setup):
-    """Seeded raw counts (AnnData, var_names = Ensembl ids of the vocabulary, X float32 CSR).
-
-    Each cell expresses a log-normal number of genes (median `median_expressed`, sigma EXPRESSED_SIGMA,
-    clipped to [min_expressed, max_expressed]: right-skewed like detected-gene counts), drawn without
-    replacement with gene-specific propensities (some genes in nearly every cell, some rare), counts
-    1 + Poisson. Every random stream is drawn in cell order, so the first n cells of a larger set are exactly
-    the n-cell set.
-    """
-    import scipy.sparse as sp
-    from anndata import AnnData
-    import pandas as pd
-
-    vocab = setup.vocab
-    genes_rng = np.random.default_rng([setup.seed, 1])
-    log_propensity = genes_rng.normal(0.0, 1.0, vocab)
-    log_level = genes_rng.normal(0.5, 1.0, vocab)
-    lengths_rng = np.random.default_rng([setup.seed, 2])
-    drawn = lengths_rng.lognormal(np.log(setup.median_expressed), EXPRESSED_SIGMA, n_cells)
-    n_expressed = np.clip(np.rint(drawn), setup.min_expressed, setup.max_expressed).astype(np.int64)
-    # Gumbel top-k: the k largest log_propensity + Gumbel noise are k draws without replacement.
-    keys = log_propensity + np.random.default_rng([setup.seed, 3]).gumbel(size=(n_cells, vocab))
-    order = np.argsort(-keys, axis=1, kind="stable")
-    rows = np.repeat(np.arange(n_cells), n_expressed)
-    cols = np.concatenate([order[cell, :k] for cell, k in enumerate(n_expressed)]) if n_cells else rows
-    size_factor = np.random.default_rng([setup.seed, 4]).lognormal(0.0, 0.3, n_cells)
-    counts = 1 + np.random.default_rng([setup.seed, 5]).poisson(np.exp(log_level[cols]) * size_factor[rows])
-    matrix = sp.csr_matrix((counts.astype(np.float32), (rows, cols)), shape=(n_cells, vocab))
-    return AnnData(
-        X=matrix,
-        var=pd.DataFrame(index=ensembl_ids(vocab)),
-        obs=pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)]),
-    )
-
-
-def requested_genes(setup: Setup) -> list[str]:
-    return ensembl_ids(setup.vocab)[: setup.genes]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The three methods. Each takes (model, adata, genes, setup); naive and engine return (sum, count, n_cells).
-
-
-def _tokenised(model, adata) -> list[np.ndarray]:
-    return [cell for cell in model.tokenizer.tokenize(adata) if len(cell)]
-
-
-def _synchronise(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def run_plain(model, adata, genes, setup: Setup) -> None:
-    """Eager forward through every encoder layer without attention capture; same batching as the engine."""
-    import torch
-
-    from scinterp_assets.core.attention.streaming import pad_sequences, plan_batches
-
-    del genes
-    cells = _tokenised(model, adata)
-    device = torch.device(setup.device)
-    with torch.inference_mode():
-        model.bert.to(device)
-        for batch in plan_batches([len(cell) for cell in cells], setup.batch_size):
-            ids, mask = pad_sequences([cells[i] for i in batch], model.tokenizer.pad_token)
-            model.bert.bert(
-                input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device)
-            )
-    _synchronise(setup.device)
-    return None
-
-
-def run_naive(model, adata, genes, setup: Setup):
-    """output_attentions=True for a batch (all layers kept), then per cell numpy fancy-index accumulation."""
-    import torch
-
-    from scinterp_assets.core.attention.streaming import pad_sequences, plan_batches
-
-    cells = _tokenised(model, adata)
-    mapping = model.tokenizer.map_genes(adata)
-    column = {str(name): i for i, name in enumerate(adata.var_names)}
-    slot_of_token = np.full(model.bert.config.vocab_size, -1, dtype=np.int64)
-    for slot, gene in enumerate(genes):
-        if mapping.owner[column[gene]]:
-            slot_of_token[mapping.tokens[column[gene]]] = slot
-    n_genes = len(genes)
-    total = np.zeros((model.n_layers, model.n_heads, n_genes, n_genes), dtype=np.float64)
-    count = np.zeros((n_genes, n_genes), dtype=np.int64)
-    device = torch.device(setup.device)
-    with torch.inference_mode():
-        model.bert.to(device)
-        for batch in plan_batches([len(cell) for cell in cells], setup.batch_size):
-            ids, mask = pad_sequences([cells[i] for i in batch], model.tokenizer.pad_token)
-            output = model.bert.bert(
-                input_ids=torch.from_numpy(ids).to(device),
-                attention_mask=torch.from_numpy(mask).to(device),
-                output_attentions=True,
-            )
-            attentions = [layer.cpu().numpy() for layer in output.attentions]  # L x (B, H, n, n) float32
-            for row in range(len(batch)):
-                slots = slot_of_token[ids[row]]
-                positions = np.flatnonzero(mask[row] & (slots >= 0))
-                slot = slots[positions]
-                count[np.ix_(slot, slot)] += 1
-                for layer, attention in enumerate(attentions):
-                    block = attention[row][:, positions[:, None], positions[None, :]]
-                    # distinct slots within a cell: the fancy-index += touches each pair once
-                    total[layer][:, slot[:, None], slot[None, :]] += block
-            del output, attentions
-    return total, count, len(cells)
-
-
-def run_engine(model, adata, genes, setup: Setup):
-    scores = model.attention_scores(adata, genes, batch_size=setup.batch_size, device=setup.device)
-    _synchronise(setup.device)
-    return scores.sum, scores.count, scores.n_cells
-
-
-RUNNERS: dict[str, Callable] = {"naive": run_naive, "plain": run_plain, "engine": run_engine}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -328,20 +132,9 @@ def _own_cpu_s() -> float:
     return times.user + times.system
 
 
-def _warm_up(model, device: str) -> None:
-    """One tiny forward pass, so thread pools and lazy initialisation are not timed as the method's."""
-    import torch
-
-    ids = (torch.arange(2, 34, dtype=torch.int64).reshape(2, 16) % model.bert.config.vocab_size).to(device)
-    with torch.inference_mode():
-        model.bert.to(device)
-        model.bert.bert(input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool))
-    _synchronise(device)
-
-
 def measure(method: str, n_cells: int, setup: Setup, checkpoint: Path, save_dir: Path | None) -> dict:
-    """Time one method on the first n_cells synthetic cells and its peak memory growth; saves naive and
-    engine results (sum.npy, count.npy) under save_dir/<method>-<n_cells>/ for the parity check."""
+    """Time one method of setup.model on the first n_cells synthetic cells and its peak memory growth; saves
+    naive and engine results (sum.npy, count.npy) under save_dir/<method>-<n_cells>/ for the parity check."""
 
     from scinterp_assets.core.attention.streaming import torch_threads
     from scinterp_assets.core.models import load_model
@@ -353,9 +146,10 @@ def measure(method: str, n_cells: int, setup: Setup, checkpoint: Path, save_dir:
 def _measure(method: str, n_cells: int, setup: Setup, model, save_dir: Path | None) -> dict:
     import torch
 
+    family = MODELS[setup.model]
     adata = synthetic_counts(n_cells, setup)
     genes = requested_genes(setup)
-    _warm_up(model, setup.device)
+    family.warm_up(model, setup.device)  # thread pools and lazy initialisation are not the method's time
     gc.collect()
     reset = _reset_peak_rss()
     baseline = _peak_rss_bytes()
@@ -365,7 +159,7 @@ def _measure(method: str, n_cells: int, setup: Setup, model, save_dir: Path | No
         cuda_baseline = torch.cuda.memory_allocated()
     machine_before, own_before = _machine_cpu_s(), _own_cpu_s()
     started = time.perf_counter()
-    result = RUNNERS[method](model, adata, genes, setup)
+    result = family.runners[method](model, adata, genes, setup)
     seconds = time.perf_counter() - started
     machine_after, own_after = _machine_cpu_s(), _own_cpu_s()
     # CPU time other processes took while this one was measured: > 0 means the timing shared the CPUs
@@ -384,7 +178,7 @@ def _measure(method: str, n_cells: int, setup: Setup, model, save_dir: Path | No
         "threads": torch.get_num_threads(),
         "cpu_s": own_after - own_before,
         "others_cpu_share": None if others is None else others / (seconds * (os.cpu_count() or 1)),
-        **_token_stats(model, adata),
+        **_token_stats(family.tokenised_lengths(model, adata)),
     }
     if save_dir is not None and result is not None:
         total, count, processed = result
@@ -396,8 +190,8 @@ def _measure(method: str, n_cells: int, setup: Setup, model, save_dir: Path | No
     return record
 
 
-def _token_stats(model, adata) -> dict:
-    lengths = [len(cell) for cell in _tokenised(model, adata)] or [0]
+def _token_stats(lengths: list[int]) -> dict:
+    lengths = lengths or [0]
     return {"mean_tokens": float(np.mean(lengths)), "max_tokens": int(np.max(lengths))}
 
 
@@ -533,10 +327,15 @@ def format_report(
     throughput, time_ratio = f"(>= {THROUGHPUT_TARGET:g}x)", f"(<= {TIME_TARGET:g}x)"
     lines = [
         "",
-        f"{'':>6} | {'cells per second':^28} | {'engine/naive':>12} {'engine/plain':>12} | "
-        f"{'peak memory growth, MB':^26}",
-        f"{'cells':>6} | {'naive':>8} {'plain':>9} {'engine':>9} | {'throughput':>12} {'time':>12} | "
-        f"{'naive':>8} {'plain':>8} {'engine':>8}",
+        f"{MODELS[setup.model].title} ({setup.layers} layers x {setup.heads} heads x width {setup.hidden}):",
+        (
+            f"{'':>6} | {'cells per second':^28} | {'engine/naive':>12} {'engine/plain':>12} | "
+            f"{'peak memory growth, MB':^26}"
+        ),
+        (
+            f"{'cells':>6} | {'naive':>8} {'plain':>9} {'engine':>9} | {'throughput':>12} {'time':>12} | "
+            f"{'naive':>8} {'plain':>8} {'engine':>8}"
+        ),
         f"{'':>6} | {'':>28} | {throughput:>12} {time_ratio:>12} | {'':>26}",
         "-" * 101,
     ]
@@ -552,8 +351,13 @@ def format_report(
             f"{_verdict(slowdown, slowdown is not None and slowdown <= TIME_TARGET):>12} | "
             + " ".join(_cell(value(method, n, "peak_growth_mb"), ".0f", 8) for method in METHODS)
         )
-    lines += ["", "seconds per measurement (the method call only; others = share of the CPUs other processes "
-              "used meanwhile):"]
+    lines += [
+        "",
+        (
+            "seconds per measurement (the method call only; others = share of the CPUs other processes used "
+            "meanwhile):"
+        ),
+    ]
     for n in sizes:
         parts = []
         for method in METHODS:
@@ -615,6 +419,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--model",
+        choices=MODEL_CHOICES,
+        default="both",
+        help="model family to measure (default both: Geneformer, then scGPT, each with its own report)",
+    )
     parser.add_argument("--cells", help=f"comma-separated cell counts (default {_join(DEFAULT_CELLS)})")
     quick = f"cells {_join(QUICK_CELLS)}, naive budget {QUICK_NAIVE_BUDGET_S:g} s"
     parser.add_argument("--quick", action="store_true", help=quick)
@@ -630,7 +440,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--expressed",
         default=_join((defaults.min_expressed, defaults.median_expressed, defaults.max_expressed)),
-        help="MIN,MEDIAN,MAX expressed genes (= tokens) per cell: log-normal around MEDIAN, clipped",
+        help="MIN,MEDIAN,MAX expressed genes per cell: log-normal around MEDIAN, clipped (tokens: Geneformer "
+        "one per gene, scGPT one per gene + <cls>)",
     )
     parser.add_argument(
         "--idle-wait",
@@ -649,10 +460,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     parser.add_argument("--vocab", type=int, default=defaults.vocab, help="genes in the vocabulary")
     parser.add_argument("--genes", type=int, help="genes accumulated, G (default: the whole vocabulary)")
-    parser.add_argument("--layers", type=int, default=defaults.layers)
-    parser.add_argument("--heads", type=int, default=defaults.heads)
-    parser.add_argument("--hidden", type=int, default=defaults.hidden)
-    parser.add_argument("--intermediate", type=int, default=defaults.intermediate)
+    for field, meaning in (
+        ("layers", "encoder layers"),
+        ("heads", "attention heads"),
+        ("hidden", "model width"),
+        ("intermediate", "feed-forward width (scGPT's d_hid)"),
+    ):
+        released = ", ".join(f"{name} {family.shape[field]}" for name, family in MODELS.items())
+        parser.add_argument(
+            f"--{field}", type=int, help=f"{meaning}, for every model measured (default: {released})"
+        )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--in-process", action="store_true", help="measure in this process (smoke tests; memory indicative)"
@@ -668,9 +485,11 @@ def _join(values: Sequence[int]) -> str:
     return ",".join(map(str, values))
 
 
-def _setup_from(args: argparse.Namespace) -> Setup:
+def _setup_from(args: argparse.Namespace, model: str) -> Setup:
+    """The family's released shape, with any shape option given on the command line on top."""
     low, median, high = (int(value) for value in args.expressed.split(","))
-    return Setup(
+    return default_setup(
+        model,
         vocab=args.vocab,
         genes=args.genes or args.vocab,
         layers=args.layers,
@@ -697,16 +516,17 @@ def profile_engine(setup: Setup, n_cells: int, top: int = 20) -> str:
     from scinterp_assets.core.models import load_model
 
     with tempfile.TemporaryDirectory(prefix="scinterp-bench-") as tmp, torch_threads(setup.threads):
-        model = load_model(write_checkpoint(Path(tmp) / "model", setup))
+        family = MODELS[setup.model]
+        model = load_model(family.write_checkpoint(Path(tmp) / "model", setup))
         adata = synthetic_counts(n_cells, setup)
-        _warm_up(model, setup.device)
+        family.warm_up(model, setup.device)
         profiler = cProfile.Profile()
         started = time.perf_counter()
-        profiler.runcall(run_engine, model, adata, requested_genes(setup), setup)
+        profiler.runcall(family.runners["engine"], model, adata, requested_genes(setup), setup)
         seconds = time.perf_counter() - started
     stream = io.StringIO()
     pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(top)
-    return f"engine at {n_cells} cells: {seconds:.1f} s under cProfile\n{stream.getvalue()}"
+    return f"{setup.model} engine at {n_cells} cells: {seconds:.1f} s under cProfile\n{stream.getvalue()}"
 
 
 def _header(setup: Setup, sizes: Sequence[int], budget: float) -> str:
@@ -714,17 +534,21 @@ def _header(setup: Setup, sizes: Sequence[int], budget: float) -> str:
 
     threads = setup.threads or torch.get_num_threads()
     return "\n".join([
-        "Geneformer attention extraction: naive reference vs plain forward vs streaming engine",
-        f"model: random BertForMaskedLM in Geneformer V1 layout, {setup.layers} layers x {setup.heads} "
-        f"heads, hidden {setup.hidden}, intermediate {setup.intermediate}, relu, {setup.vocab} genes + "
-        f"<pad>/<mask>, weights N(0, {WEIGHT_STD}), seed {setup.seed}",
-        f"cells: synthetic raw counts, expressed genes (= tokens) per cell log-normal with median "
-        f"{setup.median_expressed}, clipped to [{setup.min_expressed}, {setup.max_expressed}]; the n-cell "
-        "set is the first n cells of the largest",
-        f"accumulated genes G = {setup.genes} (sum accumulator {_accumulator_mb(setup):.0f} MB float64); "
-        f"batch size {setup.batch_size}, cells sorted by length for all methods",
-        f"torch {torch.__version__}, device {setup.device}, {threads} intra-op threads, {os.cpu_count()} "
-        f"CPUs; cell counts {', '.join(map(str, sizes))}; naive budget {budget:g} s per count",
+        f"{MODELS[setup.model].title} attention extraction: naive reference vs plain forward vs engine",
+        MODELS[setup.model].describe(setup),
+        (
+            f"cells: synthetic raw counts, expressed genes per cell log-normal with median "
+            f"{setup.median_expressed}, clipped to [{setup.min_expressed}, {setup.max_expressed}]; the "
+            "n-cell set is the first n cells of the largest"
+        ),
+        (
+            f"accumulated genes G = {setup.genes} (sum accumulator {_accumulator_mb(setup):.0f} MB float64); "
+            f"batch size {setup.batch_size}, cells sorted by length for all methods"
+        ),
+        (
+            f"torch {torch.__version__}, device {setup.device}, {threads} intra-op threads, {os.cpu_count()} "
+            f"CPUs; cell counts {', '.join(map(str, sizes))}; naive budget {budget:g} s per count"
+        ),
     ])
 
 
@@ -777,7 +601,8 @@ def run_benchmark(
     idle_wait_s: float = 0.0,
     retries: int = 0,
 ) -> dict:
-    """Measure every (method, cell count), smallest count first, then check parity at each count.
+    """Measure every (method, cell count) of setup.model, smallest count first, then check parity at each
+    count.
 
     Before each measurement wait up to `idle_wait_s` for other processes to leave the CPUs; a measurement
     during which they took more than CONTENTION_WARNING of them is repeated up to `retries` times, keeping
@@ -788,7 +613,7 @@ def run_benchmark(
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="scinterp-bench-") as tmp:
         save_dir = Path(tmp)
-        checkpoint = write_checkpoint(save_dir / "model", setup)
+        checkpoint = MODELS[setup.model].write_checkpoint(save_dir / "model", setup)
         naive_rate: float | None = None  # cells/s of the last naive run (an upper bound after a timeout)
         for n in sizes:
             for method in METHODS:
@@ -830,20 +655,22 @@ def run_benchmark(
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Run the benchmark, print its report and return the measurements (setup, records keyed by (method,
-    cells), parity checks, notes, report text)."""
+    """Run the benchmark for each model asked for, print each model's report and return the measurements:
+    {"models": {name: {setup, records keyed by (method, cells), parity checks, notes, report}}, "report"}."""
     args = parse_args(argv)
     if args.worker:
         _run_worker(args.worker)
         return {}
-    setup = _setup_from(args)
-    if setup.device.startswith("cuda"):
+    names = tuple(MODELS) if args.model == "both" else (args.model,)
+    setups = {name: _setup_from(args, name) for name in names}  # every setup checked before anything runs
+    if args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device is available")
     if args.profile:
-        print(profile_engine(setup, args.profile))
+        for setup in setups.values():
+            print(profile_engine(setup, args.profile))
         return {}
     if args.cells:
         sizes = tuple(int(n) for n in args.cells.split(","))
@@ -855,13 +682,30 @@ def main(argv: Sequence[str] | None = None) -> dict:
     budget = args.naive_budget or (QUICK_NAIVE_BUDGET_S if args.quick else DEFAULT_NAIVE_BUDGET_S)
 
     started = time.perf_counter()
-    print(_header(setup, sizes, budget), flush=True)
-    result = run_benchmark(setup, sizes, budget, args.in_process, args.idle_wait, args.retries)
-    records = result["records"]
+    results, reports = {}, []
+    for name, setup in setups.items():
+        model_started = time.perf_counter()
+        print(("\n" if results else "") + _header(setup, sizes, budget), flush=True)
+        result = run_benchmark(setup, sizes, budget, args.in_process, args.idle_wait, args.retries)
+        report = format_report(
+            setup, sizes, result["records"], result["parity"], result["notes"],
+            _memory_method(result["records"], args.in_process),
+        )  # fmt: skip
+        report += f"\n{MODELS[name].title} wall time {time.perf_counter() - model_started:.0f} s"
+        print(report, flush=True)
+        results[name] = {"setup": asdict(setup), **result, "report": report}
+        reports.append(report)
+    total = f"total wall time {time.perf_counter() - started:.0f} s"
+    print(total, flush=True)
+    return {"models": results, "report": "\n\n".join([*reports, total])}
+
+
+def _memory_method(records: dict, in_process: bool) -> str:
+    """How peak memory was measured, as the report states it."""
     resets = {record["peak_reset"] for record in records.values() if "peak_reset" in record}
     where = (
         "this process (--in-process: memory the allocator kept from an earlier measurement can hide growth)"
-        if args.in_process
+        if in_process
         else "a fresh subprocess per (method, cell count)"
     )
     how = (
@@ -869,14 +713,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if resets == {True}
         else "the peak could not be reset: a higher load-time peak would hide growth below it"
     )
-    memory_method = (
+    return (
         "growth of the peak resident set (VmHWM = ru_maxrss) over a baseline taken after imports, model "
         f"load, data construction and a warm-up forward ({how}); measured in {where}"
     )
-    report = format_report(setup, sizes, records, result["parity"], result["notes"], memory_method)
-    report += f"\ntotal wall time {time.perf_counter() - started:.0f} s"
-    print(report, flush=True)
-    return {"setup": asdict(setup), **result, "report": report}
 
 
 if __name__ == "__main__":

@@ -1,57 +1,127 @@
-"""Smoke test of benchmarks/attention_extraction.py at a tiny size: it runs end to end and its naive reference
-agrees with the engine. No timing is asserted (the benchmark itself is run by hand: `make bench`)."""
+"""Smoke test of benchmarks/attention_extraction.py at a tiny size, for both model families: it runs end to
+end and its naive reference agrees with the engine. No timing is asserted (the benchmark itself is run by
+hand: `make bench`)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
 from benchmarks.attention_extraction import METHODS, main
+from benchmarks.attention_methods import MODELS, default_setup, write_scgpt_checkpoint
 
 TINY = [
-    "--cells", "6,13",
+    "--cells",
+    "6,13",
     "--in-process",  # a subprocess per measurement costs seconds of imports each
-    "--idle-wait", "0",  # no waiting for other processes to leave the CPUs, no repeats: timing is not tested
-    "--retries", "0",
-    "--vocab", "60",
-    "--genes", "45",
-    "--expressed", "8,20,40",
-    "--layers", "2",
-    "--heads", "2",
-    "--hidden", "32",
-    "--intermediate", "64",
-    "--batch-size", "4",
+    "--idle-wait",
+    "0",  # no waiting for other processes to leave the CPUs, no repeats: timing is not tested
+    "--retries",
+    "0",
+    "--vocab",
+    "60",
+    "--genes",
+    "45",
+    "--expressed",
+    "8,20,40",
+    "--layers",
+    "2",
+    "--heads",
+    "2",
+    "--hidden",
+    "32",
+    "--intermediate",
+    "64",
+    "--batch-size",
+    "4",
 ]
 
 
-def test_attention_benchmark_runs_and_naive_matches_engine(capsys):
-    result = main(TINY)
+def test_attention_benchmark_runs_both_models_and_naive_matches_engine(capsys):
+    result = main(TINY)  # --model defaults to both
     printed = capsys.readouterr().out
 
-    assert set(result["records"]) == {(method, n) for method in METHODS for n in (6, 13)}
-    for record in result["records"].values():
-        assert record["seconds"] > 0 and math.isfinite(record["cells_per_s"])
-        assert record["peak_growth_mb"] >= 0
-    assert [check["cells"] for check in result["parity"]] == [6, 13]
-    for check in result["parity"]:
-        assert check["counts_identical"] and check["compared_values"] > 0
-        assert check["max_abs_diff"] < 1e-6
-    for text in ("engine/naive", "engine/plain", "peak memory growth", "max |mean_naive - mean_engine|"):
+    assert list(result["models"]) == ["geneformer", "scgpt"]
+    for name, measured in result["models"].items():
+        assert measured["setup"]["model"] == name and measured["setup"]["layers"] == 2
+        assert set(measured["records"]) == {(method, n) for method in METHODS for n in (6, 13)}
+        for record in measured["records"].values():
+            assert record["seconds"] > 0 and math.isfinite(record["cells_per_s"])
+            assert record["peak_growth_mb"] >= 0
+        assert [check["cells"] for check in measured["parity"]] == [6, 13]
+        for check in measured["parity"]:
+            assert check["counts_identical"] and check["compared_values"] > 0
+            assert check["max_abs_diff"] < 1e-6
+            assert check["shape"] == [2, 2, 45, 45]
+    scgpt_tokens = result["models"]["scgpt"]["records"][("plain", 6)]["mean_tokens"]
+    geneformer_tokens = result["models"]["geneformer"]["records"][("plain", 6)]["mean_tokens"]
+    assert scgpt_tokens == pytest.approx(geneformer_tokens + 1)  # same cells; scGPT prepends <cls>
+    for text in (
+        "Geneformer attention extraction",
+        "scGPT attention extraction",
+        "Wqkv",
+        "engine/naive",
+        "engine/plain",
+        "peak memory growth",
+        "max |mean_naive - mean_engine|",
+        "total wall time",
+    ):
         assert text in printed
     assert "MISMATCH" not in printed
 
 
+def test_one_model_only(capsys):
+    result = main([*TINY, "--model", "scgpt", "--cells", "5"])
+
+    assert list(result["models"]) == ["scgpt"] and "Geneformer" not in capsys.readouterr().out
+
+
 def test_naive_budget_skips_instead_of_extrapolating(capsys):
-    result = main([*TINY, "--cells", "4,40", "--naive-budget", "1e-9"])
+    result = main([*TINY, "--model", "geneformer", "--cells", "4,40", "--naive-budget", "1e-9"])
     printed = capsys.readouterr().out
 
-    assert ("naive", 4) in result["records"] and ("naive", 40) not in result["records"]
-    assert ("engine", 40) in result["records"] and ("plain", 40) in result["records"]
+    records = result["models"]["geneformer"]["records"]
+    assert ("naive", 4) in records and ("naive", 40) not in records
+    assert ("engine", 40) in records and ("plain", 40) in records
     assert "NOT measured at 40 cells" in printed and "skipped" in printed
+
+
+def test_scgpt_checkpoint_has_the_released_layout(tmp_path):
+    from scinterp_assets.core.models import ScGPTModel, load_model
+    from scinterp_assets.core.models.scgpt import DEFAULT_MAX_SEQ_LEN, load_state_dict
+
+    setup = default_setup("scgpt", vocab=20, genes=20, min_expressed=5, median_expressed=8, max_expressed=12,
+                          layers=2, heads=2, hidden=8, intermediate=16)  # fmt: skip
+    folder = write_scgpt_checkpoint(tmp_path / "scgpt", setup)
+
+    assert sorted(path.name for path in folder.iterdir()) == ["args.json", "best_model.pt", "vocab.json"]
+    args, vocab = (
+        json.loads((folder / "args.json").read_text()),
+        json.loads((folder / "vocab.json").read_text()),
+    )
+    assert (args["nlayers"], args["nheads"], args["embsize"], args["d_hid"]) == (2, 2, 8, 16)
+    assert list(vocab)[-3:] == ["<pad>", "<cls>", "<eoc>"] and len(vocab) == 23
+    keys = set(load_state_dict(folder / "best_model.pt"))
+    assert "transformer_encoder.layers.1.self_attn.Wqkv.weight" in keys
+    assert not any("in_proj" in key for key in keys)
+    model = load_model(folder)
+    assert isinstance(model, ScGPTModel) and (model.n_layers, model.n_heads) == (2, 2)
+    assert MODELS["scgpt"].max_genes == DEFAULT_MAX_SEQ_LEN - 1  # <cls> takes one of max_seq_len tokens
+
+
+def test_released_shapes_are_the_defaults():
+    assert {name: (s.layers, s.heads, s.hidden) for name in MODELS for s in [default_setup(name)]} == {
+        "geneformer": (6, 4, 256),
+        "scgpt": (12, 8, 512),
+    }
+    with pytest.raises(ValueError, match="1199 genes a scgpt cell"):
+        default_setup("scgpt", max_expressed=1200)
 
 
 def test_help_prints(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["--help"])
-    assert stopped.value.code == 0 and "--naive-budget" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert stopped.value.code == 0 and "--naive-budget" in printed and "--model" in printed

@@ -1,0 +1,517 @@
+"""What the attention extraction benchmark measures, for each model family it covers.
+
+For each family, a seeded random checkpoint of a released model's size is written in that family's real
+on-disk layout and read back through the public `load_model`. The same seeded synthetic count cells are used
+throughout, and three methods run on them, each taking (model, adata, genes, setup):
+
+  naive   every layer's attention of a batch kept at once, then a numpy loop over its cells adding each
+          cell's gene x gene block into float64 sum and pair-count accumulators
+  plain   the model's forward pass without attention capture, same tokenisation and batching: the floor
+  engine  the platform's streaming `attention_scores`
+
+naive and engine return (sum (L, H, G, G) float64, count (G, G) int64, cells processed); plain returns None.
+benchmarks/attention_extraction.py times them, checks parity and prints the report.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("naive", "plain", "engine")
+EXPRESSED_SIGMA = 0.35
+WEIGHT_STD = 0.06  # wider than the usual 0.02 initialisation, so attention is far from uniform
+V1_MAX_POSITIONS = 2048  # Geneformer V1: genes per cell, no special tokens
+TOKENISATION_SEED = 0  # scGPT's binning tie-breaks and long-cell subsets; the same for all three methods
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What defines a run: model family and shape, synthetic data, batching, device. Workers receive it as
+    JSON. Build one with `default_setup(model, ...)` to get the family's released shape."""
+
+    model: str = "geneformer"
+    vocab: int = 2000  # genes in the model's vocabulary, all of them var names of the synthetic data
+    genes: int = 2000  # genes accumulated (G): the first `genes` of the vocabulary, as a 2,000-HVG universe
+    layers: int = 6
+    heads: int = 4
+    hidden: int = 256
+    intermediate: int = 512  # feed-forward width (scGPT's d_hid)
+    # expressed genes per cell: log-normal around the median (sigma 0.35: 5-95% ~ 0.56x-1.78x), clipped
+    min_expressed: int = 200
+    median_expressed: int = 400
+    max_expressed: int = 1000
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None  # torch intra-op threads for every method (None: torch's default)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if not 1 <= self.genes <= self.vocab:
+            raise ValueError(f"genes must lie in [1, vocab={self.vocab}], got {self.genes}")
+        max_genes = MODELS[self.model].max_genes
+        low, median, high = self.min_expressed, self.median_expressed, self.max_expressed
+        if not 1 <= low <= median <= high <= min(self.vocab, max_genes):
+            raise ValueError(
+                f"need 1 <= min <= median <= max expressed <= min(vocab, {max_genes} genes a {self.model} "
+                f"cell holds); got {low}, {median}, {high} with vocab {self.vocab}"
+            )
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """Everything the harness needs to know about one model family.
+
+    shape:             default layers, heads, hidden, intermediate (the released model the benchmark mimics)
+    max_genes:         expressed genes a cell may hold before the tokeniser cuts it (no cut in the benchmark)
+    gene_names:        n -> the first n gene names of the vocabulary (var names of the synthetic data)
+    write_checkpoint:  (folder, setup) -> folder, a seeded random checkpoint in the family's real layout
+    describe:          setup -> the report header's model line
+    tokenised_lengths: (model, adata) -> tokens per cell as all three methods see them
+    warm_up:           (model, device) -> one tiny forward pass, so lazy initialisation is not timed
+    runners:           method name -> (model, adata, genes, setup) -> result (see the module docstring)
+    """
+
+    name: str
+    title: str
+    shape: Mapping[str, int]
+    max_genes: int
+    gene_names: Callable[[int], list[str]]
+    write_checkpoint: Callable[[Path, Setup], Path]
+    describe: Callable[[Setup], str]
+    tokenised_lengths: Callable[..., list[int]]
+    warm_up: Callable[..., None]
+    runners: Mapping[str, Callable]
+
+
+def default_setup(model: str, **overrides) -> Setup:
+    """The family's released shape, with `overrides` (None values ignored) on top."""
+    chosen = {key: value for key, value in overrides.items() if value is not None}
+    return Setup(model=model, **{**MODELS[model].shape, **chosen})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Synthetic data, shared by every family
+
+
+def synthetic_counts(n_cells: int, setup: Setup):
+    """Seeded raw counts (AnnData, var_names = the vocabulary's gene names, X float32 CSR).
+
+    Each cell expresses a log-normal number of genes (median `median_expressed`, sigma EXPRESSED_SIGMA,
+    clipped to [min_expressed, max_expressed]: right-skewed like detected-gene counts), drawn without
+    replacement with gene-specific propensities (some genes in nearly every cell, some rare), counts
+    1 + Poisson. Every random stream is drawn in cell order, so the first n cells of a larger set are exactly
+    the n-cell set; the counts do not depend on the model family, only the var names do.
+    """
+    import pandas as pd
+    import scipy.sparse as sp
+    from anndata import AnnData
+
+    vocab = setup.vocab
+    genes_rng = np.random.default_rng([setup.seed, 1])
+    log_propensity = genes_rng.normal(0.0, 1.0, vocab)
+    log_level = genes_rng.normal(0.5, 1.0, vocab)
+    lengths_rng = np.random.default_rng([setup.seed, 2])
+    drawn = lengths_rng.lognormal(np.log(setup.median_expressed), EXPRESSED_SIGMA, n_cells)
+    n_expressed = np.clip(np.rint(drawn), setup.min_expressed, setup.max_expressed).astype(np.int64)
+    # Gumbel top-k: the k largest log_propensity + Gumbel noise are k draws without replacement.
+    keys = log_propensity + np.random.default_rng([setup.seed, 3]).gumbel(size=(n_cells, vocab))
+    order = np.argsort(-keys, axis=1, kind="stable")
+    rows = np.repeat(np.arange(n_cells), n_expressed)
+    cols = np.concatenate([order[cell, :k] for cell, k in enumerate(n_expressed)]) if n_cells else rows
+    size_factor = np.random.default_rng([setup.seed, 4]).lognormal(0.0, 0.3, n_cells)
+    counts = 1 + np.random.default_rng([setup.seed, 5]).poisson(np.exp(log_level[cols]) * size_factor[rows])
+    matrix = sp.csr_matrix((counts.astype(np.float32), (rows, cols)), shape=(n_cells, vocab))
+    return AnnData(
+        X=matrix,
+        var=pd.DataFrame(index=MODELS[setup.model].gene_names(vocab)),
+        obs=pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)]),
+    )
+
+
+def requested_genes(setup: Setup) -> list[str]:
+    return MODELS[setup.model].gene_names(setup.vocab)[: setup.genes]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared pieces of the methods
+
+
+def synchronise(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def naive_slot_table(model, adata, genes, vocab_size: int) -> np.ndarray:
+    """int64 (vocab_size,): accumulator gene index of each token id, -1 for tokens not accumulated."""
+    mapping = model.tokenizer.map_genes(adata)
+    column = {str(name): i for i, name in enumerate(adata.var_names)}
+    slot_of_token = np.full(vocab_size, -1, dtype=np.int64)
+    for slot, gene in enumerate(genes):
+        if mapping.owner[column[gene]]:
+            slot_of_token[mapping.tokens[column[gene]]] = slot
+    return slot_of_token
+
+
+def add_cells_naively(
+    total: np.ndarray, count: np.ndarray, attentions: list[np.ndarray], slots: np.ndarray
+) -> None:
+    """The naive reduction of one batch, one cell at a time, in numpy.
+
+    total: float64 (L, H, G, G) sums; count: int64 (G, G) pair counts; attentions: L x float32 (B, H, n, n),
+    query x key; slots: int64 (B, n) accumulator gene of each token position, -1 where nothing is accumulated
+    (padding, special tokens, genes outside G).
+    """
+    for row in range(slots.shape[0]):
+        positions = np.flatnonzero(slots[row] >= 0)
+        slot = slots[row, positions]
+        count[np.ix_(slot, slot)] += 1
+        for layer, attention in enumerate(attentions):
+            block = attention[row][:, positions[:, None], positions[None, :]]
+            # distinct slots within a cell: the fancy-index += touches each pair once
+            total[layer][:, slot[:, None], slot[None, :]] += block
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Geneformer (V1 size: 6 layers x 4 heads x 256 wide)
+
+
+def ensembl_ids(n_genes: int) -> list[str]:
+    return [f"ENSG{i:011d}" for i in range(1, n_genes + 1)]
+
+
+def write_geneformer_checkpoint(folder: Path, setup: Setup) -> Path:
+    """A seeded random BertForMaskedLM in Geneformer V1's folder layout: config.json, model.safetensors
+    and the token_dictionary, gene_median_dictionary and gene_name_id_dict pickles (<pad> 0, <mask> 1,
+    genes from 2)."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    genes = ensembl_ids(setup.vocab)
+    token_dictionary = {"<pad>": 0, "<mask>": 1, **{gene: i + 2 for i, gene in enumerate(genes)}}
+    rng = np.random.default_rng([setup.seed, 0])
+    medians = {gene: np.float32(m) for gene, m in zip(genes, rng.lognormal(0.0, 0.5, setup.vocab))}
+    symbols = {f"GENE{i}": gene for i, gene in enumerate(genes, start=1)}
+    config = BertConfig(
+        vocab_size=len(token_dictionary),
+        hidden_size=setup.hidden,
+        num_hidden_layers=setup.layers,
+        num_attention_heads=setup.heads,
+        intermediate_size=setup.intermediate,
+        max_position_embeddings=V1_MAX_POSITIONS,
+        hidden_act="relu",  # as Geneformer V1
+        pad_token_id=0,
+    )
+    torch.manual_seed(setup.seed)
+    model = BertForMaskedLM(config)
+    _redraw_matrices(model, setup.seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    for name, value in (
+        ("token_dictionary.pkl", token_dictionary),
+        ("gene_median_dictionary.pkl", medians),
+        ("gene_name_id_dict.pkl", symbols),
+    ):
+        (folder / name).write_bytes(pickle.dumps(value, protocol=4))
+    return folder
+
+
+def _redraw_matrices(module, seed: int) -> None:
+    """Every 2-D parameter (projections, embeddings) drawn N(0, WEIGHT_STD) from a seeded generator."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if parameter.ndim == 2:
+                parameter.normal_(0.0, WEIGHT_STD, generator=generator)
+
+
+def _describe_geneformer(setup: Setup) -> str:
+    return (
+        f"model: random BertForMaskedLM in Geneformer V1 layout, {setup.layers} layers x {setup.heads} "
+        f"heads, hidden {setup.hidden}, intermediate {setup.intermediate}, relu, {setup.vocab} genes + "
+        f"<pad>/<mask>, weights N(0, {WEIGHT_STD}), seed {setup.seed}; tokens per cell = expressed genes "
+        "(rank-value encoding, no special tokens)"
+    )
+
+
+def _geneformer_cells(model, adata) -> list[np.ndarray]:
+    return [cell for cell in model.tokenizer.tokenize(adata) if len(cell)]
+
+
+def _geneformer_lengths(model, adata) -> list[int]:
+    return [len(cell) for cell in _geneformer_cells(model, adata)]
+
+
+def _geneformer_warm_up(model, device: str) -> None:
+    import torch
+
+    ids = (torch.arange(2, 34, dtype=torch.int64).reshape(2, 16) % model.bert.config.vocab_size).to(device)
+    with torch.inference_mode():
+        model.bert.to(device)
+        model.bert.bert(input_ids=ids, attention_mask=torch.ones_like(ids, dtype=torch.bool))
+    synchronise(device)
+
+
+def run_geneformer_plain(model, adata, genes, setup: Setup) -> None:
+    """Eager forward through every encoder layer without attention capture; same batching as the engine."""
+    import torch
+
+    from scinterp_assets.core.attention.streaming import pad_sequences, plan_batches
+
+    del genes
+    cells = _geneformer_cells(model, adata)
+    device = torch.device(setup.device)
+    with torch.inference_mode():
+        model.bert.to(device)
+        for batch in plan_batches([len(cell) for cell in cells], setup.batch_size):
+            ids, mask = pad_sequences([cells[i] for i in batch], model.tokenizer.pad_token)
+            model.bert.bert(
+                input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device)
+            )
+    synchronise(setup.device)
+
+
+def run_geneformer_naive(model, adata, genes, setup: Setup):
+    """output_attentions=True for a batch (all layers kept), then per cell numpy fancy-index accumulation."""
+    import torch
+
+    from scinterp_assets.core.attention.streaming import pad_sequences, plan_batches
+
+    cells = _geneformer_cells(model, adata)
+    slot_of_token = naive_slot_table(model, adata, genes, model.bert.config.vocab_size)
+    total = np.zeros((model.n_layers, model.n_heads, len(genes), len(genes)), dtype=np.float64)
+    count = np.zeros((len(genes), len(genes)), dtype=np.int64)
+    device = torch.device(setup.device)
+    with torch.inference_mode():
+        model.bert.to(device)
+        for batch in plan_batches([len(cell) for cell in cells], setup.batch_size):
+            ids, mask = pad_sequences([cells[i] for i in batch], model.tokenizer.pad_token)
+            output = model.bert.bert(
+                input_ids=torch.from_numpy(ids).to(device),
+                attention_mask=torch.from_numpy(mask).to(device),
+                output_attentions=True,
+            )
+            attentions = [layer.cpu().numpy() for layer in output.attentions]  # L x (B, H, n, n) float32
+            add_cells_naively(total, count, attentions, np.where(mask, slot_of_token[ids], -1))
+            del output, attentions
+    return total, count, len(cells)
+
+
+def run_geneformer_engine(model, adata, genes, setup: Setup):
+    scores = model.attention_scores(adata, genes, batch_size=setup.batch_size, device=setup.device)
+    synchronise(setup.device)
+    return scores.sum, scores.count, scores.n_cells
+
+
+# ----------------------------------------------------------------------------------------------------------
+# scGPT (whole-human size: 12 layers x 8 heads x 512 wide, d_hid 512)
+
+
+def gene_symbols(n_genes: int) -> list[str]:
+    return [f"GENE{i}" for i in range(1, n_genes + 1)]
+
+
+def write_scgpt_checkpoint(folder: Path, setup: Setup) -> Path:
+    """A seeded random scGPT in the released folder layout: args.json (released key names), vocab.json (gene
+    symbols, then <pad>, <cls>, <eoc>) and best_model.pt, a plain state dict whose q/k/v projections carry
+    flash-attention names (`self_attn.Wqkv.*`) and which holds an expression decoder the adapter ignores.
+
+    Vocabulary and state dict come from the package's scGPT checkpoint writer (scgpt_pretrain: build_vocab,
+    MaskedValueModel.released_state_dict), untrained: matrices redrawn N(0, WEIGHT_STD) as for Geneformer.
+    """
+    import json
+
+    import pandas as pd
+    import torch
+    from anndata import AnnData
+
+    from scinterp_assets.core.models.scgpt import (
+        ARGS_FILE,
+        DEFAULT_MAX_SEQ_LEN,
+        DEFAULT_N_BINS,
+        DEFAULT_PAD_VALUE,
+        PAD,
+        VOCAB_FILE,
+        WEIGHTS_FILE,
+        EncoderShape,
+    )
+    from scinterp_assets.core.models.scgpt_pretrain import MaskedValueModel, build_vocab
+
+    vocab = build_vocab([AnnData(var=pd.DataFrame(index=gene_symbols(setup.vocab)))])
+    shape = EncoderShape(len(vocab), setup.hidden, setup.heads, setup.intermediate, setup.layers)
+    torch.manual_seed(setup.seed)
+    model = MaskedValueModel(shape)
+    _redraw_matrices(model, setup.seed)
+    args = {  # key names as in released args.json files
+        "embsize": setup.hidden, "nheads": setup.heads, "d_hid": setup.intermediate, "nlayers": setup.layers,
+        "dropout": 0.0, "n_bins": DEFAULT_N_BINS, "input_style": "binned", "input_emb_style": "continuous",
+        "pad_token": PAD, "pad_value": DEFAULT_PAD_VALUE, "mask_value": -1,
+        "max_seq_len": DEFAULT_MAX_SEQ_LEN, "fast_transformer": True, "pre_norm": False, "seed": setup.seed,
+    }  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ARGS_FILE).write_text(json.dumps(args, indent=2))
+    (folder / VOCAB_FILE).write_text(json.dumps(vocab, indent=1))
+    torch.save(model.released_state_dict(), folder / WEIGHTS_FILE)
+    return folder
+
+
+def _describe_scgpt(setup: Setup) -> str:
+    from scinterp_assets.core.models.scgpt import DEFAULT_MAX_SEQ_LEN, DEFAULT_N_BINS
+
+    return (
+        f"model: random scGPT encoder in scGPT's released layout (args.json, vocab.json, best_model.pt with "
+        f"flash-attention Wqkv names), {setup.layers} layers x {setup.heads} heads, width {setup.hidden}, "
+        f"d_hid {setup.intermediate}, relu, post-norm, {setup.vocab} genes + <pad>/<cls>/<eoc>, weights "
+        f"N(0, {WEIGHT_STD}), seed {setup.seed}; tokens per cell = <cls> + expressed genes (max_seq_len "
+        f"{DEFAULT_MAX_SEQ_LEN}), values binned into {DEFAULT_N_BINS} per-cell quantile bins, tie-break seed "
+        f"{TOKENISATION_SEED}"
+    )
+
+
+def _scgpt_cells(model, adata) -> list:
+    """Binned cells as `attention_scores` makes them (all known genes, seed TOKENISATION_SEED), cells with
+    no known expressed gene left out as it does."""
+    has_cls = model.tokenizer.cls_id is not None
+    cells = model.tokenizer.tokenize(adata, seed=TOKENISATION_SEED)
+    return [cell for cell in cells if len(cell.ids) > has_cls]
+
+
+def _scgpt_lengths(model, adata) -> list[int]:
+    return [len(cell.ids) for cell in _scgpt_cells(model, adata)]
+
+
+def _scgpt_batch(model, cells, batch, device):
+    """One padded batch as numpy (ids, values, attend) and as tensors on `device`."""
+    import torch
+
+    arrays = model.tokenizer.pad([cells[i] for i in batch])
+    return arrays, tuple(torch.from_numpy(array).to(device) for array in arrays)
+
+
+def _scgpt_warm_up(model, device: str) -> None:
+    import torch
+
+    ids = (torch.arange(0, 32, dtype=torch.int64).reshape(2, 16) % model.encoder.shape.vocab_size).to(device)
+    with torch.inference_mode():
+        model.encoder.to(device)
+        model.encoder(ids, torch.ones(ids.shape, device=device), torch.ones_like(ids, dtype=torch.bool))
+    synchronise(device)
+
+
+def run_scgpt_plain(model, adata, genes, setup: Setup) -> None:
+    """The encoder's normal forward (fused scaled-dot-product attention, no probabilities); same binning,
+    batching and length sorting as the engine."""
+    import torch
+
+    from scinterp_assets.core.attention.streaming import plan_batches
+
+    del genes
+    cells = _scgpt_cells(model, adata)
+    with torch.inference_mode():
+        model.encoder.to(setup.device)
+        for batch in plan_batches([len(cell.ids) for cell in cells], setup.batch_size):
+            _, tensors = _scgpt_batch(model, cells, batch, setup.device)
+            model.encoder(*tensors)
+    synchronise(setup.device)
+
+
+def torch_encoder_layers(encoder) -> list:
+    """The encoder's layers as torch's own nn.TransformerEncoderLayer (post-norm, relu, batch_first), the
+    module scGPT itself is built from; each platform layer's state dict loads into it key for key."""
+    from torch import nn
+
+    shape = encoder.shape
+    layers = []
+    for layer in encoder.transformer_encoder.layers:
+        twin = nn.TransformerEncoderLayer(
+            shape.d_model, shape.n_heads, shape.d_hid, dropout=0.0, activation="relu", batch_first=True
+        )
+        twin.load_state_dict(layer.state_dict())  # strict: every key present on both sides
+        layers.append(twin.to(next(encoder.parameters()).device).eval())
+    return layers
+
+
+def run_scgpt_naive(model, adata, genes, setup: Setup):
+    """Each batch through torch's MultiheadAttention with need_weights=True, average_attn_weights=False, layer
+    by layer (all layers' per-head attention of the batch kept), then per cell numpy accumulation."""
+    import torch
+    import torch.nn.functional as F
+
+    from scinterp_assets.core.attention.streaming import plan_batches
+
+    cells = _scgpt_cells(model, adata)
+    slot_of_token = naive_slot_table(model, adata, genes, model.encoder.shape.vocab_size)
+    total = np.zeros((model.n_layers, model.n_heads, len(genes), len(genes)), dtype=np.float64)
+    count = np.zeros((len(genes), len(genes)), dtype=np.int64)
+    with torch.inference_mode():
+        model.encoder.to(setup.device)
+        layers = torch_encoder_layers(model.encoder)
+        for batch in plan_batches([len(cell.ids) for cell in cells], setup.batch_size):
+            (ids, _, attend), (ids_t, values_t, attend_t) = _scgpt_batch(model, cells, batch, setup.device)
+            hidden, padding, attentions = model.encoder.embed(ids_t, values_t), ~attend_t, []
+            for layer in layers:  # TransformerEncoderLayer's post-norm blocks, asking for the weights
+                attended, weights = layer.self_attn(
+                    hidden, hidden, hidden, key_padding_mask=padding, need_weights=True,
+                    average_attn_weights=False,
+                )  # fmt: skip
+                hidden = layer.norm1(hidden + attended)
+                hidden = layer.norm2(hidden + layer.linear2(F.relu(layer.linear1(hidden))))
+                attentions.append(weights.cpu().numpy())  # (B, H, n, n) float32
+            # <cls> and <pad> are no requested gene: slot -1
+            add_cells_naively(total, count, attentions, np.where(attend, slot_of_token[ids], -1))
+            del attentions, weights
+    return total, count, len(cells)
+
+
+def run_scgpt_engine(model, adata, genes, setup: Setup):
+    scores = model.attention_scores(
+        adata, genes, batch_size=setup.batch_size, seed=TOKENISATION_SEED, device=setup.device
+    )
+    synchronise(setup.device)
+    return scores.sum, scores.count, scores.n_cells
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+MODELS: dict[str, ModelFamily] = {
+    "geneformer": ModelFamily(
+        name="geneformer",
+        title="Geneformer",
+        shape={"layers": 6, "heads": 4, "hidden": 256, "intermediate": 512},
+        max_genes=V1_MAX_POSITIONS,
+        gene_names=ensembl_ids,
+        write_checkpoint=write_geneformer_checkpoint,
+        describe=_describe_geneformer,
+        tokenised_lengths=_geneformer_lengths,
+        warm_up=_geneformer_warm_up,
+        runners={
+            "naive": run_geneformer_naive,
+            "plain": run_geneformer_plain,
+            "engine": run_geneformer_engine,
+        },
+    ),
+    "scgpt": ModelFamily(
+        name="scgpt",
+        title="scGPT",
+        shape={"layers": 12, "heads": 8, "hidden": 512, "intermediate": 512},
+        max_genes=1199,  # max_seq_len 1,200 tokens including <cls>; longer cells would be subset at random
+        gene_names=gene_symbols,
+        write_checkpoint=write_scgpt_checkpoint,
+        describe=_describe_scgpt,
+        tokenised_lengths=_scgpt_lengths,
+        warm_up=_scgpt_warm_up,
+        runners={"naive": run_scgpt_naive, "plain": run_scgpt_plain, "engine": run_scgpt_engine},
+    ),
+}
