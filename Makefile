@@ -37,6 +37,7 @@ ui: install
 # Speed and memory against a naive reference measured in the same run (minutes; not part of `make test`).
 bench: install
 	$(BIN)/python -m benchmarks.attention_extraction
+	$(BIN)/python -m benchmarks.degree_preserving_null
 
 clean:
 	rm -rf var

@@ -125,3 +125,13 @@ def test_help_prints(capsys):
         main(["--help"])
     printed = capsys.readouterr().out
     assert stopped.value.code == 0 and "--naive-budget" in printed and "--model" in printed
+
+
+def test_null_benchmark_runs_at_a_tiny_size():
+    from benchmarks import degree_preserving_null
+
+    numbers = degree_preserving_null.main(["--genes", "100", "--tfs", "20", "--edges", "300", "--draws", "20",
+                                           "--naive-draws", "2"])
+    assert numbers["engine"]["passed"] and numbers["naive"]["passed"]  # both methods' draws verified
+    assert numbers["engine"]["draws"] == 20 and numbers["engine"]["median_jaccard_distance"] > 0.3
+    assert "engine/naive speed-up" in numbers["report"]
