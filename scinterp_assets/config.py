@@ -162,6 +162,7 @@ class ReferenceRestrictionConfig(_Strict):
 
     min_targets_per_tf: int = Field(default=3, ge=1)
     tf_list: Path | None = None  # a BEELINE-style TF list (column TF): sources of TF-target references must be in it
+    gene_aliases: Path | None = None  # HGNC complete set, or a TSV alias/symbol: aliases renamed to official symbols
     gene_set_min_size: int = Field(default=5, ge=2)
     gene_set_max_size: int = Field(default=500, ge=2)
 
@@ -366,11 +367,12 @@ def _resolve_paths(config: ScinterpConfig, base: Path) -> ScinterpConfig:
                 )
         references[name] = reference.model_copy(update=paths)
     restriction = config.reference_restriction
-    if restriction.tf_list is not None:
-        tf_list = resolve(restriction.tf_list)
-        if not tf_list.is_file():
-            raise ConfigError(f"{config.source}: key 'reference_restriction.tf_list': file {tf_list} does not exist")
-        restriction = restriction.model_copy(update={"tf_list": tf_list})
+    for key in ("tf_list", "gene_aliases"):
+        if getattr(restriction, key) is not None:
+            value = resolve(getattr(restriction, key))
+            if not value.is_file():
+                raise ConfigError(f"{config.source}: key 'reference_restriction.{key}': file {value} does not exist")
+            restriction = restriction.model_copy(update={key: value})
     updates = {"home": resolve(config.home), "checkpoint_dir": resolve(config.checkpoint_dir), "cell_types": cell_types,
                "references": references, "reference_restriction": restriction}
     for optional in ("contracts_dir", "model_dictionary_dir"):

@@ -27,7 +27,12 @@ from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate
 from scinterp_assets.core.datasets.tenx import load_tenx_screen
 from scinterp_assets.core.edges import edges_from_matrix, validate_edges
 from scinterp_assets.core.networks.planted import planted_reference_edges
-from scinterp_assets.core.networks.reference_formats import DROPPED_ROWS, read_beeline_tfs, read_reference
+from scinterp_assets.core.networks.reference_formats import (
+    DROPPED_ROWS,
+    read_beeline_tfs,
+    read_gene_aliases,
+    read_reference,
+)
 from scinterp_assets.core.networks.reference_nulls import reference_nulls
 from scinterp_assets.core.networks.references import (
     check_overlap,
@@ -212,6 +217,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
             harmonised = harmonise_gene_ids(
                 reference_networks[reference_networks["resource"].isin(names)],
                 symbol_of_id=None if ensembl is None else dict(zip(ensembl, screen_data.var_names)),
+                aliases=read_gene_aliases(restriction.gene_aliases) if restriction.gene_aliases else None,
             )
             restricted = restrict_reference(
                 harmonised, universe, min_targets_per_tf=restriction.min_targets_per_tf,

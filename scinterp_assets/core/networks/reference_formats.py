@@ -189,6 +189,26 @@ def read_beeline_tfs(path: PathLike) -> set[str]:
     return set(frame["TF"].str.strip()) - {""}
 
 
+def read_gene_aliases(path: PathLike) -> dict[str, str]:
+    """Alias -> official symbol, from HGNC's complete set (tab-separated `symbol`, `alias_symbol`,
+    `prev_symbol`, the last two '|'-separated) or a two-column tab-separated table `alias`, `symbol`.
+    An alias claimed by several symbols is ambiguous and left out."""
+    with _translated_errors(path), _opened(path) as handle:
+        header = set(pd.read_csv(handle, sep="\t", nrows=0).columns)
+    if {"symbol", "alias_symbol", "prev_symbol"} <= header:
+        table = _read_columns(path, sep="\t", required=("symbol", "alias_symbol", "prev_symbol"))
+        pairs = pd.concat([
+            table.assign(alias=table[column].str.split("|")).explode("alias")[["alias", "symbol"]]
+            for column in ("alias_symbol", "prev_symbol")
+        ])
+    else:
+        pairs = _read_columns(path, sep="\t", required=("alias", "symbol"))
+    pairs = pairs[(pairs["alias"].str.strip() != "") & (pairs["alias"] != pairs["symbol"])].drop_duplicates()
+    claimed = pairs.groupby("alias")["symbol"].transform("nunique")
+    unique = pairs[claimed == 1]
+    return dict(zip(unique["alias"].str.strip(), unique["symbol"].str.strip()))
+
+
 def read_chip_target_sets(path: PathLike, resource: str, *, cell_lines: Sequence[str] | None = None) -> pd.DataFrame:
     """ChIP-seq TF target sets as a long table (`tf, cell_line, target`), one set per TF and cell line.
 

@@ -200,3 +200,19 @@ def test_short_lines_and_non_numbers_are_named(tmp_path):
         read_collectri(write(tmp_path / "short.tsv", "source\ttarget\tweight\nMYC\tTERT\t1\nMYC\tTP53\n"), "c")
     with pytest.raises(ReferenceFormatError, match="field 'weight' holds non-numbers such as 'strong'"):
         read_collectri(write(tmp_path / "words.tsv", "source\ttarget\tweight\nMYC\tTERT\tstrong\n"), "c")
+
+
+def test_gene_aliases_from_hgnc_and_two_column_tables(tmp_path):
+    from scinterp_assets.core.networks.reference_formats import read_gene_aliases
+
+    hgnc = tmp_path / "hgnc_complete_set.txt"
+    hgnc.write_text("hgnc_id\tsymbol\talias_symbol\tprev_symbol\n"
+                    "HGNC:1\tPCLAF\tNS5ATP9|L5\tKIAA0101\n"
+                    "HGNC:2\tNSD2\tWHSC1|L5\t\n"
+                    "HGNC:3\tTP53\t\t\n")
+    aliases = read_gene_aliases(hgnc)
+    # L5 is claimed by two symbols: ambiguous, left out
+    assert aliases == {"NS5ATP9": "PCLAF", "KIAA0101": "PCLAF", "WHSC1": "NSD2"}
+    pairs = tmp_path / "aliases.tsv"
+    pairs.write_text("alias\tsymbol\nSEPT7\tSEPTIN7\n")
+    assert read_gene_aliases(pairs) == {"SEPT7": "SEPTIN7"}
