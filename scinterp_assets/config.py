@@ -201,6 +201,13 @@ class AttentionConfig(_Strict):
     num_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads on CPU; None: torch's default
 
 
+class AnalysisConfig(_Strict):
+    """Settings of the statistical battery (FRAMEWORK section 6)."""
+
+    layer_selection_folds: int = Field(default=5, ge=2)  # A02 outer folds over perturbations
+    alpha: float = Field(default=0.05, gt=0, lt=1)  # significance for conclusions (A23, family sensitivity)
+
+
 class ContractThresholds(_Strict):
     """Parameters handed to the Great Expectations suites in data_contracts/."""
 
@@ -216,6 +223,7 @@ class SeedConfig(_Strict):
     attention: int = 0
     random_scores: int = 0
     reference_null: int = 0
+    layer_selection: int = 0
 
 
 class TinyCheckpointConfig(_Strict):
@@ -246,6 +254,7 @@ class ScinterpConfig(_Strict):
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     de_labels: DELabelConfig = DELabelConfig()
     attention: AttentionConfig = AttentionConfig()
+    analyses: AnalysisConfig = AnalysisConfig()
     contracts: ContractThresholds = ContractThresholds()
     seeds: SeedConfig = SeedConfig()
     tiny_checkpoints: tuple[TinyCheckpointConfig, ...] = DEFAULT_TINY_CHECKPOINTS

@@ -20,6 +20,7 @@ from scinterp_assets.defs.automation import (
     reference_job,
     summary_job,
 )
+from scinterp_assets.defs.analysis_assets import build_analysis_assets
 from scinterp_assets.defs.cell_type_assets import build_cell_type_assets, build_reference_assets
 from scinterp_assets.defs.model_assets import build_model_assets
 from scinterp_assets.defs.partitions import cell_type_partitions, model_cell_type_partitions
@@ -41,7 +42,7 @@ def build_definitions(config: ScinterpConfig) -> dg.Definitions:
     registration = checkpoint_job()
     return dg.Definitions(
         assets=[*build_reference_assets(), *build_cell_type_assets(cell_types), *build_model_assets(multi),
-                *build_summary_assets()],
+                *build_analysis_assets(multi), *build_summary_assets()],
         jobs=[evaluation, registration, reference_job(), cell_type_job(cell_types), summary_job()],
         sensors=[
             make_checkpoint_sensor(model_store, sorted(config.cell_types), evaluation, registration),

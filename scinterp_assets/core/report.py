@@ -102,8 +102,31 @@ def context_summary(registry: pd.DataFrame, pf_auroc: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path, config_fingerprint: str) -> Path:
-    """Write report.md and its PNG plots into out_dir; return the Markdown path."""
+# Analyses beyond A01/A04/A12 (which have sections of their own), in FRAMEWORK order, with their titles.
+ANALYSIS_SECTIONS = {
+    "A02": "Layer selection by nested cross-validation over perturbations",
+    "A03": "Parameter sensitivity grid",
+    "A05": "Incremental value of edge scores over gene-level features",
+    "A06": "Incremental value under harder splits (by target, joint)",
+    "A07": "How much of each edge score gene-level features explain",
+    "A08": "Propensity-matched comparison",
+    "A09": "Cross-fitted residualisation",
+    "A10": "Degree-preserving null decomposition",
+    "A11": "Direction-restricted sensitivity",
+    "A13": "Partial correlation controlling for co-expression",
+    "A14": "Top-k enrichment",
+    "A15": "Per-TF analysis, TF-block bootstrap and leave-one-TF-out",
+    "A16": "Attention vs co-expression mapping",
+    "A22": "HVG-protocol confound (forced perturbed genes vs plain HVGs)",
+}
+ANALYSIS_COLUMNS = ["model", "cell_type", "test", "statistic_name", "statistic", "effect", "ci_low", "ci_high",
+                    "p_value", "q_value", "confirmatory"]
+
+
+def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path, config_fingerprint: str,
+                  tables: dict[str, pd.DataFrame] | None = None) -> Path:
+    """Write report.md and its PNG plots into out_dir; return the Markdown path. `tables`: extra framework
+    tables (title -> frame), e.g. the cross-context table, the metric map and the family sensitivity."""
     out_dir.mkdir(parents=True, exist_ok=True)
     reference_plot = plot_reference_auroc_by_layer(registry, out_dir / "reference_auroc_by_layer.png")
     pf_plot = plot_pf_auroc_by_method(pf_auroc, out_dir / "pf_auroc_by_method.png")
@@ -138,6 +161,14 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
         "",
         _table(summary),
         "",
+    ]
+    for analysis_id, title in ANALYSIS_SECTIONS.items():
+        rows = registry[registry["analysis_id"] == analysis_id]
+        if len(rows):
+            lines += [f"## {analysis_id}: {title}", "", _table(rows[ANALYSIS_COLUMNS]), ""]
+    for title, frame in (tables or {}).items():
+        lines += [f"## {title}", "", _table(frame) if len(frame) else "(empty)", ""]
+    lines += [
         "## Confirmatory tests (framework-wide BH)",
         "",
         _table(confirmatory[["model", "cell_type", "test", "effect", "p_value", "q_value", "n"]]),

@@ -8,7 +8,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from scinterp_assets import __version__
 from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.analyses.perturbation_prediction import (
     PerturbationFilter,
@@ -21,8 +20,8 @@ from scinterp_assets.core.attention.edges import attention_edge_table, evaluable
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.datasets.screens import check_raw_counts
 from scinterp_assets.core.edges import validate_edges
-from scinterp_assets.core.stats.registry import registry_rows
 from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 from scinterp_assets.resources.model_store import ModelStore
@@ -181,32 +180,14 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             metadata={"perturbations": n_perturbations, "expected_at_least": project.contracts.min_evaluable_perturbations},
         )
 
-    def _shared_fields(context: dg.AssetExecutionContext, project: ScinterpConfig, model_store: ModelStore,
-                       universe_size: int) -> dict:
-        model_key, cell_type = model_and_cell_type(context)
-        return {
-            "model": model_key,
-            "checkpoint": model_store.resolve(model_key).fingerprint,
-            "cell_type": cell_type,
-            "modality": project.cell_types[cell_type].modality,
-            "universe_size": universe_size,
-            "code_version": f"{__version__}+{project.fingerprint()}",
-        }
-
-    def _registry(context: dg.AssetExecutionContext, rows: list[dict], **shared) -> pd.DataFrame:
-        """Registry rows with test ids made unique framework-wide by the model and cell type."""
-        model_key, cell_type = model_and_cell_type(context)
-        qualified = [{**row, "test_id": f"{model_key}|{cell_type}|{row['test_id']}"} for row in rows]
-        return registry_rows(qualified, **shared)
-
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
     def perturbation_prediction(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
                                 gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                                 model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
         """Registry rows for A01 (attention vs correlation) and A04 (gene-level baselines), paired Wilcoxon."""
-        rows = _registry(
+        rows = registry_table(
             context, perturbation_prediction_tests(perturbation_auroc),
-            **_shared_fields(context, project, model_store, len(gene_universe)),
+            **shared_registry_fields(context, project, model_store, len(gene_universe)),
             negatives="non-DE universe targets",
             label_rule=project.label_rule(model_and_cell_type(context)[1]),
             seed=project.seeds.control_sampling,
@@ -226,8 +207,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         rows = []
         for resource, reference in reference_edges.groupby("resource"):
             rows += reference_auroc_tests(reference, str(resource), genes, score_sets)
-        table = _registry(context, rows, **_shared_fields(context, project, model_store, len(gene_universe)),
-                              label_rule="reference membership", seed=project.seeds.random_scores)
+        table = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
+                               label_rule="reference membership", seed=project.seeds.random_scores)
         return dg.Output(table, metadata=frame_metadata(table))
 
     return [model_checkpoint, attention_extraction, cell_embeddings, attention_edges, perturbation_auroc, perturbation_prediction,

@@ -7,7 +7,10 @@ import dagster as dg
 import pandas as pd
 
 from scinterp_assets.config import ScinterpConfig
+from scinterp_assets.core.analyses.context_tables import cross_context_table as build_cross_context_table
+from scinterp_assets.core.analyses.context_tables import metric_map as build_metric_map
 from scinterp_assets.core.report import render_report
+from scinterp_assets.core.stats.family_sensitivity import family_definition_sensitivity
 from scinterp_assets.core.stats.registry import apply_framework_bh, empty_registry
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
@@ -33,11 +36,12 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
         check_specs=[contract_check_spec("test_registry", "test_registry")],
     )
     def test_registry(perturbation_prediction: dict[str, pd.DataFrame], reference_structure: dict[str, pd.DataFrame],
+                      layer_selection: dict[str, pd.DataFrame], hvg_protocol_confound_tests: dict[str, pd.DataFrame],
                       project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
         """Every test of every analysis in one schema (FRAMEWORK section 7), with framework-wide BH q-values
         (confirmatory only), BH over all tests, and BH within each analysis."""
         rows = [empty_registry()]
-        for by_partition in (perturbation_prediction, reference_structure):
+        for by_partition in (perturbation_prediction, reference_structure, layer_selection, hvg_protocol_confound_tests):
             rows += [by_partition[key] for key in sorted(by_partition)]
         registry = apply_framework_bh(pd.concat(rows, ignore_index=True))
         yield dg.Output(registry, metadata={
@@ -48,11 +52,42 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
         yield contracts.check_result(contracts.validate("test_registry", registry))
 
     @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
+    def cross_context_table(test_registry: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """A23: per model x cell type, attention vs correlation, gene-level dominance and incremental value."""
+        table = build_cross_context_table(test_registry, alpha=project.analyses.alpha)
+        return dg.Output(table, metadata={**frame_metadata(table), "table": dg.MetadataValue.md(table.to_markdown(index=False))})
+
+    @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
+    def metric_map(test_registry: pd.DataFrame) -> dg.Output:
+        """A24: every AUROC with its model, context, universe, negatives, label rule and positives, grouped
+        so that only comparable numbers share a group."""
+        table = build_metric_map(test_registry)
+        return dg.Output(table, metadata={**frame_metadata(table), "groups": int(table["comparable_group"].nunique())})
+
+    @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
+    def family_sensitivity(test_registry: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """Which conclusions change between multiple-testing families (confirmatory only, all tests, one family
+        per analysis; FRAMEWORK section 7)."""
+        result = family_definition_sensitivity(test_registry, alpha=project.analyses.alpha)
+        return dg.Output(result.conclusions, metadata={
+            **frame_metadata(result.conclusions),
+            "conclusions_that_change": result.n_changed,
+            "confirmatory_conclusions_that_change": result.n_changed_confirmatory,
+            "families": dg.MetadataValue.md(result.summary.to_markdown(index=False)),
+        })
+
+    @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
     def evaluation_report(test_registry: pd.DataFrame, perturbation_auroc: dict[str, pd.DataFrame],
+                          cross_context_table: pd.DataFrame, family_sensitivity: pd.DataFrame,
                           project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
-        """Markdown report with PNG plots: per-layer reference AUROC and PF AUROC of edges vs baselines."""
+        """Markdown report with PNG plots: per-layer reference AUROC, PF AUROC of edges vs baselines, every
+        analysis of the battery, the cross-context table and the conclusions that depend on the family."""
+        tables = {
+            "A23: cross-context table": cross_context_table,
+            "Family-definition sensitivity: conclusions that change": family_sensitivity[family_sensitivity["changes"]],
+        }
         path = render_report(test_registry, _concat_partitions(perturbation_auroc), project.report_dir,
-                             project.fingerprint())
+                             project.fingerprint(), tables)
         images = "\n\n".join(
             f"![{png.stem}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
             for png in sorted(path.parent.glob("*.png"))
@@ -62,4 +97,4 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             metadata={"report": dg.MetadataValue.path(str(path)), "plots": dg.MetadataValue.md(images)},
         )
 
-    return [test_registry, evaluation_report]
+    return [test_registry, cross_context_table, metric_map, family_sensitivity, evaluation_report]

@@ -87,3 +87,16 @@ def test_knockdown_that_did_not_happen_is_flagged():
     summary = compute_de_labels(screen, controls, list(screen.var_names), rule, 1e4).summary.set_index("perturbation")
     assert summary.loc["KD", "on_target_status"] == "not_moved"
     assert summary.loc["RARE", "on_target_status"] == "not_measured"  # RARE is not a gene of the screen
+
+
+def test_relabelling_within_a_smaller_universe_recomputes_bh():
+    from scinterp_assets.core.datasets.de_labels import relabel_within
+
+    screen = _screen(seed=4)
+    controls = sample_control_cells(screen, 10_000, seed=0, target_sum=1e4)
+    rule = DELabelRule(q_threshold=0.05, min_abs_log_difference=0.5, min_cells=30)
+    full = compute_de_labels(screen, controls, list(screen.var_names), rule, 1e4)
+    smaller = ["UP", "FLAT1"]
+    relabelled = relabel_within(full.labels, smaller, rule)
+    direct = compute_de_labels(screen, controls, ["KD", *smaller], rule, 1e4).labels
+    pd.testing.assert_frame_equal(relabelled[list(direct.columns)], direct, check_dtype=False)

@@ -29,7 +29,9 @@ def demo_run(tmp_path_factory):
 def test_registry_holds_the_framework_schema_and_tests(demo_run):
     _, registry, _, _ = demo_run
     assert tuple(registry.columns) == REGISTRY_COLUMNS
-    assert {"A01", "A04", "A12"} <= set(registry["analysis_id"])
+    assert {"A01", "A02", "A04", "A12", "A22"} <= set(registry["analysis_id"])
+    nested = registry[registry["test_id"].str.endswith("nested_cv_vs_correlation")]
+    assert len(nested) and nested["confirmatory"].all()  # A02 compares held-out layers, never best-on-test
     assert registry["test_id"].str.contains(":value_weighted_L0_head_mean_vs_correlation").any()
     # both model families over every synthetic cell type
     assert set(zip(registry["model"], registry["cell_type"])) == {
@@ -74,7 +76,8 @@ def test_cell_embeddings_cover_the_control_cells(demo_run):
 def test_report_and_checks(demo_run):
     config, _, _, instance = demo_run
     report = config.report_dir / "report.md"
-    assert report.is_file() and "A12" in report.read_text()
+    text = report.read_text()
+    assert "A12" in text and "## A02: Layer selection" in text and "## A23: cross-context table" in text
     assert sorted(p.name for p in config.report_dir.glob("*.png")) == ["pf_auroc_by_method.png",
                                                                         "reference_auroc_by_layer.png"]
     import dagster as dg
@@ -82,7 +85,7 @@ def test_report_and_checks(demo_run):
     checks = {"screen_data": "check_expression_qc_contract", "correlation_edges": "check_edge_table_contract",
               "reference_edges": "check_reference_edges_contract", "attention_edges": "check_edge_table_contract",
               "test_registry": "check_test_registry_contract", "attention_scores": "check_evaluable_coverage",
-              "perturbation_auroc": "check_enough_perturbations"}
+              "perturbation_auroc": "check_enough_perturbations", "reference_null": "check_null_verified"}
     keys = [dg.AssetCheckKey(dg.AssetKey(asset), name) for asset, name in checks.items()]
     executions = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert {key.asset_key.path[0]: record.status.value for key, record in executions.items()} == {

@@ -123,3 +123,17 @@ def compute_de_labels(
         summary_rows.append(row)
     labels = pd.concat(label_frames, ignore_index=True) if label_frames else pd.DataFrame(columns=DE_LABEL_COLUMNS)
     return DELabels(labels=labels, summary=pd.DataFrame(summary_rows))
+
+
+def relabel_within(labels: pd.DataFrame, genes: list[str], rule: DELabelRule) -> pd.DataFrame:
+    """The labels a smaller universe would have given: targets restricted to `genes`, BH recomputed over them
+    per perturbation from the stored p-values (the tests themselves do not depend on the universe). Labels
+    without p-values (a threshold rule such as pseudo-bulk z) keep their calls."""
+    inside = labels[labels["target"].isin(genes)].copy()
+    if inside["p_value"].isna().all():
+        return inside.reset_index(drop=True)
+    q_value = inside.groupby("perturbation", sort=False)["p_value"].transform(
+        lambda p: pd.Series(benjamini_hochberg(p.to_numpy()), index=p.index))
+    inside["q_value"] = q_value
+    inside["is_de"] = (q_value < rule.q_threshold) & (inside["log_difference"].abs() >= rule.min_abs_log_difference)
+    return inside.reset_index(drop=True)

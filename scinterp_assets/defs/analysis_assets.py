@@ -1,0 +1,80 @@
+"""The statistical battery beyond A01/A04/A12, partitioned by model x cell type (FRAMEWORK section 6).
+
+Each asset unpacks its inputs, calls one core analysis and returns registry rows (FRAMEWORK section 7) that
+`test_registry` gathers. An analysis the data cannot support (too few perturbations for the folds, a
+protocol switched off) returns no rows and says why in its metadata.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from scinterp_assets.config import ScinterpConfig
+from scinterp_assets.core.analyses.layer_selection import layer_selection_tests
+from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
+from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, score_sets_from_edges
+from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound
+from scinterp_assets.core.attention.edges import evaluable_genes
+from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.datasets.de_labels import DELabelRule, relabel_within
+from scinterp_assets.core.stats.registry import empty_registry
+from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.partitions import model_and_cell_type
+from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
+from scinterp_assets.resources.model_store import ModelStore
+
+GROUP = "model_evaluation"
+
+
+def _skipped(reason: str) -> dg.Output:
+    return dg.Output(empty_registry(), metadata={"rows": 0, "skipped": reason})
+
+
+def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    def layer_selection(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
+                        gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
+                        model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
+        """A02: layer profile and nested cross-validated layer selection over perturbations (never the best
+        layer on the evaluation data), compared with correlation; per-layer tests Bonferroni-corrected."""
+        folds = project.analyses.layer_selection_folds
+        n_perturbations = perturbation_auroc["perturbation"].nunique()
+        if n_perturbations < folds:
+            return _skipped(f"{n_perturbations} evaluable perturbations, fewer than the {folds} outer folds")
+        rows = registry_table(
+            context, layer_selection_tests(perturbation_auroc, seed=project.seeds.layer_selection, n_folds=folds),
+            **shared_registry_fields(context, project, model_store, len(gene_universe)),
+            negatives="non-DE universe targets", label_rule=project.label_rule(model_and_cell_type(context)[1]),
+        )
+        return dg.Output(rows, metadata=frame_metadata(rows))
+
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    def hvg_protocol_confound_tests(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
+                                    attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+                                    correlation_edges: pd.DataFrame, gene_features: pd.DataFrame,
+                                    de_labels: pd.DataFrame, gene_universe: pd.DataFrame,
+                                    project: dg.ResourceParam[ScinterpConfig],
+                                    model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
+        """A22: PF AUROC with perturbed genes forced into the universe against the plain top-N HVG universe
+        (the forced universe's HVGs: same scores, labels re-corrected over the smaller universe)."""
+        if not project.preprocessing.force_perturbed_genes:
+            return _skipped("preprocessing.force_perturbed_genes is off: the universe is already the plain HVG set")
+        rule = project.de_labels
+        plain_genes = [gene for gene in evaluable_genes(attention_scores)
+                       if gene in set(gene_universe.loc[gene_universe["is_hvg"], "gene"])]
+        labels = relabel_within(de_labels, plain_genes,
+                                DELabelRule(rule.q_threshold, rule.min_abs_log_difference, rule.min_cells, rule.test))
+        score_sets = (score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), plain_genes)
+                      + gene_level_score_sets(gene_features, plain_genes))
+        plain = per_perturbation_auroc(labels, plain_genes, score_sets,
+                                       PerturbationFilter(rule.min_positives, rule.min_negatives))
+        if plain.empty:
+            return _skipped("no perturbation is evaluable in the plain HVG universe")
+        table, rows = hvg_protocol_confound(perturbation_auroc, plain)
+        registry = registry_table(
+            context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
+            negatives="non-DE universe targets", label_rule=project.label_rule(model_and_cell_type(context)[1]),
+        )
+        return dg.Output(registry, metadata={**frame_metadata(registry),
+                                             "comparison": dg.MetadataValue.md(table.to_markdown(index=False))})
+
+    return [layer_selection, hvg_protocol_confound_tests]
