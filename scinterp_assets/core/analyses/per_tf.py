@@ -6,8 +6,8 @@ A *block* is one source gene's row of ordered pairs (its outgoing pairs, positiv
 a source with at least one positive (for undirected resources: every gene with a partner). The bootstrap
 is stratified: TF blocks are resampled with replacement among the TFs and the remaining (all-negative)
 source rows among themselves, so every draw holds as many TFs as the data; the global AUROC is recomputed
-on the concatenated blocks. `BlockCounts` makes each draw cheap: AUROC is bilinear in the block
-multiplicities (numerator = sum over TF block t and block c of w_t w_c U[t, c]).
+on the concatenated blocks, exactly (`row_weighted_aurocs`: AUROC is bilinear in the row multiplicities,
+so no resampled pair list is ever materialised); leave-one-TF-out has a closed form.
 """
 
 from __future__ import annotations
@@ -45,77 +45,105 @@ def score_seed(seed: int, *names: str) -> np.random.SeedSequence:
 # TF-block machinery
 
 
-@dataclass(frozen=True)
-class BlockCounts:
-    """Sufficient statistics of a reference AUROC under reweighting of source rows (blocks).
-
-    tf_rows      (T,) row index of each TF (rows with >= 1 positive among the included pairs)
-    pair_counts  (T, G) float64, U[t, c] = sum over positives p in row tf_rows[t] and negatives q in row c of
-                 [s_p > s_q] + 0.5 [s_p == s_q] (NaN scores rank lowest)
-    n_positives  (G,) positives per row; n_negatives (G,) negatives per row
-    """
-
-    tf_rows: np.ndarray
-    pair_counts: np.ndarray
-    n_positives: np.ndarray
-    n_negatives: np.ndarray
-
-    def auroc(self, row_weights: np.ndarray) -> np.ndarray:
-        """(B,) AUROC for (B, G) row multiplicities (a 1-D (G,) input gives a (1,) result)."""
-        w = np.atleast_2d(np.asarray(row_weights, dtype=np.float64))
-        numerator = np.einsum("bc,bc->b", w[:, self.tf_rows] @ self.pair_counts, w)
-        return numerator / ((w @ self.n_positives) * (w @ self.n_negatives))
-
-
-def block_counts(scores: np.ndarray, labels: ReferenceLabels, include: np.ndarray | None = None) -> BlockCounts:
-    """BlockCounts of a (G, G) score matrix; `include` (G, G) bool restricts the compared pairs (default: all
-    off-diagonal pairs). Cost: one sort per row and one binary search per (positive, row)."""
-    include = labels.off_diagonal if include is None else include & labels.off_diagonal
-    s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, dtype=np.float64))
-    positive = labels.membership & include
-    negative = ~labels.membership & include
-    tf_rows = np.flatnonzero(positive.any(axis=1))
-    pos_rows, pos_columns = np.nonzero(positive)
-    pos_scores = s[pos_rows, pos_columns]
-    pos_block = np.searchsorted(tf_rows, pos_rows)
-    n = s.shape[0]
-    counts = np.zeros((tf_rows.size, n))
-    for row in range(n):
-        negatives = np.sort(s[row, negative[row]])
-        if negatives.size == 0:
-            continue
-        below = np.searchsorted(negatives, pos_scores, side="left")
-        up_to = np.searchsorted(negatives, pos_scores, side="right")
-        counts[:, row] = np.bincount(pos_block, weights=below + 0.5 * (up_to - below), minlength=tf_rows.size)
-    return BlockCounts(tf_rows, counts, positive.sum(axis=1).astype(np.float64),
-                       negative.sum(axis=1).astype(np.float64))
-
-
-def tf_block_weights(counts: BlockCounts, n_bootstrap: int, rng: np.random.Generator,
-                     resource: str = "reference") -> np.ndarray:
+def tf_block_weights(labels: ReferenceLabels, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
     """(B, G) row multiplicities of a stratified TF-block bootstrap (TFs among TFs, other rows among others)."""
-    n_tfs = counts.tf_rows.size
+    tf_rows = labels.tf_rows
+    n_tfs = tf_rows.size
     if n_tfs < 2:
         raise ValueError(
-            f"reference {resource!r} has positives from {n_tfs} TF only: a TF-block bootstrap needs >= 2 TFs "
-            "(positives of one TF are not independent, so no interval can be estimated); use a larger "
+            f"reference {labels.resource!r} has positives from {n_tfs} TF only: a TF-block bootstrap needs >= 2 "
+            "TFs (positives of one TF are not independent, so no interval can be estimated); use a larger "
             "reference or universe")
     if n_bootstrap < 2:
         raise ValueError(f"n_bootstrap must be >= 2, got {n_bootstrap}")
-    n = counts.n_positives.size
-    others = np.setdiff1d(np.arange(n), counts.tf_rows)
+    n = len(labels.genes)
+    others = np.setdiff1d(np.arange(n), tf_rows)
     weights = np.zeros((n_bootstrap, n))
-    weights[:, counts.tf_rows] = rng.multinomial(n_tfs, np.full(n_tfs, 1.0 / n_tfs), size=n_bootstrap)
+    weights[:, tf_rows] = rng.multinomial(n_tfs, np.full(n_tfs, 1.0 / n_tfs), size=n_bootstrap)
     if others.size:
         weights[:, others] = rng.multinomial(others.size, np.full(others.size, 1.0 / others.size), size=n_bootstrap)
     return weights
 
 
-def leave_one_tf_out_weights(counts: BlockCounts) -> np.ndarray:
-    """(T, G) weights: row t leaves TF t's block (its positives and its negatives) out."""
-    weights = np.ones((counts.tf_rows.size, counts.n_positives.size))
-    weights[np.arange(counts.tf_rows.size), counts.tf_rows] = 0.0
-    return weights
+@dataclass(frozen=True)
+class _Pairs:
+    """Row and score of every positive and negative pair of one score matrix (NaN scores -> -inf)."""
+
+    pos_rows: np.ndarray
+    pos_scores: np.ndarray
+    neg_rows: np.ndarray
+    neg_scores: np.ndarray
+    negative: np.ndarray  # (G, G) bool
+    scores: np.ndarray  # (G, G) with -inf for NaN
+
+
+def _pairs(scores: np.ndarray, labels: ReferenceLabels) -> _Pairs:
+    s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, dtype=np.float64))
+    negative = labels.off_diagonal & ~labels.membership
+    pos_rows, pos_columns = np.nonzero(labels.membership)
+    neg_rows, neg_columns = np.nonzero(negative)
+    return _Pairs(pos_rows, s[pos_rows, pos_columns], neg_rows, s[neg_rows, neg_columns], negative, s)
+
+
+def _half_tie_counts(sorted_values: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Per needle: #values below it + 0.5 #values equal to it."""
+    below = np.searchsorted(sorted_values, needles, side="left")
+    return below + 0.5 * (np.searchsorted(sorted_values, needles, side="right") - below)
+
+
+def row_weighted_aurocs(scores: np.ndarray, labels: ReferenceLabels, row_weights: np.ndarray) -> np.ndarray:
+    """(B,) reference AUROC when every source row (all its off-diagonal pairs) counts row_weights[b, row] times.
+
+    scores (G, G), NaN ranking lowest; row_weights (B, G) non-negative (a (G,) input gives a (1,) result).
+    Exact: U[t, c] = sum over positives p of TF t and negatives q of row c of [s_p > s_q] + 0.5 [s_p == s_q]
+    is built once, row by row (a negative adds 1/2 to the sorted positives tied with it and 1 to those above
+    it: a difference array and a cumulative sum, ~4 P operations per row); then every draw's numerator is the
+    bilinear form sum_t,c w_t U[t, c] w_c and its denominator (w . positives)(w . negatives).
+    """
+    w = np.atleast_2d(np.asarray(row_weights, dtype=np.float64))
+    pairs = _pairs(scores, labels)
+    n, tf_rows = len(labels.genes), labels.tf_rows
+    order = np.argsort(pairs.pos_scores, kind="stable")
+    sorted_positives = pairs.pos_scores[order]
+    sorted_block = np.searchsorted(tf_rows, pairs.pos_rows[order])
+    n_pos = sorted_positives.size
+    counts = np.zeros((tf_rows.size, n))
+    for row in range(n):
+        negatives = pairs.scores[row, pairs.negative[row]]
+        if negatives.size == 0:
+            continue
+        tied_from = np.searchsorted(sorted_positives, negatives, side="left")
+        above_from = np.searchsorted(sorted_positives, negatives, side="right")
+        steps = 0.5 * (np.bincount(tied_from, minlength=n_pos + 1) + np.bincount(above_from, minlength=n_pos + 1))
+        counts[:, row] = np.bincount(sorted_block, weights=np.cumsum(steps)[:n_pos], minlength=tf_rows.size)
+    numerator = np.einsum("bc,bc->b", w[:, tf_rows] @ counts, w)
+    row_positives = np.bincount(pairs.pos_rows, minlength=n)
+    row_negatives = np.bincount(pairs.neg_rows, minlength=n)
+    return numerator / ((w @ row_positives) * (w @ row_negatives))
+
+
+def leave_one_tf_out_aurocs(scores: np.ndarray, labels: ReferenceLabels) -> np.ndarray:
+    """(T,) reference AUROC with TF t's whole row (positives and negatives) left out, in labels.tf_rows order.
+
+    Exact and O(G^2 log G): U_-t = U - A_t - B_t + C_t, where A_t counts TF t's positives against all
+    negatives, B_t all positives against row t's negatives, C_t row t against itself."""
+    pairs = _pairs(scores, labels)
+    n = len(labels.genes)
+    tf_rows = labels.tf_rows
+    sorted_negatives = np.sort(pairs.neg_scores)
+    per_positive = _half_tie_counts(sorted_negatives, pairs.pos_scores)
+    sorted_positives = np.sort(pairs.pos_scores)
+    up_to = np.searchsorted(sorted_positives, pairs.neg_scores, side="right")
+    above = sorted_positives.size - up_to  # positives above each negative; ties count half
+    ties = up_to - np.searchsorted(sorted_positives, pairs.neg_scores, side="left")
+    total = per_positive.sum()
+    a = np.bincount(pairs.pos_rows, weights=per_positive, minlength=n)[tf_rows]
+    b = np.bincount(pairs.neg_rows, weights=above + 0.5 * ties, minlength=n)[tf_rows]
+    c = np.array([_half_tie_counts(np.sort(pairs.scores[row, pairs.negative[row]]),
+                                   pairs.scores[row, labels.membership[row]]).sum() for row in tf_rows])
+    n_pos = np.bincount(pairs.pos_rows, minlength=n)[tf_rows]
+    n_neg = np.bincount(pairs.neg_rows, minlength=n)[tf_rows]
+    return (total - a - b + c) / ((pairs.pos_rows.size - n_pos) * (pairs.neg_rows.size - n_neg))
 
 
 @dataclass(frozen=True)
@@ -161,14 +189,13 @@ def tf_block_auroc(score_set: ScoreSet, labels: ReferenceLabels, *, n_bootstrap:
     scores = check_score_set(score_set, labels.genes)
     off = labels.off_diagonal
     area = float(auroc(labels.membership[off], scores[off]))  # warns DegenerateScoreWarning when constant
-    counts = block_counts(scores, labels)
     rng = np.random.default_rng(score_seed(seed, labels.resource, score_set.label))
-    boot = counts.auroc(tf_block_weights(counts, n_bootstrap, rng, labels.resource))
+    boot = row_weighted_aurocs(scores, labels, tf_block_weights(labels, n_bootstrap, rng))
     low, high = percentile_interval(boot, confidence)
     se = float(np.std(boot, ddof=1))
-    loto = counts.auroc(leave_one_tf_out_weights(counts))
+    loto = leave_one_tf_out_aurocs(scores, labels)
     return TFBlockAuroc(score_set.label, labels.resource, area, low, high, se, wald_p_value(area, 0.5, se), loto,
-                        tuple(labels.genes[row] for row in counts.tf_rows), boot, int(off.sum()), labels.n_positives)
+                        tuple(labels.genes[row] for row in labels.tf_rows), boot, int(off.sum()), labels.n_positives)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -191,21 +218,35 @@ def per_tf_auroc(score_set: ScoreSet, labels: ReferenceLabels, *, min_positives:
         n_pos, n_neg = int(y.sum()), int((~y).sum())
         if n_pos < min_positives or n_neg < min_negatives:
             continue
-        negatives = np.sort(s[~y])
-        positives = s[y]
-        below = np.searchsorted(negatives, positives, side="left")
-        up_to = np.searchsorted(negatives, positives, side="right")
-        point = float((below + 0.5 * (up_to - below)).sum() / (n_pos * n_neg))
-        w_pos = rng.multinomial(n_pos, np.full(n_pos, 1.0 / n_pos), size=n_bootstrap)
-        w_neg = rng.multinomial(n_neg, np.full(n_neg, 1.0 / n_neg), size=n_bootstrap)
-        cumulative = np.concatenate([np.zeros((n_bootstrap, 1)), np.cumsum(w_neg, axis=1)], axis=1)
-        ranked = cumulative[:, below] + 0.5 * (cumulative[:, up_to] - cumulative[:, below])
-        boot = (w_pos * ranked).sum(axis=1) / (n_pos * n_neg)
+        boot = _per_tf_bootstrap(s[y], s[~y], n_bootstrap, rng)
+        point = float(_half_tie_counts(np.sort(s[~y]), s[y]).sum() / (n_pos * n_neg))
         low, high = percentile_interval(boot, confidence)
         rows.append((labels.genes[row], point, low, high, n_pos, n_neg))
     return pd.DataFrame(rows, columns=list(PER_TF_COLUMNS)).astype(
         {"tf": object, "auroc": np.float64, "ci_low": np.float64, "ci_high": np.float64,
          "n_positives": np.int64, "n_negatives": np.int64})
+
+
+def _per_tf_bootstrap(positives: np.ndarray, negatives: np.ndarray, n_bootstrap: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """(B,) AUROCs of a stratified bootstrap of one TF's targets, exact and O(B P) per TF.
+
+    Only how many resampled negatives fall below or on each positive score matters, so the negatives are
+    drawn as multinomial counts over the 2k + 1 cells that the k distinct positive scores cut the line into
+    (below the first, tied with it, between the first and the second, ...), which has the distribution of
+    resampling the negatives themselves."""
+    n_pos, n_neg = positives.size, negatives.size
+    levels = np.unique(positives)
+    negatives = np.sort(negatives)
+    below = np.searchsorted(negatives, levels, side="left")
+    up_to = np.searchsorted(negatives, levels, side="right")
+    edges = np.concatenate([[0], np.column_stack([below, up_to]).ravel(), [n_neg]])
+    cells = rng.multinomial(n_neg, np.diff(edges) / n_neg, size=n_bootstrap)  # (B, 2k + 1)
+    cumulative = np.concatenate([np.zeros((n_bootstrap, 1)), np.cumsum(cells, axis=1)], axis=1)
+    level = np.searchsorted(levels, positives)
+    ranked = cumulative[:, 2 * level + 1] + 0.5 * cells[:, 2 * level + 1]  # below + half of the tied cell
+    w_pos = rng.multinomial(n_pos, np.full(n_pos, 1.0 / n_pos), size=n_bootstrap)
+    return (w_pos * ranked).sum(axis=1) / (n_pos * n_neg)
 
 
 @dataclass(frozen=True)
@@ -245,7 +286,7 @@ def per_tf_tests(reference: pd.DataFrame, resource: str, genes: Sequence[str], s
         result = per_tf_analysis(score_set, labels, n_bootstrap=n_bootstrap, seed=seed, min_positives=min_positives,
                                  min_negatives=min_negatives, confidence=confidence)
         g, name = result.global_auroc, score_name(score_set)
-        shared = {"n": g.n_pairs, "n_positives": g.n_positives, "negatives": ALL_NEGATIVES}
+        shared = {"n": g.n_pairs, "n_positives": g.n_positives, "negatives": ALL_NEGATIVES, "seed": seed}
         rows.append(registry_row(
             "A15", f"A15:{resource}:{name}:tf_block", score_set, statistic_name="auroc", statistic=g.auroc,
             effect_name="auroc_minus_0.5", effect=g.auroc - 0.5, ci_low=g.ci_low, ci_high=g.ci_high,
@@ -259,5 +300,5 @@ def per_tf_tests(reference: pd.DataFrame, resource: str, genes: Sequence[str], s
             "A15", f"A15:{resource}:{name}:per_tf", score_set, statistic_name="wilcoxon_W_per_tf_auroc_vs_0.5",
             statistic=result.wilcoxon_statistic, effect_name="median_per_tf_auroc",
             effect=float(per_tf["auroc"].median()) if len(per_tf) else float("nan"), p_value=result.wilcoxon_p,
-            n=len(per_tf), n_positives=int(per_tf["n_positives"].sum()), negatives=ALL_NEGATIVES))
+            n=len(per_tf), n_positives=int(per_tf["n_positives"].sum()), negatives=ALL_NEGATIVES, seed=seed))
     return rows

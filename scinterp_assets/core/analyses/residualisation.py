@@ -12,7 +12,10 @@ the adjustment is meant to remove. The residual is scored against the reference 
 stay undefined and rank lowest, as in A12) and the share of above-chance AUROC retained is
 (residual - 0.5) / (raw - 0.5), NaN when raw <= 0.5. Its CI is the TF-block bootstrap of `per_tf` applied
 to raw and residual AUROC together (the residuals are fitted once; the interval covers which TFs were
-sampled, not the regression's fitting noise).
+sampled, not the regression's fitting noise). Residuals are ranked, so a model that leaves a shrunken copy
+of a signal it can fit (boosting stops after finitely many shrunken rounds) keeps that signal's AUROC: a
+target-only score that the boosted model memorises (out-of-fold R^2 ~ 1) can keep most of its AUROC.
+Read `covariate_r2` beside the boosted rows; OLS leaves no such copy of what is linear in the covariates.
 
 A13, partial Spearman correlation of score and membership given co-expression: rank the score and the
 co-expression (membership is 0/1 already), residualise both on the co-expression rank, correlate. The
@@ -30,7 +33,12 @@ import pandas as pd
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from scinterp_assets.core.analyses.per_tf import block_counts, score_seed, tf_block_weights, wald_p_value
+from scinterp_assets.core.analyses.per_tf import (
+    row_weighted_aurocs,
+    score_seed,
+    tf_block_weights,
+    wald_p_value,
+)
 from scinterp_assets.core.analyses.reference_battery import (
     ALL_NEGATIVES,
     ReferenceLabels,
@@ -158,11 +166,10 @@ def residualisation(score_set: ScoreSet, labels: ReferenceLabels, features: pd.D
     y = labels.membership[off]
     raw = float(auroc(y, scores[off]))  # DegenerateScoreWarning (and 0.5) for a constant score
     residual = float(auroc(y, residuals[off]))
-    raw_counts = block_counts(scores, labels)
     rng = np.random.default_rng(score_seed(seed, labels.resource, score_set.label, "A09"))
-    weights = tf_block_weights(raw_counts, n_bootstrap, rng, labels.resource)
-    raw_boot = raw_counts.auroc(weights)
-    residual_boot = block_counts(residuals, labels).auroc(weights)
+    weights = tf_block_weights(labels, n_bootstrap, rng)
+    raw_boot = row_weighted_aurocs(scores, labels, weights)
+    residual_boot = row_weighted_aurocs(residuals, labels, weights)
     share = retained_share(raw, residual)
     low, high = percentile_interval(retained_share(raw_boot, residual_boot), confidence) if np.isfinite(share) \
         else (float("nan"), float("nan"))

@@ -6,11 +6,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from scinterp_assets.core.analyses.per_tf import (
-    block_counts,
-    leave_one_tf_out_weights,
+    _per_tf_bootstrap,
+    leave_one_tf_out_aurocs,
     per_tf_analysis,
     per_tf_auroc,
     per_tf_tests,
+    row_weighted_aurocs,
     tf_block_auroc,
     tf_block_weights,
     wald_p_value,
@@ -51,29 +52,43 @@ def concatenated_auroc(matrix, labels, row_weights):
     return roc_auc_score(np.concatenate(y), np.concatenate(s))
 
 
-def test_block_counts_reproduce_the_global_auroc(world):
+def test_unit_row_weights_reproduce_the_global_auroc(world):
     _, _, labels, _, matrix = world
-    counts = block_counts(matrix, labels)
     off = labels.off_diagonal
     expected = roc_auc_score(labels.membership[off], lowest_for_nan(matrix)[off])
-    assert counts.auroc(np.ones(len(labels.genes)))[0] == pytest.approx(expected)
-    assert counts.tf_rows.tolist() == list(range(8))
+    assert row_weighted_aurocs(matrix, labels, np.ones(60))[0] == pytest.approx(expected)
 
 
 def test_bootstrap_draws_equal_the_auroc_of_the_concatenated_blocks(world):
     _, _, labels, _, matrix = world
-    counts = block_counts(matrix, labels)
-    weights = tf_block_weights(counts, 4, np.random.default_rng(0))
-    assert (weights[:, counts.tf_rows].sum(axis=1) == 8).all() and (weights.sum(axis=1) == 60).all()
-    for draw, auroc in zip(weights, counts.auroc(weights)):
+    weights = tf_block_weights(labels, 4, np.random.default_rng(0))
+    assert (weights[:, labels.tf_rows].sum(axis=1) == 8).all() and (weights.sum(axis=1) == 60).all()
+    for draw, auroc in zip(weights, row_weighted_aurocs(matrix, labels, weights)):
         assert auroc == pytest.approx(concatenated_auroc(matrix, labels, draw))
+
+
+def test_undirected_references_weight_both_orientations_like_the_concatenated_blocks():
+    rng = np.random.default_rng(4)
+    genes = [f"G{i}" for i in range(25)]
+    upper = np.triu(rng.random((25, 25)) < 0.3, 1)
+    sources, targets = np.nonzero(upper | upper.T)
+    reference = pd.DataFrame({"source": np.array(genes)[sources], "target": np.array(genes)[targets],
+                              "relation": "interacts"})
+    labels = reference_labels(reference, genes)
+    matrix = np.round(rng.random((25, 25)), 1)
+    weights = tf_block_weights(labels, 3, rng)
+    for draw, auroc in zip(weights, row_weighted_aurocs(matrix, labels, weights)):
+        assert auroc == pytest.approx(concatenated_auroc(matrix, labels, draw))
+    loto = leave_one_tf_out_aurocs(matrix, labels)
+    kept = np.ones(25)
+    kept[labels.tf_rows[0]] = 0
+    assert loto[0] == pytest.approx(concatenated_auroc(matrix, labels, kept))
 
 
 def test_leave_one_tf_out_drops_the_whole_block(world):
     _, _, labels, _, matrix = world
-    counts = block_counts(matrix, labels)
-    loto = counts.auroc(leave_one_tf_out_weights(counts))
-    for t, row in enumerate(counts.tf_rows):
+    loto = leave_one_tf_out_aurocs(matrix, labels)
+    for t, row in enumerate(labels.tf_rows):
         kept = np.ones(60)
         kept[row] = 0
         assert loto[t] == pytest.approx(concatenated_auroc(matrix, labels, kept))
@@ -104,6 +119,18 @@ def test_per_tf_auroc_matches_sklearn_per_row_and_perfect_scores_have_a_point_in
     assert (perfect[["auroc", "ci_low", "ci_high"]].to_numpy() == 1.0).all()
     strict = per_tf_auroc(scores["informative"], labels, min_positives=7, min_negatives=3, n_bootstrap=10, seed=0)
     assert strict.empty
+
+
+def test_per_tf_bootstrap_has_the_distribution_of_resampling_targets():
+    rng = np.random.default_rng(6)
+    positives, negatives = np.round(rng.normal(0.5, 1, 8), 1), np.round(rng.normal(0, 1, 300), 1)  # with ties
+    fast = _per_tf_bootstrap(positives, negatives, 4000, np.random.default_rng(0))
+    # naive: resample target indices and average the pairwise comparison matrix (AUROC = mean of H)
+    h = (positives[:, None] > negatives[None, :]) + 0.5 * (positives[:, None] == negatives[None, :])
+    assert h.mean() == pytest.approx(roc_auc_score(np.r_[np.ones(8), np.zeros(300)], np.r_[positives, negatives]))
+    naive = np.array([h[np.ix_(rng.integers(8, size=8), rng.integers(300, size=300))].mean() for _ in range(4000)])
+    assert fast.mean() == pytest.approx(naive.mean(), abs=0.01)
+    assert fast.std() == pytest.approx(naive.std(), rel=0.1)
 
 
 def test_one_tf_makes_the_tf_block_bootstrap_impossible():

@@ -203,7 +203,7 @@ def test_top_k_planted_enrichment_and_constant_scores_pick_by_gene_order():
 
 
 def test_coexpression_mapping_matches_scipy_statsmodels_and_sklearn():
-    genes, features, reference = planted_world()
+    genes, _features, reference = planted_world()
     labels = reference_labels(reference, genes, "planted")
     rng = np.random.default_rng(3)
     coexpression = ScoreSet("correlation", NO_LAYER, "none", rng.random((60, 60)))

@@ -63,7 +63,7 @@ def test_null_aurocs_over_an_evaluable_subset_restrict_each_draw():
 
 
 def test_planted_truth_membership_signal_beats_the_null_and_degree_signals_do_not(world):
-    genes, _, labels, scores, nulls = world
+    _genes, _, labels, scores, nulls = world
     codes = nulls.codes["planted"]
     informative = degree_null_decomposition(scores["informative"], labels, nulls.genes, codes)
     covariate = degree_null_decomposition(scores["covariate"], labels, nulls.genes, codes)

@@ -97,7 +97,7 @@ def test_a_pairs_own_source_row_never_trains_its_model():
 
 
 def test_planted_membership_signal_survives_and_covariate_signal_does_not(world):
-    genes, features, reference, labels, scores = world
+    _genes, features, _reference, labels, scores = world
     informative = residualisation(scores["informative"], labels, features, n_folds=5, n_bootstrap=300, seed=0)
     covariate = residualisation(scores["covariate"], labels, features, n_folds=5, n_bootstrap=300, seed=0)
     off = labels.off_diagonal
@@ -113,7 +113,7 @@ def test_planted_membership_signal_survives_and_covariate_signal_does_not(world)
 
 
 def test_constant_scores_keep_auroc_half_and_no_share(world):
-    genes, features, _, labels, _ = world
+    _genes, features, _, labels, _ = world
     with pytest.warns(DegenerateScoreWarning):
         result = residualisation(ScoreSet("attention", 0, "head_mean", np.full((60, 60), 0.3)), labels, features,
                                  n_folds=5, n_bootstrap=50, seed=0)
@@ -121,7 +121,7 @@ def test_constant_scores_keep_auroc_half_and_no_share(world):
 
 
 def test_features_for_other_genes_are_one_clear_error(world):
-    genes, features, _, labels, scores = world
+    _genes, features, _, labels, scores = world
     with pytest.raises(ValueError, match="gene features lack 1 of"):
         residualisation(scores["informative"], labels, features.iloc[1:], n_folds=5, n_bootstrap=10, seed=0)
 
