@@ -205,6 +205,10 @@ class AnalysisConfig(_Strict):
     """Settings of the statistical battery (FRAMEWORK section 6)."""
 
     layer_selection_folds: int = Field(default=5, ge=2)  # A02 outer folds over perturbations
+    bootstrap_resamples: int = Field(default=1000, ge=10)  # A09 / A15 TF-block bootstrap
+    residualisation_folds: int = Field(default=5, ge=2)  # A09 cross-fitting folds (by source gene)
+    residualisation_models: tuple[Literal["ols", "boosted"], ...] = ("ols",)  # A09 covariate models
+    top_k_edges: int = Field(default=1000, ge=1)  # A14 top-k enrichment
     alpha: float = Field(default=0.05, gt=0, lt=1)  # significance for conclusions (A23, family sensitivity)
 
 
@@ -224,6 +228,7 @@ class SeedConfig(_Strict):
     random_scores: int = 0
     reference_null: int = 0
     layer_selection: int = 0
+    reference_battery: int = 0
 
 
 class TinyCheckpointConfig(_Strict):

@@ -10,12 +10,23 @@ import pandas as pd
 
 from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.analyses.layer_selection import layer_selection_tests
+from scinterp_assets.core.analyses.per_tf import per_tf_tests
+from scinterp_assets.core.analyses.reference_battery import (
+    coexpression_mapping_tests,
+    depth_correlation_tests,
+    direction_sensitivity_tests,
+    top_k_enrichment_tests,
+)
+from scinterp_assets.core.analyses.reference_nulls_analysis import degree_null_tests
+from scinterp_assets.core.analyses.reference_structure import per_layer_reference_auroc
+from scinterp_assets.core.analyses.residualisation import partial_correlation_tests, residualisation_tests
 from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
 from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, score_sets_from_edges
 from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound
 from scinterp_assets.core.attention.edges import evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.datasets.de_labels import DELabelRule, relabel_within
+from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.core.stats.registry import empty_registry
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.partitions import model_and_cell_type
@@ -77,4 +88,38 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         return dg.Output(registry, metadata={**frame_metadata(registry),
                                              "comparison": dg.MetadataValue.md(table.to_markdown(index=False))})
 
-    return [layer_selection, hvg_protocol_confound_tests]
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    def reference_battery(context: dg.AssetExecutionContext, attention_scores: AttentionScores,
+                          attention_edges: pd.DataFrame, correlation_edges: pd.DataFrame,
+                          reference_edges: pd.DataFrame, reference_null: ReferenceNulls,
+                          gene_features: pd.DataFrame, reference_structure: pd.DataFrame,
+                          gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
+                          model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
+        """Family R beyond A12 for every reference: A09 cross-fitted residualisation, A10 degree-preserving
+        null decomposition, A11 direction, A13 partial correlation given co-expression, A14 top-k enrichment,
+        A15 per-TF / TF-block bootstrap / leave-one-TF-out, A16 co-expression mapping, A12 depth correlation."""
+        settings = project.analyses
+        genes = evaluable_genes(attention_scores)
+        score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+        coexpression = next(score_set for score_set in score_sets if score_set.method == "correlation")
+        seed = project.seeds.reference_battery
+        rows = degree_null_tests(reference_edges, genes, score_sets, reference_null)
+        rows += coexpression_mapping_tests(reference_edges, sorted(reference_edges["resource"].unique()), genes,
+                                           score_sets, coexpression)
+        rows += depth_correlation_tests(per_layer_reference_auroc(reference_structure[reference_structure["analysis_id"] == "A12"]))
+        for resource, reference in reference_edges.groupby("resource", sort=True):
+            resource = str(resource)
+            rows += residualisation_tests(reference, resource, genes, score_sets, gene_features,
+                                          n_folds=settings.residualisation_folds, n_bootstrap=settings.bootstrap_resamples,
+                                          seed=seed, models=settings.residualisation_models)
+            rows += direction_sensitivity_tests(reference, resource, genes, score_sets)
+            rows += partial_correlation_tests(reference, resource, genes, score_sets, coexpression)
+            rows += top_k_enrichment_tests(reference, resource, genes, score_sets, k=settings.top_k_edges)
+            rows += per_tf_tests(reference, resource, genes, score_sets, n_bootstrap=settings.bootstrap_resamples,
+                                 seed=seed)
+        registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
+                                  label_rule="reference membership", seed=seed)
+        return dg.Output(registry, metadata={**frame_metadata(registry), "evaluable_genes": len(genes),
+                                             "analyses": ", ".join(sorted(registry["analysis_id"].unique()))})
+
+    return [layer_selection, hvg_protocol_confound_tests, reference_battery]

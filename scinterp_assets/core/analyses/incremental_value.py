@@ -147,7 +147,8 @@ class DesignTable:
         return np.searchsorted(self.perturbation, np.arange(self.n_perturbations + 1))
 
     def subset(self, rows: np.ndarray) -> DesignTable:
-        """The design restricted to `rows` (indices or a boolean mask); perturbations left empty are dropped."""
+        """The design restricted to `rows` (indices or a mask; repeated indices repeat rows); perturbations
+        left without rows are dropped."""
         rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.sort(np.asarray(rows))
         kept, codes = np.unique(self.perturbation[rows], return_inverse=True)
         return DesignTable(
@@ -191,10 +192,13 @@ def build_design(
     source, target = source[keep], target[keep]
     is_de = labels["is_de"].to_numpy(dtype=bool)[keep]
     if len(is_de) == 0:
-        raise ValueError("no label pairs inside the evaluable genes: check that labels and genes use one naming")
+        raise ValueError(
+            "no label pairs inside the evaluable genes: check that labels and genes use one naming"
+        )
     if not is_de.any():
         raise ValueError(
-            f"all {len(is_de)} evaluable labels are negative (no is_de pair): nothing to predict; check the DE "
+            f"all {len(is_de)} evaluable labels are negative (no is_de pair): nothing to predict; "
+            "check the DE "
             "label rule (q threshold, |dlog1p| minimum, cells per perturbation) and the screen"
         )
     pair_codes = source.astype(np.int64) * len(index) + target
@@ -214,8 +218,10 @@ def build_design(
     needed = index[np.unique(target)]
     unknown = needed.difference(table.index)
     if len(unknown):
-        raise ValueError(f"features lack {len(unknown)} target genes, e.g. {list(unknown[:5])}; compute "
-                         "gene-level features over the whole evaluable gene list")
+        raise ValueError(
+            f"features lack {len(unknown)} target genes, e.g. {list(unknown[:5])}; compute "
+            "gene-level features over the whole evaluable gene list"
+        )
     gene_features = table.reindex(index)[list(feature_names)].to_numpy(dtype=np.float64)
     if not np.isfinite(gene_features[np.unique(target)]).all():
         raise ValueError("gene-level features hold NaN or infinite values for some targets; fix or drop them")
@@ -263,7 +269,10 @@ def edge_score_columns(design: DesignTable, score_set: ScoreSet) -> EdgeColumns:
         fill[np.isnan(fill)] = np.median(raw[~missing])
         imputed = np.where(missing, fill, raw)
         if missing.any():
-            values, names = np.column_stack([imputed, missing.astype(np.float64)]), ("edge_score", "edge_missing")
+            values, names = (
+                np.column_stack([imputed, missing.astype(np.float64)]),
+                ("edge_score", "edge_missing"),
+            )
         else:
             values, names = imputed[:, None], ("edge_score",)
     degenerate = bool((values == values[:1]).all())
@@ -320,7 +329,8 @@ def group_folds(n_groups: int, n_folds: int, seed: int, what: str) -> np.ndarray
     """(n_groups,) fold of each group from sklearn's shuffled GroupKFold."""
     if n_groups < n_folds:
         raise ValueError(
-            f"only {n_groups} {what} in the design but n_folds={n_folds} needs at least {n_folds} (every fold "
+            f"only {n_groups} {what} in the design but n_folds={n_folds} needs at least {n_folds} "
+            "(every fold "
             f"holds out at least one): lower n_folds, or keep more {what} (relax min_positives/min_negatives)"
         )
     if n_folds < 2:
@@ -340,8 +350,9 @@ def make_folds(design: DesignTable, split: str, n_folds: int, seed: int) -> Fold
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     columns = []
     if split in ("perturbation_split", "joint_split"):
-        fold_of = group_folds(design.n_perturbations, n_folds, stream_seed(seed, "perturbation_folds"),
-                              "perturbations")
+        fold_of = group_folds(
+            design.n_perturbations, n_folds, stream_seed(seed, "perturbation_folds"), "perturbations"
+        )
         columns.append(fold_of[design.perturbation])
     if split in ("target_split", "joint_split"):
         targets, codes = np.unique(design.target, return_inverse=True)
@@ -368,6 +379,9 @@ class ModelSettings:
             raise ValueError("iteration counts and min_samples_leaf must be >= 1")
         if self.boosted_max_leaf_nodes < 2:
             raise ValueError("boosted_max_leaf_nodes must be >= 2")
+
+
+DEFAULT_MODEL_SETTINGS = ModelSettings()
 
 
 def make_classifier(model: str, settings: ModelSettings, seed: int):
@@ -436,7 +450,9 @@ def bootstrap_weights(n_perturbations: int, n_bootstrap: int, seed: int) -> np.n
         raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
     draws = np.random.default_rng(seed).integers(0, n_perturbations, size=(n_bootstrap, n_perturbations))
     flat = (draws + np.arange(n_bootstrap)[:, None] * n_perturbations).ravel()
-    return np.bincount(flat, minlength=n_bootstrap * n_perturbations).reshape(n_bootstrap, -1).astype(np.float64)
+    return (
+        np.bincount(flat, minlength=n_bootstrap * n_perturbations).reshape(n_bootstrap, -1).astype(np.float64)
+    )
 
 
 def metric_names(recall_at: Sequence[int] = RECALL_AT) -> tuple[str, ...]:
@@ -510,8 +526,9 @@ def evaluate_predictions(
         # average precision: each positive adds its weight x the precision at its score (ties included)
         true_pos = positives_at_or_above @ w_all.T
         false_pos = (n_neg[None, :] - below) @ w_all.T
-        precision = np.divide(true_pos, true_pos + false_pos, out=np.zeros_like(true_pos),
-                              where=true_pos + false_pos > 0)
+        precision = np.divide(
+            true_pos, true_pos + false_pos, out=np.zeros_like(true_pos), where=true_pos + false_pos > 0
+        )
         ap_sum += (w_all[:, block_groups].T * precision).sum(axis=0)
 
     weighted_pos, weighted_neg = w_all @ n_pos, w_all @ n_neg
@@ -528,8 +545,14 @@ def evaluate_predictions(
     names = metric_names(recall_at)
     stacked = np.vstack([pooled_auroc, means[0], auprc, *means[1:]])
     n_present = int((n_pos + n_neg > 0).sum())  # perturbations with a test row: all enter the pooled metrics
-    n_defined = np.array([n_present, int(has_both.sum()), n_present,
-                          *[int(defined.sum()) for _, defined in per_perturbation[1:]]])
+    n_defined = np.array(
+        [
+            n_present,
+            int(has_both.sum()),
+            n_present,
+            *[int(defined.sum()) for _, defined in per_perturbation[1:]],
+        ]
+    )
     return PredictionMetrics(names, stacked[:, 0].copy(), stacked[:, 1:].copy(), n_defined, int(n_pos.sum()))
 
 
@@ -646,7 +669,7 @@ def incremental_value(
     n_bootstrap: int = 1000,
     seed: int = 0,
     recall_at: Sequence[int] = RECALL_AT,
-    settings: ModelSettings = ModelSettings(),
+    settings: ModelSettings = DEFAULT_MODEL_SETTINGS,
     confidence: float = 0.95,
 ) -> tuple[IncrementalValueResult, ...]:
     """Gene-only vs gene + edge score for every score set, model and split, on shared folds and resamples.
@@ -662,12 +685,14 @@ def incremental_value(
     model_seed = stream_seed(seed, "models")
 
     def evaluate(scores: np.ndarray) -> PredictionMetrics:
-        return evaluate_predictions(design.is_de, scores, design.perturbation, design.n_perturbations, weights,
-                                    recall_at)
+        return evaluate_predictions(
+            design.is_de, scores, design.perturbation, design.n_perturbations, weights, recall_at
+        )
 
     baseline = {
-        (split, model): evaluate(out_of_fold_scores(design.features, design.is_de, folds[split], model,
-                                                    settings, model_seed))
+        (split, model): evaluate(
+            out_of_fold_scores(design.features, design.is_de, folds[split], model, settings, model_seed)
+        )
         for split in splits
         for model in models
     }
@@ -678,8 +703,12 @@ def incremental_value(
         for split in splits:
             for model in models:
                 gene_only = baseline[(split, model)]
-                with_score = gene_only if edges.degenerate else evaluate(
-                    out_of_fold_scores(x, design.is_de, folds[split], model, settings, model_seed)
+                with_score = (
+                    gene_only
+                    if edges.degenerate
+                    else evaluate(
+                        out_of_fold_scores(x, design.is_de, folds[split], model, settings, model_seed)
+                    )
                 )
                 results.append(
                     IncrementalValueResult(
@@ -717,7 +746,9 @@ def incremental_value_rows(
     """
     rows: list[dict] = []
     seen_baselines: set[tuple[str, str]] = set()
-    extra = ({} if label_rule is None else {"label_rule": label_rule}) | ({} if seed is None else {"seed": seed})
+    extra = ({} if label_rule is None else {"label_rule": label_rule}) | (
+        {} if seed is None else {"seed": seed}
+    )
     for result in results:
         analysis = analysis_id or SPLIT_ANALYSIS[result.split]
         prefix = f"{analysis}:{result.model}:{result.split}"
@@ -725,32 +756,46 @@ def incremental_value_rows(
         if (result.model, result.split) not in seen_baselines:
             seen_baselines.add((result.model, result.split))
             for c in result.comparisons:
-                rows.append({
-                    **shared, "test_id": f"{prefix}:gene_only:{c.metric}", "layer": None, "aggregation": "none",
-                    "statistic_name": f"{c.metric}_gene_only", "statistic": c.gene_only,
-                    "effect_name": c.metric, "effect": c.gene_only, "ci_low": c.gene_only_ci[0],
-                    "ci_high": c.gene_only_ci[1], "p_value": None, "n": c.n_perturbations,
-                    "n_positives": c.n_positives, "confirmatory": False,
-                })
+                rows.append(
+                    {
+                        **shared,
+                        "test_id": f"{prefix}:gene_only:{c.metric}",
+                        "layer": None,
+                        "aggregation": "none",
+                        "statistic_name": f"{c.metric}_gene_only",
+                        "statistic": c.gene_only,
+                        "effect_name": c.metric,
+                        "effect": c.gene_only,
+                        "ci_low": c.gene_only_ci[0],
+                        "ci_high": c.gene_only_ci[1],
+                        "p_value": None,
+                        "n": c.n_perturbations,
+                        "n_positives": c.n_positives,
+                        "confirmatory": False,
+                    }
+                )
         for c in result.comparisons:
             primary = c.metric == primary_metric
-            rows.append({
-                **shared,
-                "test_id": f"{prefix}:{result.score_set}" + ("" if primary else f":{c.metric}"),
-                "layer": result.layer if result.layer != NO_LAYER else None,
-                "aggregation": result.aggregation,
-                "statistic_name": f"{c.metric}_with_score",
-                "statistic": c.with_score,
-                "effect_name": f"delta_{c.metric}(with_score - gene_only)",
-                "effect": c.delta,
-                "ci_low": c.ci_low,
-                "ci_high": c.ci_high,
-                "p_value": c.p_value,
-                "n": c.n_perturbations,
-                "n_positives": c.n_positives,
-                "confirmatory": bool(primary and analysis in ("A05", "A06")
-                                     and result.method in confirmatory_methods),
-            })
+            rows.append(
+                {
+                    **shared,
+                    "test_id": f"{prefix}:{result.score_set}" + ("" if primary else f":{c.metric}"),
+                    "layer": result.layer if result.layer != NO_LAYER else None,
+                    "aggregation": result.aggregation,
+                    "statistic_name": f"{c.metric}_with_score",
+                    "statistic": c.with_score,
+                    "effect_name": f"delta_{c.metric}(with_score - gene_only)",
+                    "effect": c.delta,
+                    "ci_low": c.ci_low,
+                    "ci_high": c.ci_high,
+                    "p_value": c.p_value,
+                    "n": c.n_perturbations,
+                    "n_positives": c.n_positives,
+                    "confirmatory": bool(
+                        primary and analysis in ("A05", "A06") and result.method in confirmatory_methods
+                    ),
+                }
+            )
     return rows
 
 
@@ -768,7 +813,7 @@ def incremental_value_tests(
     models: Sequence[str] = MODELS,
     recall_at: Sequence[int] = RECALL_AT,
     feature_names: Sequence[str] = GENE_LEVEL_FEATURES,
-    settings: ModelSettings = ModelSettings(),
+    settings: ModelSettings = DEFAULT_MODEL_SETTINGS,
     confidence: float = 0.95,
     label_rule: str | None = None,
 ) -> list[dict]:
@@ -776,9 +821,18 @@ def incremental_value_tests(
     gene-level features and score sets over `genes` (the one call an asset makes)."""
     check_score_sets(score_sets, len(genes))
     design = build_design(labels, features, genes, rule, feature_names)
-    results = incremental_value(design, score_sets, splits=splits, models=models, n_folds=n_folds,
-                                n_bootstrap=n_bootstrap, seed=seed, recall_at=recall_at, settings=settings,
-                                confidence=confidence)
+    results = incremental_value(
+        design,
+        score_sets,
+        splits=splits,
+        models=models,
+        n_folds=n_folds,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        recall_at=recall_at,
+        settings=settings,
+        confidence=confidence,
+    )
     return incremental_value_rows(results, label_rule=label_rule, seed=seed)
 
 
@@ -820,7 +874,7 @@ def covariate_r2(
     n_folds: int = 5,
     seed: int = 0,
     models: Sequence[str] = R2_MODELS,
-    settings: ModelSettings = ModelSettings(),
+    settings: ModelSettings = DEFAULT_MODEL_SETTINGS,
     max_pairs: int | None = None,
 ) -> tuple[CovariateR2, ...]:
     """A07 for one score set: pairs with an observed score, folds grouped by target (the target split's
@@ -831,12 +885,18 @@ def covariate_r2(
     values = score_set.matrix[design.source, design.target].astype(np.float64)
     rows = np.flatnonzero(np.isfinite(values))
     if max_pairs is not None and len(rows) > max_pairs:
-        rows = np.sort(np.random.default_rng(stream_seed(seed, "rows")).choice(rows, max_pairs, replace=False))
+        rows = np.sort(
+            np.random.default_rng(stream_seed(seed, "rows")).choice(rows, max_pairs, replace=False)
+        )
     x, y, row_folds = design.features[rows], values[rows], folds[rows]
     degenerate = len(y) == 0 or bool((y == y[0]).all())
     if degenerate:
-        warnings.warn(f"score set {score_set.label!r} is constant (or missing) over the design pairs: "
-                      "R^2 is undefined and reported as NaN", DegenerateScoreWarning, stacklevel=2)
+        warnings.warn(
+            f"score set {score_set.label!r} is constant (or missing) over the design pairs: "
+            "R^2 is undefined and reported as NaN",
+            DegenerateScoreWarning,
+            stacklevel=2,
+        )
     results = []
     for model in models:
         fold_r2 = np.full(n_folds, np.nan)
@@ -848,37 +908,54 @@ def covariate_r2(
                 estimator = make_regressor(model, settings, stream_seed(seed, "models"))
                 estimator.fit(x[~test], y[~test])
                 fold_r2[fold] = r2_score(y[test], estimator.predict(x[test]))
-        results.append(CovariateR2(score_set_name(score_set), score_set.method, score_set.layer,
-                                   score_set.aggregation, model, fold_r2, len(y)))
+        results.append(
+            CovariateR2(
+                score_set_name(score_set),
+                score_set.method,
+                score_set.layer,
+                score_set.aggregation,
+                model,
+                fold_r2,
+                len(y),
+            )
+        )
     return tuple(results)
 
 
-def covariate_r2_rows(results: Sequence[CovariateR2], *, n_perturbations: int, n_positives: int,
-                      label_rule: str | None = None, seed: int | None = None) -> list[dict]:
+def covariate_r2_rows(
+    results: Sequence[CovariateR2],
+    *,
+    n_perturbations: int,
+    n_positives: int,
+    label_rule: str | None = None,
+    seed: int | None = None,
+) -> list[dict]:
     """Descriptive A07 rows: statistic = mean held-out R^2; ci_low/ci_high = the lowest and highest fold."""
     rows = []
     for result in results:
         finite = result.fold_r2[np.isfinite(result.fold_r2)]
-        rows.append({
-            "analysis_id": "A07",
-            "test_id": f"A07:{result.model}:{result.score_set}",
-            "family": "P",
-            "layer": result.layer if result.layer != NO_LAYER else None,
-            "aggregation": result.aggregation,
-            "statistic_name": "cv_r2_mean_over_folds",
-            "statistic": result.r2,
-            "effect_name": "share_of_edge_score_variance_explained_by_target_features",
-            "effect": result.r2,
-            "ci_low": float(finite.min()) if len(finite) else None,
-            "ci_high": float(finite.max()) if len(finite) else None,
-            "p_value": None,
-            "n": n_perturbations,
-            "n_positives": n_positives,
-            "confirmatory": False,
-            "negatives": "not applicable (regression of the edge score on target features)",
-            **({} if label_rule is None else {"label_rule": label_rule}),
-            **({} if seed is None else {"seed": seed}),
-        })
+        rows.append(
+            {
+                "analysis_id": "A07",
+                "test_id": f"A07:{result.model}:{result.score_set}",
+                "family": "P",
+                "layer": result.layer if result.layer != NO_LAYER else None,
+                "aggregation": result.aggregation,
+                "statistic_name": "cv_r2_mean_over_folds",
+                "statistic": result.r2,
+                "effect_name": "share_of_edge_score_variance_explained_by_target_features",
+                "effect": result.r2,
+                "ci_low": float(finite.min()) if len(finite) else None,
+                "ci_high": float(finite.max()) if len(finite) else None,
+                "p_value": None,
+                "n": n_perturbations,
+                "n_positives": n_positives,
+                "confirmatory": False,
+                "negatives": "not applicable (regression of the edge score on target features)",
+                **({} if label_rule is None else {"label_rule": label_rule}),
+                **({} if seed is None else {"seed": seed}),
+            }
+        )
     return rows
 
 
@@ -893,7 +970,7 @@ def covariate_r2_tests(
     seed: int = 0,
     models: Sequence[str] = R2_MODELS,
     feature_names: Sequence[str] = GENE_LEVEL_FEATURES,
-    settings: ModelSettings = ModelSettings(),
+    settings: ModelSettings = DEFAULT_MODEL_SETTINGS,
     max_pairs: int | None = None,
     label_rule: str | None = None,
 ) -> list[dict]:
@@ -903,8 +980,20 @@ def covariate_r2_tests(
     results = [
         result
         for score_set in score_sets
-        for result in covariate_r2(design, score_set, n_folds=n_folds, seed=seed, models=models,
-                                   settings=settings, max_pairs=max_pairs)
+        for result in covariate_r2(
+            design,
+            score_set,
+            n_folds=n_folds,
+            seed=seed,
+            models=models,
+            settings=settings,
+            max_pairs=max_pairs,
+        )
     ]
-    return covariate_r2_rows(results, n_perturbations=design.n_perturbations,
-                             n_positives=int(design.is_de.sum()), label_rule=label_rule, seed=seed)
+    return covariate_r2_rows(
+        results,
+        n_perturbations=design.n_perturbations,
+        n_positives=int(design.is_de.sum()),
+        label_rule=label_rule,
+        seed=seed,
+    )

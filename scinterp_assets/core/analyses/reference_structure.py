@@ -57,3 +57,18 @@ def reference_auroc_tests(
             }
         )
     return rows
+
+
+def per_layer_reference_auroc(a12_rows: pd.DataFrame) -> pd.DataFrame:
+    """A12 registry rows -> one row per (resource, method, aggregation, layer) with its AUROC, for the depth
+    correlation (reference_battery.depth_correlation_tests). Test ids read "[...|]A12:<resource>:<name>",
+    where <name> is "<method>_L<layer>_<aggregation>" for per-layer scores."""
+    local = a12_rows["test_id"].str.split("|").str[-1].str.split(":")
+    layered = a12_rows.assign(resource=local.str[1], name=local.str[2])[a12_rows["layer"].notna()]
+    return pd.DataFrame({
+        "resource": layered["resource"].to_numpy(),
+        "method": layered["name"].str.split("_L").str[0].to_numpy(),
+        "aggregation": layered["aggregation"].to_numpy(),
+        "layer": layered["layer"].astype(int).to_numpy(),
+        "auroc": layered["statistic"].to_numpy(dtype=float),
+    })
