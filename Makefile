@@ -38,6 +38,7 @@ ui: install
 bench: install
 	$(BIN)/python -m benchmarks.attention_extraction
 	$(BIN)/python -m benchmarks.degree_preserving_null
+	$(BIN)/python -m benchmarks.incremental_value
 
 clean:
 	rm -rf var

@@ -209,6 +209,12 @@ class AnalysisConfig(_Strict):
     residualisation_folds: int = Field(default=5, ge=2)  # A09 cross-fitting folds (by source gene)
     residualisation_models: tuple[Literal["ols", "boosted"], ...] = ("ols",)  # A09 covariate models
     top_k_edges: int = Field(default=1000, ge=1)  # A14 top-k enrichment
+    incremental_value_folds: int = Field(default=5, ge=2)  # A05-A08 GroupKFold folds
+    incremental_value_bootstrap: int = Field(default=200, ge=10)  # A05/A06/A08 resamples of perturbations
+    incremental_value_models: tuple[Literal["logistic", "boosted"], ...] = ("logistic", "boosted")
+    incremental_value_splits: tuple[Literal["perturbation_split", "target_split", "joint_split"], ...] = (
+        "perturbation_split", "target_split", "joint_split")
+    threads: int | None = Field(default=None, ge=1)  # BLAS/OpenMP threads of the models (None: library default)
     alpha: float = Field(default=0.05, gt=0, lt=1)  # significance for conclusions (A23, family sensitivity)
 
 
@@ -229,6 +235,7 @@ class SeedConfig(_Strict):
     reference_null: int = 0
     layer_selection: int = 0
     reference_battery: int = 0
+    incremental_value: int = 0
 
 
 class TinyCheckpointConfig(_Strict):

@@ -35,6 +35,9 @@ cell_types:
     cells_per_perturbation: 40
 preprocessing: {n_control_cells: 300, n_hvg: 150}
 attention: {batch_size: 16, max_cells: 120}
+# the full battery runs, with the cheaper model and fewer resamples (the configuration decides, not the code)
+analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 50, bootstrap_resamples: 200}
+reference_null: {n_draws: 200}
 tiny_checkpoints:
   - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}
   - {family: scgpt, folder_name: tiny-scgpt, max_steps: 60}

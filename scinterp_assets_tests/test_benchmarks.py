@@ -135,3 +135,11 @@ def test_null_benchmark_runs_at_a_tiny_size():
     assert numbers["engine"]["passed"] and numbers["naive"]["passed"]  # both methods' draws verified
     assert numbers["engine"]["draws"] == 20 and numbers["engine"]["median_jaccard_distance"] > 0.3
     assert "engine/naive speed-up" in numbers["report"]
+
+
+def test_incremental_value_benchmark_runs_quick():
+    from benchmarks import incremental_value
+
+    numbers = incremental_value.main(["--quick", "--threads", "1"])
+    assert numbers["parity_max_abs_diff"] < 1e-9  # the reweighting bootstrap equals sklearn on written-out resamples
+    assert numbers["screen"]["rows"] == numbers["setup"]["perturbations"] * (numbers["setup"]["genes"] - 1)

@@ -7,8 +7,10 @@ protocol switched off) returns no rows and says why in its metadata.
 
 import dagster as dg
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from scinterp_assets.config import ScinterpConfig
+from scinterp_assets.core.analyses.incremental_value import covariate_r2_tests, incremental_value_tests
 from scinterp_assets.core.analyses.layer_selection import layer_selection_tests
 from scinterp_assets.core.analyses.per_tf import per_tf_tests
 from scinterp_assets.core.analyses.reference_battery import (
@@ -21,6 +23,7 @@ from scinterp_assets.core.analyses.reference_nulls_analysis import degree_null_t
 from scinterp_assets.core.analyses.reference_structure import per_layer_reference_auroc
 from scinterp_assets.core.analyses.residualisation import partial_correlation_tests, residualisation_tests
 from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
+from scinterp_assets.core.analyses.propensity import propensity_matched_tests
 from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, score_sets_from_edges
 from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound
 from scinterp_assets.core.attention.edges import evaluable_genes
@@ -122,4 +125,37 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         return dg.Output(registry, metadata={**frame_metadata(registry), "evaluable_genes": len(genes),
                                              "analyses": ", ".join(sorted(registry["analysis_id"].unique()))})
 
-    return [layer_selection, hvg_protocol_confound_tests, reference_battery]
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    def incremental_value(context: dg.AssetExecutionContext, attention_scores: AttentionScores,
+                          attention_edges: pd.DataFrame, correlation_edges: pd.DataFrame,
+                          gene_features: pd.DataFrame, de_labels: pd.DataFrame, perturbation_auroc: pd.DataFrame,
+                          gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
+                          model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
+        """A05-A08: does an edge score add to gene-level features of the target? Logistic and boosted models
+        with and without the score, GroupKFold by perturbation (A05), by target and joint (A06), delta AUROC /
+        AUPRC / top-k recall with a bootstrap over perturbations; A07 covariate R^2; A08 propensity matching."""
+        settings, rule = project.analyses, project.de_labels
+        n_perturbations = perturbation_auroc["perturbation"].nunique()
+        if n_perturbations < settings.incremental_value_folds:
+            return _skipped(f"{n_perturbations} evaluable perturbations, fewer than the "
+                            f"{settings.incremental_value_folds} folds")
+        genes = evaluable_genes(attention_scores)
+        score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+        label_rule = project.label_rule(model_and_cell_type(context)[1])
+        common = dict(rule=PerturbationFilter(rule.min_positives, rule.min_negatives), seed=project.seeds.incremental_value,
+                      n_folds=settings.incremental_value_folds, label_rule=label_rule)
+        classifiers = settings.incremental_value_models
+        # A07 regresses the score on the features: the linear counterpart of the logistic model is OLS
+        regressors = tuple("ols" if model == "logistic" else model for model in classifiers)
+        with threadpool_limits(limits=settings.threads):
+            rows = incremental_value_tests(de_labels, gene_features, genes, score_sets, models=classifiers,
+                                           splits=settings.incremental_value_splits,
+                                           n_bootstrap=settings.incremental_value_bootstrap, **common)
+            rows += covariate_r2_tests(de_labels, gene_features, genes, score_sets, models=regressors, **common)
+            rows += propensity_matched_tests(de_labels, gene_features, genes, score_sets, models=classifiers,
+                                             n_bootstrap=settings.incremental_value_bootstrap, **common)
+        registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)))
+        return dg.Output(registry, metadata={**frame_metadata(registry), "perturbations": n_perturbations,
+                                             "score_sets": len(score_sets)})
+
+    return [layer_selection, hvg_protocol_confound_tests, reference_battery, incremental_value]
