@@ -38,6 +38,7 @@ references:
     path: downloads/planted_trrust.tsv
 preprocessing: {n_control_cells: 300, n_hvg: 150}
 attention: {batch_size: 16, max_cells: 120}
+analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 50, bootstrap_resamples: 200}
 tiny_checkpoints:
   - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}
 """
