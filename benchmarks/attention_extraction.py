@@ -46,6 +46,7 @@ from benchmarks.attention_methods import (
     requested_genes,
     synthetic_counts,
 )
+from benchmarks.contention import machine_cpu_seconds, own_cpu_seconds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CELLS = (100, 500, 2000)
@@ -100,36 +101,20 @@ def _reset_peak_rss() -> bool:
     return peak is not None and current is not None and peak - current < 4096
 
 
-def _machine_cpu_s() -> float | None:
-    """CPU seconds all processes have spent busy since boot (/proc/stat), or None where unavailable."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(value) for value in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
 def wait_for_idle(max_wait_s: float, window_s: float = 2.0) -> tuple[float, float | None]:
     """Sleep in `window_s` windows until other processes take under CONTENTION_WARNING of the CPUs or
     `max_wait_s` has passed; returns (seconds waited, busy share of the last window or None)."""
     waited, share = 0.0, None
     while True:
-        before = _machine_cpu_s()
+        before = machine_cpu_seconds()
         if before is None:
             return waited, None
         time.sleep(window_s)
-        after = _machine_cpu_s()
+        after = machine_cpu_seconds()
         waited += window_s
         share = (after - before) / (window_s * (os.cpu_count() or 1))
         if share < CONTENTION_WARNING or waited >= max_wait_s:
             return waited, share
-
-
-def _own_cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def measure(method: str, n_cells: int, setup: Setup, checkpoint: Path, save_dir: Path | None) -> dict:
@@ -157,11 +142,11 @@ def _measure(method: str, n_cells: int, setup: Setup, model, save_dir: Path | No
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         cuda_baseline = torch.cuda.memory_allocated()
-    machine_before, own_before = _machine_cpu_s(), _own_cpu_s()
+    machine_before, own_before = machine_cpu_seconds(), own_cpu_seconds()
     started = time.perf_counter()
     result = family.runners[method](model, adata, genes, setup)
     seconds = time.perf_counter() - started
-    machine_after, own_after = _machine_cpu_s(), _own_cpu_s()
+    machine_after, own_after = machine_cpu_seconds(), own_cpu_seconds()
     # CPU time other processes took while this one was measured: > 0 means the timing shared the CPUs
     others = None  # /proc/stat counts in 10 ms ticks: too coarse to judge a measurement under a second
     if machine_before is not None and machine_after is not None and seconds >= 1.0:

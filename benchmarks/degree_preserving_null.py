@@ -22,14 +22,13 @@ printed side by side: similar medians show the two did comparable work. See benc
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from benchmarks.contention import timed
 from scinterp_assets.core.networks.null import (
     DEFAULT_TRADES_PER_ROW,
     degree_preserving_null,
@@ -115,34 +114,6 @@ def naive_curveball(
 # Measurement
 
 
-def _machine_cpu_s() -> float | None:
-    """CPU seconds all processes have spent busy since boot (/proc/stat), or None where unavailable."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(value) for value in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def _timed(function, *args, **kwargs) -> tuple[object, dict]:
-    """Run function; return its result and wall seconds plus the CPU share other processes took."""
-    machine, own, started = _machine_cpu_s(), _own_cpu_s(), time.perf_counter()
-    result = function(*args, **kwargs)
-    seconds = time.perf_counter() - started
-    machine_after, own_after = _machine_cpu_s(), _own_cpu_s()
-    others = None
-    if machine is not None and machine_after is not None and seconds >= 1.0:  # 10 ms ticks: too coarse below
-        others = max(0.0, (machine_after - machine) - (own_after - own)) / (seconds * (os.cpu_count() or 1))
-    return result, {"seconds": seconds, "others_cpu_share": others}
-
-
 def run_benchmark(setup: Setup) -> dict:
     sources, targets = make_network(setup)
     observed = edge_codes(sources, targets, setup.genes)
@@ -157,7 +128,7 @@ def run_benchmark(setup: Setup) -> dict:
         "in_degree_max": int(in_degree.max()),
     }
     trades = setup.trades_per_draw
-    draws, engine = _timed(
+    draws, engine = timed(
         degree_preserving_null, sources, targets, setup.genes, n_draws=setup.draws, seed=setup.seed,
         trades_per_draw=trades,
     )
@@ -177,7 +148,7 @@ def run_benchmark(setup: Setup) -> dict:
         passed=diagnostics.passed,
         summary=diagnostics.summary(),
     )
-    naive_codes, naive = _timed(
+    naive_codes, naive = timed(
         naive_curveball, sources, targets, setup.genes, n_draws=setup.naive_draws,
         trades_per_draw=draws.trades_per_draw, seed=setup.seed,
     )

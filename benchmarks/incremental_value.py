@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from benchmarks.contention import timed
 from scinterp_assets.core.analyses.incremental_value import (
     ModelSettings,
     bootstrap_weights,
@@ -142,38 +142,10 @@ def _expected_hits(y: np.ndarray, s: np.ndarray, order: np.ndarray, k: int) -> f
 # Measurement
 
 
-def _machine_cpu_s() -> float | None:
-    """CPU seconds all processes have spent busy since boot (/proc/stat), or None where unavailable."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(value) for value in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def _timed(function, *args, **kwargs) -> tuple[object, dict]:
-    """Run function; return its result and wall seconds plus the CPU share other processes took."""
-    machine, own, started = _machine_cpu_s(), _own_cpu_s(), time.perf_counter()
-    result = function(*args, **kwargs)
-    seconds = time.perf_counter() - started
-    machine_after, own_after = _machine_cpu_s(), _own_cpu_s()
-    others = None
-    if machine is not None and machine_after is not None and seconds >= 1.0:  # 10 ms ticks: too coarse below
-        others = max(0.0, (machine_after - machine) - (own_after - own)) / (seconds * (os.cpu_count() or 1))
-    return result, {"seconds": seconds, "others_cpu_share": others}
-
-
 def run_benchmark(setup: Setup) -> dict:
-    (labels, features, genes, score_set), build = _timed(make_screen, setup)
+    (labels, features, genes, score_set), build = timed(make_screen, setup)
     rule = PerturbationFilter(min_positives=3, min_negatives=3)
-    rows, engine = _timed(
+    rows, engine = timed(
         incremental_value_tests,
         labels,
         features,
@@ -213,8 +185,8 @@ def run_benchmark(setup: Setup) -> dict:
             for p in predictions
         ]
 
-    metrics, engine_bootstrap = _timed(engine_metrics)
-    naive_values, naive = _timed(
+    metrics, engine_bootstrap = timed(engine_metrics)
+    naive_values, naive = timed(
         naive_bootstrap, design.is_de, predictions, design.perturbation, weights[: setup.naive_resamples]
     )
     engine_values = np.stack([m.replicates[:, : setup.naive_resamples] for m in metrics], axis=1).transpose(

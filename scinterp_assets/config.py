@@ -12,9 +12,9 @@ import hashlib
 import json
 import os
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -76,7 +76,7 @@ class H5adCellType(_Strict):
     pseudobulk_labels: PseudoBulkLabelConfig | None = None  # DE labels from pseudo-bulk instead of the cells
 
     @model_validator(mode="after")
-    def _check_labels_source(self) -> "H5adCellType":
+    def _check_labels_source(self) -> H5adCellType:
         if self.layout == "generic" and self.guides is None and not (self.perturbation_column and self.control_label):
             raise ValueError(
                 "a generic h5ad screen needs perturbation_column and control_label (or a guides section, or a "
@@ -106,7 +106,7 @@ class TenxCellType(_Strict):
         return TenxSpec(folder=self.path, **self.model_dump(exclude={"kind", "path", "references"}))
 
 
-CellType = Annotated[Union[SyntheticCellType, H5adCellType, TenxCellType], Field(discriminator="kind")]
+CellType = Annotated[SyntheticCellType | H5adCellType | TenxCellType, Field(discriminator="kind")]
 CELL_TYPE_KINDS = ("synthetic", "h5ad", "tenx")
 
 
@@ -137,7 +137,7 @@ class ReferenceSource(_Strict):
     cell_lines: tuple[str, ...] | None = None  # chip target sets of these cell lines
 
     @model_validator(mode="after")
-    def _check_options(self) -> "ReferenceSource":
+    def _check_options(self) -> ReferenceSource:
         allowed = REFERENCE_FORMAT_OPTIONS[self.format]
         given = {name for name in self.reader_option_names() if getattr(self, name) is not None}
         if given - allowed:
@@ -273,7 +273,7 @@ class ScinterpConfig(_Strict):
     source: Path = Path("scinterp.yaml")
 
     @model_validator(mode="after")
-    def _check_cell_type_keys(self) -> "ScinterpConfig":
+    def _check_cell_type_keys(self) -> ScinterpConfig:
         if not self.cell_types:
             raise ValueError("cell_types is empty; declare at least one synthetic or h5ad cell type")
         for key, cell_type in self.cell_types.items():
@@ -402,7 +402,7 @@ def _resolve_paths(config: ScinterpConfig, base: Path) -> ScinterpConfig:
     return config.model_copy(update=updates)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached(path: str | None) -> ScinterpConfig:
     return load_config(path)
 

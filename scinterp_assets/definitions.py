@@ -11,6 +11,7 @@ from scinterp_assets.config import ScinterpConfig, get_config
 from scinterp_assets.core.attention.embeddings import CellEmbeddings
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
+from scinterp_assets.defs.analysis_assets import build_analysis_assets
 from scinterp_assets.defs.automation import (
     cell_type_job,
     checkpoint_job,
@@ -20,7 +21,6 @@ from scinterp_assets.defs.automation import (
     reference_job,
     summary_job,
 )
-from scinterp_assets.defs.analysis_assets import build_analysis_assets
 from scinterp_assets.defs.cell_type_assets import build_cell_type_assets, build_reference_assets
 from scinterp_assets.defs.model_assets import build_model_assets
 from scinterp_assets.defs.partitions import cell_type_partitions, model_cell_type_partitions

@@ -17,8 +17,8 @@ import dagster as dg
 from scinterp_assets.config import ScinterpConfig, SyntheticCellType, get_config
 from scinterp_assets.core.models.pretrain import TinyGeneformerSpec, train_tiny_geneformer
 from scinterp_assets.core.models.scgpt_pretrain import TinyScGPTSpec, train_tiny_scgpt
-from scinterp_assets.defs.cell_type_assets import load_screen
 from scinterp_assets.definitions import build_definitions
+from scinterp_assets.defs.cell_type_assets import load_screen
 from scinterp_assets.resources.model_store import ModelStore
 
 

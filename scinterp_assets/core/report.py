@@ -7,12 +7,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from scinterp_assets.core.analyses.perturbation_prediction import ATTENTION_METHODS  # noqa: E402
-from scinterp_assets.core.edges import NO_LAYER  # noqa: E402
+from scinterp_assets.core.analyses.perturbation_prediction import ATTENTION_METHODS
+from scinterp_assets.core.edges import NO_LAYER
 
 
 def plot_reference_auroc_by_layer(registry: pd.DataFrame, path: Path) -> Path:

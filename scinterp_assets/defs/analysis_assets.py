@@ -13,6 +13,8 @@ from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.analyses.incremental_value import covariate_r2_tests, incremental_value_tests
 from scinterp_assets.core.analyses.layer_selection import layer_selection_tests
 from scinterp_assets.core.analyses.per_tf import per_tf_tests
+from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
+from scinterp_assets.core.analyses.propensity import propensity_matched_tests
 from scinterp_assets.core.analyses.reference_battery import (
     coexpression_mapping_tests,
     depth_correlation_tests,
@@ -22,8 +24,6 @@ from scinterp_assets.core.analyses.reference_battery import (
 from scinterp_assets.core.analyses.reference_nulls_analysis import degree_null_tests
 from scinterp_assets.core.analyses.reference_structure import per_layer_reference_auroc
 from scinterp_assets.core.analyses.residualisation import partial_correlation_tests, residualisation_tests
-from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
-from scinterp_assets.core.analyses.propensity import propensity_matched_tests
 from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, score_sets_from_edges
 from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound
 from scinterp_assets.core.attention.edges import evaluable_genes

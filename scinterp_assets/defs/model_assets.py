@@ -15,14 +15,18 @@ from scinterp_assets.core.analyses.perturbation_prediction import (
     perturbation_prediction_tests,
 )
 from scinterp_assets.core.analyses.reference_structure import reference_auroc_tests
-from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, random_score_set, score_sets_from_edges
+from scinterp_assets.core.analyses.score_sets import (
+    gene_level_score_sets,
+    random_score_set,
+    score_sets_from_edges,
+)
 from scinterp_assets.core.attention.edges import attention_edge_table, evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.datasets.screens import check_raw_counts
 from scinterp_assets.core.edges import validate_edges
 from scinterp_assets.defs.metadata import frame_metadata
-from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
+from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 from scinterp_assets.resources.model_store import ModelStore
 

@@ -1,7 +1,7 @@
 import anndata as ad
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 from scipy import sparse, stats
 from statsmodels.stats.multitest import multipletests
 

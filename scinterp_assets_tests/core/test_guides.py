@@ -8,7 +8,13 @@ from scipy import sparse
 from scinterp_assets.core.datasets.de_labels import DELabelRule, compute_de_labels
 from scinterp_assets.core.datasets.guides import CONTROL_LABEL, assign_guides, group_labels
 from scinterp_assets.core.datasets.preprocessing import sample_control_cells
-from scinterp_assets.core.datasets.screens import GuideSpec, ScreenFormatError, ScreenSpec, load_screen_file, read_h5ad
+from scinterp_assets.core.datasets.screens import (
+    GuideSpec,
+    ScreenFormatError,
+    ScreenSpec,
+    load_screen_file,
+    read_h5ad,
+)
 
 GASPERINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "perturbseq" / "gasperini2019_k562_crispri_highmoi_sceptre_subset.h5ad"
 TSS_PATTERN = r"^(?P<gene>.+)_TSS$"

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world
-from scinterp_assets.demo import _run, build_embedded_checkpoints
 from scinterp_assets.definitions import build_definitions
+from scinterp_assets.demo import _run, build_embedded_checkpoints
 from scinterp_assets_tests.conftest import write_project
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ import torch
 from anndata import AnnData
 
 from scinterp_assets.core.attention.streaming import pad_sequences, torch_threads
-from scinterp_assets.core.models.training import TrainingBudget, train_masked, write_folder_atomically
 from scinterp_assets.core.models.geneformer import MASK, PAD, TARGET_SUM, RankValueTokenizer, count_matrix
+from scinterp_assets.core.models.training import TrainingBudget, train_masked, write_folder_atomically
 
 # Geneformer's masking recipe (BERT's): of the selected tokens, 80% -> <mask>, 10% -> random gene, 10% kept.
 MASK_REPLACE, MASK_RANDOM = 0.8, 0.1

@@ -51,7 +51,12 @@ from scinterp_assets.core.attention.streaming import (
     torch_threads,
 )
 from scinterp_assets.core.models.dictionaries import ModelLoadError
-from scinterp_assets.core.models.geneformer import CountDataError, GeneCoverage, GeneCoverageError, GeneMapping
+from scinterp_assets.core.models.geneformer import (
+    CountDataError,
+    GeneCoverage,
+    GeneCoverageError,
+    GeneMapping,
+)
 
 ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE = "args.json", "vocab.json", "best_model.pt"
 PAD, CLS, EOC = "<pad>", "<cls>", "<eoc>"

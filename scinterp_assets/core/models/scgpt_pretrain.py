@@ -22,7 +22,6 @@ from anndata import AnnData
 from torch import nn
 
 from scinterp_assets.core.attention.streaming import torch_threads
-from scinterp_assets.core.models.training import TrainingBudget, train_masked, write_folder_atomically
 from scinterp_assets.core.models.scgpt import (
     ARGS_FILE,
     CLS,
@@ -35,6 +34,7 @@ from scinterp_assets.core.models.scgpt import (
     EncoderShape,
     ScGPTEncoder,
 )
+from scinterp_assets.core.models.training import TrainingBudget, train_masked, write_folder_atomically
 
 _IN_PROJ = re.compile(r"^(transformer_encoder\.layers\.\d+\.self_attn\.)in_proj_(weight|bias)$")
 
