@@ -215,6 +215,10 @@ class AnalysisConfig(_Strict):
     incremental_value_splits: tuple[Literal["perturbation_split", "target_split", "joint_split"], ...] = (
         "perturbation_split", "target_split", "joint_split")
     threads: int | None = Field(default=None, ge=1)  # BLAS/OpenMP threads of the models (None: library default)
+    # A03 grid (FRAMEWORK: N_ctrl {500, 2000, 10000} x HVG {1000, 2000, 5000}); cells beyond the data are skipped
+    sensitivity_lfc: tuple[float, ...] = (0.25, 0.5, 1.0)
+    sensitivity_n_ctrl: tuple[int, ...] = (500, 2000, 10000)
+    sensitivity_n_hvg: tuple[int, ...] = (1000, 2000, 5000)
     alpha: float = Field(default=0.05, gt=0, lt=1)  # significance for conclusions (A23, family sensitivity)
 
 

@@ -5,6 +5,7 @@ Each asset unpacks its inputs, calls one core analysis and returns registry rows
 protocol switched off) returns no rows and says why in its metadata.
 """
 
+import anndata as ad
 import dagster as dg
 import pandas as pd
 from threadpoolctl import threadpool_limits
@@ -25,10 +26,12 @@ from scinterp_assets.core.analyses.reference_nulls_analysis import degree_null_t
 from scinterp_assets.core.analyses.reference_structure import per_layer_reference_auroc
 from scinterp_assets.core.analyses.residualisation import partial_correlation_tests, residualisation_tests
 from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, score_sets_from_edges
-from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound
+from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound, sensitivity_grid
+from scinterp_assets.core.analyses.sensitivity_cells import GridSettings, grid_cell_evaluator
 from scinterp_assets.core.attention.edges import evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.datasets.de_labels import DELabelRule, relabel_within
+from scinterp_assets.core.datasets.preprocessing import perturbed_genes
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.core.stats.registry import empty_registry
 from scinterp_assets.defs.metadata import frame_metadata
@@ -158,4 +161,32 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         return dg.Output(registry, metadata={**frame_metadata(registry), "perturbations": n_perturbations,
                                              "score_sets": len(score_sets)})
 
-    return [layer_selection, hvg_protocol_confound_tests, reference_battery, incremental_value]
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    def sensitivity_grid_tests(context: dg.AssetExecutionContext, screen_data: ad.AnnData,
+                               attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+                               gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
+                               model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
+        """A03: PF AUROC over the grid LFC threshold x N_ctrl x HVG (analyses.sensitivity_*): one-sample tests
+        against chance per method and whether gene-level dominance holds in each cell. Cells beyond the data
+        (more controls than the screen has, more HVGs than the extracted universe) are skipped, not capped."""
+        settings, rule, preprocessing = project.analyses, project.de_labels, project.preprocessing
+        genes = evaluable_genes(attention_scores)
+        forced = perturbed_genes(screen_data) if preprocessing.force_perturbed_genes else []
+        evaluate = grid_cell_evaluator(
+            screen_data, score_sets_from_edges(attention_edges, genes), genes, forced,
+            GridSettings(rule.q_threshold, rule.min_cells, rule.test, rule.min_positives, rule.min_negatives,
+                         preprocessing.target_sum, project.seeds.control_sampling),
+        )
+        n_controls = int((screen_data.obs["perturbation"] == screen_data.uns["control_label"]).sum())
+        grid = sensitivity_grid(
+            evaluate, settings.sensitivity_lfc, settings.sensitivity_n_ctrl, settings.sensitivity_n_hvg,
+            n_available_controls=n_controls, n_available_genes=len(gene_universe), alpha=settings.alpha,
+            default_cell=(rule.min_abs_log_difference, preprocessing.n_control_cells, preprocessing.n_hvg),
+        )
+        registry = registry_table(context, grid.rows,
+                                  **shared_registry_fields(context, project, model_store, len(gene_universe)),
+                                  negatives="non-DE universe targets")
+        return dg.Output(registry, metadata={**frame_metadata(registry),
+                                             "grid": dg.MetadataValue.md(grid.cells.to_markdown(index=False))})
+
+    return [layer_selection, hvg_protocol_confound_tests, reference_battery, incremental_value, sensitivity_grid_tests]

@@ -38,12 +38,13 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
     def test_registry(perturbation_prediction: dict[str, pd.DataFrame], reference_structure: dict[str, pd.DataFrame],
                       layer_selection: dict[str, pd.DataFrame], hvg_protocol_confound_tests: dict[str, pd.DataFrame],
                       reference_battery: dict[str, pd.DataFrame], incremental_value: dict[str, pd.DataFrame],
+                      sensitivity_grid_tests: dict[str, pd.DataFrame],
                       project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
         """Every test of every analysis in one schema (FRAMEWORK section 7), with framework-wide BH q-values
         (confirmatory only), BH over all tests, and BH within each analysis."""
         rows = [empty_registry()]
         for by_partition in (perturbation_prediction, reference_structure, layer_selection, hvg_protocol_confound_tests,
-                             reference_battery, incremental_value):
+                             reference_battery, incremental_value, sensitivity_grid_tests):
             rows += [by_partition[key] for key in sorted(by_partition)]
         registry = apply_framework_bh(pd.concat(rows, ignore_index=True))
         yield dg.Output(registry, metadata={

@@ -29,7 +29,7 @@ def demo_run(tmp_path_factory):
 def test_registry_holds_the_framework_schema_and_tests(demo_run):
     _, registry, _, _ = demo_run
     assert tuple(registry.columns) == REGISTRY_COLUMNS
-    assert {"A01", "A02", "A04", "A05", "A06", "A07", "A08", "A09", "A10", "A11", "A12", "A13", "A14", "A15", "A16",
+    assert {"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A09", "A10", "A11", "A12", "A13", "A14", "A15", "A16",
             "A22"} <= set(registry["analysis_id"])
     nested = registry[registry["test_id"].str.endswith("nested_cv_vs_correlation")]
     assert len(nested) and nested["confirmatory"].all()  # A02 compares held-out layers, never best-on-test

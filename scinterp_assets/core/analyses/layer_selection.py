@@ -27,8 +27,8 @@ from sklearn.model_selection import KFold
 from scinterp_assets.core.analyses.perturbation_prediction import (
     ATTENTION_METHODS,
     PF_AUROC_COLUMNS,
-    _name,
-    _wide,
+    pf_auroc_wide,
+    score_key_name,
 )
 from scinterp_assets.core.edges import NO_LAYER
 from scinterp_assets.core.stats.paired import PairedComparison, paired_wilcoxon
@@ -197,7 +197,7 @@ def layer_selection_tests(pf_auroc: pd.DataFrame, *, seed: int, n_folds: int = 5
         })
         for column, layer in enumerate(layers):
             per_layer = paired_wilcoxon(values[:, column], correlation)
-            name = _name((method, layer, aggregation))
+            name = score_key_name((method, layer, aggregation))
             rows.append({
                 "analysis_id": "A02",
                 "test_id": f"A02:{name}_vs_correlation_bonferroni",
@@ -239,7 +239,7 @@ def _variant_matrix(
     """(perturbations x layers) PF AUROC, the layers, correlation's PF AUROC and the perturbations,
     on perturbations complete for every layer and correlation, sorted by name."""
     _check_columns(pf_auroc)
-    wide = _wide(pf_auroc)
+    wide = pf_auroc_wide(pf_auroc)
     keys = sorted((key for key in wide.columns if key[0] == method and key[2] == aggregation
                    and key[1] != NO_LAYER), key=lambda key: key[1])
     if not keys:

@@ -52,7 +52,7 @@ def per_perturbation_auroc(
     )
 
 
-def _wide(pf_auroc: pd.DataFrame) -> pd.DataFrame:
+def pf_auroc_wide(pf_auroc: pd.DataFrame) -> pd.DataFrame:
     keyed = pf_auroc.assign(key=list(zip(pf_auroc["method"], pf_auroc["layer"], pf_auroc["aggregation"])))
     return keyed.pivot(index="perturbation", columns="key", values="auroc")
 
@@ -66,7 +66,7 @@ def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
     """
     if pf_auroc.empty:
         return []
-    wide = _wide(pf_auroc)
+    wide = pf_auroc_wide(pf_auroc)
     n_positives = int(pf_auroc.drop_duplicates("perturbation")["n_positives"].sum())
     correlation = ("correlation", NO_LAYER, "none")
     attention = sorted(key for key in wide.columns if key[0] in ATTENTION_METHODS)
@@ -78,13 +78,13 @@ def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
         rows.append(
             {
                 "analysis_id": analysis_id,
-                "test_id": f"{analysis_id}:{_name(a)}_vs_{_name(b)}",
+                "test_id": f"{analysis_id}:{score_key_name(a)}_vs_{score_key_name(b)}",
                 "family": "P",
                 "layer": a[1] if a[1] != NO_LAYER else b[1] if b[1] != NO_LAYER else None,
                 "aggregation": a[2] if a[2] != "none" else b[2],
                 "statistic_name": "wilcoxon_W",
                 "statistic": result.statistic,
-                "effect_name": f"mean_pf_auroc_difference({_name(a)} - {_name(b)})",
+                "effect_name": f"mean_pf_auroc_difference({score_key_name(a)} - {score_key_name(b)})",
                 "effect": result.effect,
                 "p_value": result.p_value,
                 "n": result.n,
@@ -106,7 +106,7 @@ def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
         rows.append(
             {
                 "analysis_id": "A04" if key[0].startswith("baseline_") else "A01",
-                "test_id": f"{'A04' if key[0].startswith('baseline_') else 'A01'}:{_name(key)}_vs_chance",
+                "test_id": f"{'A04' if key[0].startswith('baseline_') else 'A01'}:{score_key_name(key)}_vs_chance",
                 "family": "P",
                 "layer": key[1] if key[1] != NO_LAYER else None,
                 "aggregation": key[2],
@@ -125,6 +125,6 @@ def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _name(key: tuple) -> str:
+def score_key_name(key: tuple) -> str:
     method, layer, aggregation = key
     return method if layer == NO_LAYER else f"{method}_L{layer}_{aggregation}"

@@ -21,8 +21,8 @@ import pandas as pd
 from scinterp_assets.core.analyses.perturbation_prediction import (
     ATTENTION_METHODS,
     PF_AUROC_COLUMNS,
-    _name,
-    _wide,
+    pf_auroc_wide,
+    score_key_name,
 )
 from scinterp_assets.core.stats.paired import PairedComparison, one_sample_wilcoxon, paired_wilcoxon
 
@@ -103,7 +103,7 @@ def sensitivity_grid(
         if table.empty:
             cells.append({**record, "status": "empty", "reason": "no evaluable perturbation"})
             continue
-        wide = _wide(table)
+        wide = pf_auroc_wide(table)
         record["n_perturbations"] = int(table["perturbation"].nunique())
         shared = _cell_fields(table, lfc, n_ctrl)
         chance = _chance_tests(wide, label)
@@ -112,7 +112,7 @@ def sensitivity_grid(
             key = (test.method, test.layer, test.aggregation)
             rows.append({
                 **shared,
-                "test_id": f"A03:{label}:{_name(key)}_vs_chance",
+                "test_id": f"A03:{label}:{score_key_name(key)}_vs_chance",
                 "layer": test.layer if test.layer >= 0 else None,
                 "aggregation": test.aggregation,
                 "statistic_name": "wilcoxon_W",
@@ -161,7 +161,7 @@ def hvg_protocol_confound(forced: pd.DataFrame, plain: pd.DataFrame) -> tuple[pd
     if forced.empty or plain.empty:
         raise ValueError(
             f"A22 needs both universes evaluated; forced has {len(forced)} rows, plain {len(plain)}")
-    forced_wide, plain_wide = _wide(forced), _wide(plain)
+    forced_wide, plain_wide = pf_auroc_wide(forced), pf_auroc_wide(plain)
     keys = sorted(set(forced_wide.columns) & set(plain_wide.columns))
     if not keys:
         raise ValueError("A22: the forced and plain PF AUROC tables share no method")
@@ -180,7 +180,7 @@ def hvg_protocol_confound(forced: pd.DataFrame, plain: pd.DataFrame) -> tuple[pd
         })
         rows.append({
             "analysis_id": "A22",
-            "test_id": f"A22:{_name(key)}_forced_vs_plain",
+            "test_id": f"A22:{score_key_name(key)}_forced_vs_plain",
             "family": "X",
             "layer": key[1] if key[1] >= 0 else None,
             "aggregation": key[2],
@@ -246,6 +246,6 @@ def _dominance(wide: pd.DataFrame, alpha: float) -> tuple[dict, PairedComparison
     best_baseline = max(sorted(baselines), key=lambda key: means[key])
     best_edge = max(sorted(edges), key=lambda key: means[key])
     result = paired_wilcoxon(wide[best_baseline].to_numpy(), wide[best_edge].to_numpy())
-    return {"best_baseline": _name(best_baseline), "best_edge": _name(best_edge),
+    return {"best_baseline": score_key_name(best_baseline), "best_edge": score_key_name(best_edge),
             "dominance_effect": result.effect, "dominance_p_value": result.p_value,
             "gene_level_dominance": bool(result.effect > 0 and result.p_value < alpha)}, result
