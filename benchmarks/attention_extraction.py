@@ -46,7 +46,7 @@ from benchmarks.attention_methods import (
     requested_genes,
     synthetic_counts,
 )
-from benchmarks.contention import machine_cpu_seconds, own_cpu_seconds
+from benchmarks.contention import CONTENTION_WARNING, machine_cpu_seconds, own_cpu_seconds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CELLS = (100, 500, 2000)
@@ -58,7 +58,6 @@ QUICK_NAIVE_BUDGET_S = 40.0
 MODEL_CHOICES = (*MODELS, "both")  # "both": every family in MODELS, in that order
 THROUGHPUT_TARGET = 5.0  # engine cells/s divided by naive cells/s: at least this
 TIME_TARGET = 1.5  # engine seconds divided by plain-forward seconds: at most this
-CONTENTION_WARNING = 0.10  # share of the CPUs other processes took during a measurement, above which we warn
 PARITY_TOLERANCE = 1e-5  # max |mean difference| naive vs engine (float32 probabilities, float64 sums)
 MEMORY_GROWTH_TARGET = 0.10  # engine peak memory growth, smallest to largest cell count: below this
 MB = 1e6  # decimal megabytes throughout

@@ -15,7 +15,6 @@ benchmarks/attention_extraction.py times them, checks parity and prints the repo
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +196,8 @@ def write_geneformer_checkpoint(folder: Path, setup: Setup) -> Path:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
+    from scinterp_assets.core.models.pretrain import write_geneformer_dictionaries
+
     genes = ensembl_ids(setup.vocab)
     token_dictionary = {"<pad>": 0, "<mask>": 1, **{gene: i + 2 for i, gene in enumerate(genes)}}
     rng = np.random.default_rng([setup.seed, 0])
@@ -217,12 +218,7 @@ def write_geneformer_checkpoint(folder: Path, setup: Setup) -> Path:
     _redraw_matrices(model, setup.seed)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    for name, value in (
-        ("token_dictionary.pkl", token_dictionary),
-        ("gene_median_dictionary.pkl", medians),
-        ("gene_name_id_dict.pkl", symbols),
-    ):
-        (folder / name).write_bytes(pickle.dumps(value, protocol=4))
+    write_geneformer_dictionaries(folder, token_dictionary, medians, symbols)
     return folder
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import time
 
+CONTENTION_WARNING = 0.10  # share of the CPUs other processes took during a measurement, above which we warn
+
 
 def machine_cpu_seconds() -> float | None:
     """CPU seconds all processes have spent busy since boot (/proc/stat), or None where unavailable."""
@@ -34,3 +36,13 @@ def timed(function, *args, **kwargs) -> tuple[object, dict]:
     if machine is not None and machine_after is not None and seconds >= 1.0:
         others = max(0.0, (machine_after - machine) - (own_after - own)) / (seconds * (os.cpu_count() or 1))
     return result, {"seconds": seconds, "others_cpu_share": others}
+
+
+def contention_warning(records: dict[str, dict]) -> str | None:
+    """A warning line naming the measurements ({name: record with others_cpu_share}) that shared the CPUs."""
+    contended = [name for name, record in records.items()
+                 if record["others_cpu_share"] is not None and record["others_cpu_share"] > CONTENTION_WARNING]
+    if not contended:
+        return None
+    return (f"WARNING: other processes took over {CONTENTION_WARNING:.0%} of the CPUs while "
+            f"{' and '.join(contended)} ran: seconds inflated; rerun on an idle machine before trusting them")

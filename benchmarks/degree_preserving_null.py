@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from benchmarks.contention import timed
+from benchmarks.contention import contention_warning, timed
 from scinterp_assets.core.networks.null import (
     DEFAULT_TRADES_PER_ROW,
     degree_preserving_null,
@@ -38,7 +38,6 @@ from scinterp_assets.core.networks.null import (
 
 TARGET_SECONDS = 60.0  # the speed target: 1,000 draws of a 10,000-edge network in under a minute
 TARGET_DRAWS = 1000
-CONTENTION_WARNING = 0.10  # share of the CPUs other processes took during a measurement, above which we warn
 HEADER = (
     "method | draws | seconds | s/draw | per 1,000 draws | median Jaccard distance | verified "
     "| others' CPU"
@@ -213,16 +212,9 @@ def format_report(result: dict) -> str:
         mixing,
         f"Chung-Lu approximation of a random graph's distance: {engine['expected_jaccard_distance']:.4f}",
     ]
-    contended = [
-        name
-        for name, record in (("engine", engine), ("naive", naive))
-        if record["others_cpu_share"] is not None and record["others_cpu_share"] > CONTENTION_WARNING
-    ]
-    if contended:
-        lines.append(
-            f"WARNING: other processes took over {CONTENTION_WARNING:.0%} of the CPUs while "
-            f"{' and '.join(contended)} ran: seconds inflated; rerun on an idle machine before trusting them"
-        )
+    warning = contention_warning({"engine": engine, "naive": naive})
+    if warning:
+        lines.append(warning)
     return "\n".join(lines)
 
 

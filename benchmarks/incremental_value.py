@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from benchmarks.contention import timed
+from benchmarks.contention import contention_warning, timed
 from scinterp_assets.core.analyses.incremental_value import (
     ModelSettings,
     bootstrap_weights,
@@ -51,7 +51,6 @@ from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFi
 from scinterp_assets.core.analyses.score_sets import ScoreSet
 
 TARGET_SECONDS = 180.0  # A05, both models, 560k rows, 5 folds, 200 resamples: under 3 minutes
-CONTENTION_WARNING = 0.10  # share of the CPUs other processes took during a measurement, above which we warn
 PARITY_TOLERANCE = 1e-9  # max |engine - naive| of any metric on the resamples both computed
 RECALL_AT = (10, 50, 100)
 LABEL = 52  # width of the step column
@@ -281,16 +280,9 @@ def format_report(result: dict) -> str:
                 f"  {test_id:<55} delta {row['effect']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
                 f" p = {row['p_value']:.4f}"
             )
-    contended = [
-        name
-        for name, record in (("engine", engine), ("engine bootstrap", boot), ("naive", naive))
-        if record["others_cpu_share"] is not None and record["others_cpu_share"] > CONTENTION_WARNING
-    ]
-    if contended:
-        lines.append(
-            f"WARNING: other processes took over {CONTENTION_WARNING:.0%} of the CPUs while "
-            f"{' and '.join(contended)} ran: seconds inflated; rerun on an idle machine before trusting them"
-        )
+    warning = contention_warning({"engine": engine, "engine bootstrap": boot, "naive": naive})
+    if warning:
+        lines.append(warning)
     return "\n".join(lines)
 
 

@@ -392,29 +392,26 @@ def make_classifier(model: str, settings: ModelSettings, seed: int):
             StandardScaler(), LogisticRegression(C=settings.logistic_c, max_iter=settings.logistic_max_iter)
         )
     if model == "boosted":
-        return HistGradientBoostingClassifier(
-            max_iter=settings.boosted_max_iter,
-            learning_rate=settings.boosted_learning_rate,
-            max_leaf_nodes=settings.boosted_max_leaf_nodes,
-            min_samples_leaf=settings.boosted_min_samples_leaf,
-            early_stopping=False,
-            random_state=seed,
-        )
+        return HistGradientBoostingClassifier(**_boosted_options(settings, seed))
     raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+
+
+def _boosted_options(settings: ModelSettings, seed: int) -> dict:
+    return {
+        "max_iter": settings.boosted_max_iter,
+        "learning_rate": settings.boosted_learning_rate,
+        "max_leaf_nodes": settings.boosted_max_leaf_nodes,
+        "min_samples_leaf": settings.boosted_min_samples_leaf,
+        "early_stopping": False,
+        "random_state": seed,
+    }
 
 
 def make_regressor(model: str, settings: ModelSettings, seed: int):
     if model == "ols":
         return LinearRegression()
     if model == "boosted":
-        return HistGradientBoostingRegressor(
-            max_iter=settings.boosted_max_iter,
-            learning_rate=settings.boosted_learning_rate,
-            max_leaf_nodes=settings.boosted_max_leaf_nodes,
-            min_samples_leaf=settings.boosted_min_samples_leaf,
-            early_stopping=False,
-            random_state=seed,
-        )
+        return HistGradientBoostingRegressor(**_boosted_options(settings, seed))
     raise ValueError(f"R^2 model must be one of {R2_MODELS}, got {model!r}")
 
 

@@ -113,6 +113,18 @@ def _mlm_loss(model, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> torch.
     ).loss
 
 
+def write_geneformer_dictionaries(folder: Path, token_ids: dict, medians: dict, symbols: dict) -> None:
+    """The three pickles Geneformer ships beside its weights, under their released (unsuffixed) names:
+    token_dictionary (Ensembl id -> token), gene_median_dictionary (Ensembl id -> numpy float median),
+    gene_name_id_dict (symbol -> Ensembl id)."""
+    for name, dictionary in (
+        ("token_dictionary.pkl", token_ids),
+        ("gene_median_dictionary.pkl", medians),
+        ("gene_name_id_dict.pkl", symbols),
+    ):
+        (folder / name).write_bytes(pickle.dumps(dictionary, protocol=4))
+
+
 def train_tiny_geneformer(
     adatas: list[AnnData],
     out_dir: str | Path,
@@ -167,12 +179,7 @@ def train_tiny_geneformer(
 
     def build(folder: Path) -> None:
         model.save_pretrained(folder)
-        for name, dictionary in (
-            ("token_dictionary.pkl", token_ids),
-            ("gene_median_dictionary.pkl", medians),
-            ("gene_name_id_dict.pkl", symbols),
-        ):
-            (folder / name).write_bytes(pickle.dumps(dictionary, protocol=4))
+        write_geneformer_dictionaries(folder, token_ids, medians, symbols)
         (folder / "pretraining.json").write_text(json.dumps(record, indent=2))
 
     write_folder_atomically(build, out_dir)
