@@ -20,6 +20,7 @@ from scinterp_assets.core.analyses.reference_battery import (
     coexpression_mapping_tests,
     depth_correlation_tests,
     direction_sensitivity_tests,
+    direction_testable,
     top_k_enrichment_tests,
 )
 from scinterp_assets.core.analyses.reference_nulls_analysis import degree_null_tests
@@ -118,7 +119,8 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
             rows += residualisation_tests(reference, resource, genes, score_sets, gene_features,
                                           n_folds=settings.residualisation_folds, n_bootstrap=settings.bootstrap_resamples,
                                           seed=seed, models=settings.residualisation_models)
-            rows += direction_sensitivity_tests(reference, resource, genes, score_sets)
+            if direction_testable(reference):
+                rows += direction_sensitivity_tests(reference, resource, genes, score_sets)
             rows += partial_correlation_tests(reference, resource, genes, score_sets, coexpression)
             rows += top_k_enrichment_tests(reference, resource, genes, score_sets, k=settings.top_k_edges)
             rows += per_tf_tests(reference, resource, genes, score_sets, n_bootstrap=settings.bootstrap_resamples,

@@ -224,6 +224,12 @@ def direction_sensitivity(score_set: ScoreSet, labels: ReferenceLabels) -> Direc
         n_directed_pairs=int(sources.size))
 
 
+def direction_testable(reference: pd.DataFrame) -> bool:
+    """A11 applies to directed references that state a mode for some pairs (TRRUST, DoRothEA, CollecTRI,
+    signed OmniPath); undirected ones (STRING, gene sets) and unsigned ones (ChIP) have nothing to test."""
+    return bool((reference["relation"] == "regulates").all() and (reference["sign"] != 0).any())
+
+
 def direction_sensitivity_tests(
     reference: pd.DataFrame, resource: str, genes: Sequence[str], score_sets: Sequence[ScoreSet]
 ) -> list[dict]:

@@ -267,3 +267,12 @@ def test_depth_rows_one_per_reference_and_method_and_short_models_are_skipped_vi
     assert by_id["A12:string_700:attention_head_mean:depth_rho"]["statistic"] == pytest.approx(-1.0)
     assert not any(row["confirmatory"] for row in rows)
     assert_registry_rows(rows)
+
+
+def test_direction_applies_to_signed_directed_references_only():
+    from scinterp_assets.core.analyses.reference_battery import direction_testable
+
+    base = {"source": ["A", "B"], "target": ["B", "A"], "resource": "r", "confidence": "", "weight": 1.0}
+    assert direction_testable(pd.DataFrame({**base, "sign": [1, 0], "relation": "regulates"}))
+    assert not direction_testable(pd.DataFrame({**base, "sign": [0, 0], "relation": "regulates"}))  # ChIP-like
+    assert not direction_testable(pd.DataFrame({**base, "sign": [0, 0], "relation": "interacts"}))  # STRING-like
