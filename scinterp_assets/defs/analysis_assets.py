@@ -13,19 +13,9 @@ from threadpoolctl import threadpool_limits
 from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.analyses.incremental_value import covariate_r2_tests, incremental_value_tests
 from scinterp_assets.core.analyses.layer_selection import layer_selection_tests
-from scinterp_assets.core.analyses.per_tf import per_tf_tests
 from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
 from scinterp_assets.core.analyses.propensity import propensity_matched_tests
-from scinterp_assets.core.analyses.reference_battery import (
-    coexpression_mapping_tests,
-    depth_correlation_tests,
-    direction_sensitivity_tests,
-    direction_testable,
-    top_k_enrichment_tests,
-)
-from scinterp_assets.core.analyses.reference_nulls_analysis import degree_null_tests
-from scinterp_assets.core.analyses.reference_structure import per_layer_reference_auroc
-from scinterp_assets.core.analyses.residualisation import partial_correlation_tests, residualisation_tests
+from scinterp_assets.core.analyses.reference_family import ReferenceFamilySettings, reference_family_tests
 from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, score_sets_from_edges
 from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound, sensitivity_grid
 from scinterp_assets.core.analyses.sensitivity_cells import GridSettings, grid_cell_evaluator
@@ -107,24 +97,13 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         A15 per-TF / TF-block bootstrap / leave-one-TF-out, A16 co-expression mapping, A12 depth correlation."""
         settings = project.analyses
         genes = evaluable_genes(attention_scores)
-        score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
-        coexpression = next(score_set for score_set in score_sets if score_set.method == "correlation")
         seed = project.seeds.reference_battery
-        rows = degree_null_tests(reference_edges, genes, score_sets, reference_null)
-        rows += coexpression_mapping_tests(reference_edges, sorted(reference_edges["resource"].unique()), genes,
-                                           score_sets, coexpression)
-        rows += depth_correlation_tests(per_layer_reference_auroc(reference_structure[reference_structure["analysis_id"] == "A12"]))
-        for resource, reference in reference_edges.groupby("resource", sort=True):
-            resource = str(resource)
-            rows += residualisation_tests(reference, resource, genes, score_sets, gene_features,
-                                          n_folds=settings.residualisation_folds, n_bootstrap=settings.bootstrap_resamples,
-                                          seed=seed, models=settings.residualisation_models)
-            if direction_testable(reference):
-                rows += direction_sensitivity_tests(reference, resource, genes, score_sets)
-            rows += partial_correlation_tests(reference, resource, genes, score_sets, coexpression)
-            rows += top_k_enrichment_tests(reference, resource, genes, score_sets, k=settings.top_k_edges)
-            rows += per_tf_tests(reference, resource, genes, score_sets, n_bootstrap=settings.bootstrap_resamples,
-                                 seed=seed)
+        rows = reference_family_tests(
+            reference_edges, genes, score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes),
+            gene_features, reference_null, reference_structure,
+            ReferenceFamilySettings(settings.bootstrap_resamples, settings.residualisation_folds,
+                                    settings.residualisation_models, settings.top_k_edges, seed),
+        )
         registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
                                   label_rule="reference membership", seed=seed)
         return dg.Output(registry, metadata={**frame_metadata(registry), "evaluable_genes": len(genes),
@@ -147,8 +126,9 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         genes = evaluable_genes(attention_scores)
         score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
         label_rule = project.label_rule(model_and_cell_type(context)[1])
-        common = dict(rule=PerturbationFilter(rule.min_positives, rule.min_negatives), seed=project.seeds.incremental_value,
-                      n_folds=settings.incremental_value_folds, label_rule=label_rule)
+        common = {"rule": PerturbationFilter(rule.min_positives, rule.min_negatives),
+                  "seed": project.seeds.incremental_value, "n_folds": settings.incremental_value_folds,
+                  "label_rule": label_rule}
         classifiers = settings.incremental_value_models
         # A07 regresses the score on the features: the linear counterpart of the logistic model is OLS
         regressors = tuple("ols" if model == "logistic" else model for model in classifiers)

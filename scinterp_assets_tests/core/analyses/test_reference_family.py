@@ -1,0 +1,43 @@
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from scinterp_assets.core.analyses.reference_family import ReferenceFamilySettings, reference_family_tests
+from scinterp_assets.core.analyses.score_sets import ScoreSet
+from scinterp_assets.core.edges import NO_LAYER
+from scinterp_assets.core.networks.reference_nulls import reference_nulls
+from scinterp_assets.core.networks.references import REFERENCE_COLUMNS
+from scinterp_assets.core.stats.registry import empty_registry, registry_rows
+
+
+def test_signed_directed_and_undirected_references_get_their_analyses():
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(40)]
+    regulates = [(genes[tf], genes[target], "trrust", int(rng.choice([-1, 1])), "", 1.0, "regulates")
+                 for tf in range(6) for target in rng.choice(np.arange(6, 40), 6, replace=False)]
+    pairs = {tuple(sorted(rng.choice(40, 2, replace=False))) for _ in range(50)}
+    interacts = [row for a, b in pairs for row in ((genes[a], genes[b], "string", 0, "", 0.9, "interacts"),
+                                                   (genes[b], genes[a], "string", 0, "", 0.9, "interacts"))]
+    reference = pd.DataFrame(regulates + interacts, columns=list(REFERENCE_COLUMNS))
+    score_sets = [ScoreSet("attention", layer, "head_mean", rng.random((40, 40))) for layer in range(3)]
+    score_sets.append(ScoreSet("correlation", NO_LAYER, "none", rng.random((40, 40))))
+    features = pd.DataFrame({"gene": genes, "mean": rng.random(40), "variance": rng.random(40),
+                             "detection_rate": rng.random(40)})
+    nulls = reference_nulls(reference, genes, n_draws=50, seed=0, relations=("regulates",))
+    a12 = registry_rows([{"analysis_id": "A12", "test_id": f"m|c|A12:trrust:attention_L{layer}_head_mean",
+                          "layer": layer, "aggregation": "head_mean", "statistic": 0.5 + layer / 100}
+                         for layer in range(3)])
+    settings = ReferenceFamilySettings(bootstrap_resamples=50, residualisation_folds=3,
+                                       residualisation_models=("ols",), top_k_edges=20, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = registry_rows(reference_family_tests(reference, genes, score_sets, features, nulls, a12, settings))
+    by_analysis = rows.assign(resource=rows["test_id"].str.split(":").str[1]).groupby("analysis_id")["resource"]
+    seen = {analysis: set(resources) for analysis, resources in by_analysis}
+    assert seen["A10"] == {"trrust"}  # only resources with null draws
+    assert seen["A11"] == {"trrust"}  # signed and directed only
+    for analysis in ("A09", "A13", "A14", "A15"):
+        assert seen[analysis] == {"trrust", "string"}, analysis
+    assert rows.loc[rows["analysis_id"] == "A12", "test_id"].str.endswith("depth_rho").all()
+    assert len(rows) and tuple(rows.columns) == tuple(empty_registry().columns)
