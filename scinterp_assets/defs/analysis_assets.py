@@ -67,8 +67,8 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         if not project.preprocessing.force_perturbed_genes:
             return _skipped("preprocessing.force_perturbed_genes is off: the universe is already the plain HVG set")
         rule = project.de_labels
-        plain_genes = [gene for gene in evaluable_genes(attention_scores)
-                       if gene in set(gene_universe.loc[gene_universe["is_hvg"], "gene"])]
+        hvgs = set(gene_universe.loc[gene_universe["is_hvg"], "gene"])
+        plain_genes = [gene for gene in evaluable_genes(attention_scores) if gene in hvgs]
         labels = relabel_within(de_labels, plain_genes,
                                 DELabelRule(rule.q_threshold, rule.min_abs_log_difference, rule.min_cells, rule.test))
         score_sets = (score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), plain_genes)

@@ -15,6 +15,7 @@ over each layer's per-head context vectors (softmax(QK^T / sqrt(d)) V, before th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.attention.scores import (
+    ATTENTION_PROBABILITY,
+    VALUE_WEIGHTED_COSINE,
+    AttentionScores,
+)
 
 # progress(cells_done, cells_total, seconds_elapsed), called after each batch
 ProgressCallback = Callable[[int, int, float], None]
@@ -124,6 +129,17 @@ LayerOutput = tuple[int, torch.Tensor] | tuple[int, torch.Tensor, torch.Tensor]
 # encode_batch(cell indices) -> (slots int64 (B, n) with NOT_ACCUMULATED where nothing is accumulated,
 #                                iterator of LayerOutput, one per layer, in layer order)
 BatchEncoder = Callable[[np.ndarray], tuple[np.ndarray, Iterator[LayerOutput]]]
+
+
+def labelled_results(scores: AttentionScores, accumulator: AttentionAccumulator, provenance: dict,
+                     value_weighted: bool) -> AttentionScores | tuple[AttentionScores, AttentionScores]:
+    """The streamed attention scores with their provenance, and the value-weighted scores of the same pass
+    when they were accumulated; each records which score it holds."""
+    scores = dataclasses.replace(scores, provenance=provenance | {"score": ATTENTION_PROBABILITY})
+    if not value_weighted:
+        return scores
+    weighted = accumulator.value_weighted_result()
+    return scores, dataclasses.replace(weighted, provenance=provenance | {"score": VALUE_WEIGHTED_COSINE})
 
 
 def stream_attention(

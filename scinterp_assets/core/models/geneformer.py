@@ -8,7 +8,6 @@ genes dropped, sorted descending, truncated to the model input size; V2 adds <cl
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -27,14 +26,13 @@ from scinterp_assets.core.attention.embeddings import (
     stream_embeddings,
 )
 from scinterp_assets.core.attention.scores import (
-    ATTENTION_PROBABILITY,
-    VALUE_WEIGHTED_COSINE,
     AttentionScores,
 )
 from scinterp_assets.core.attention.streaming import (
     NOT_ACCUMULATED,
     AttentionAccumulator,
     ProgressCallback,
+    labelled_results,
     pad_sequences,
     plan_extraction,
     stream_attention,
@@ -437,11 +435,7 @@ class GeneformerModel:
         # rank-value encoding and eval-mode BERT are deterministic: the seed changes nothing, but is recorded
         provenance = {"family": self.family, "version": self.version, "seed": int(seed), "layer": layer,
                       "restrict_context": restrict_context, "max_genes": self.tokenizer.max_genes}
-        scores = dataclasses.replace(scores, provenance=provenance | {"score": ATTENTION_PROBABILITY})
-        if not value_weighted:
-            return scores
-        weighted = accumulator.value_weighted_result()
-        return scores, dataclasses.replace(weighted, provenance=provenance | {"score": VALUE_WEIGHTED_COSINE})
+        return labelled_results(scores, accumulator, provenance, value_weighted)
 
     def cell_embeddings(
         self,

@@ -15,7 +15,6 @@ weights, since flash attention returns no probabilities.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -37,14 +36,13 @@ from scinterp_assets.core.attention.embeddings import (
     stream_embeddings,
 )
 from scinterp_assets.core.attention.scores import (
-    ATTENTION_PROBABILITY,
-    VALUE_WEIGHTED_COSINE,
     AttentionScores,
 )
 from scinterp_assets.core.attention.streaming import (
     NOT_ACCUMULATED,
     AttentionAccumulator,
     ProgressCallback,
+    labelled_results,
     pad_sequences,
     plan_extraction,
     stream_attention,
@@ -694,11 +692,7 @@ class ScGPTModel:
             scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress)
         provenance = self._tokenisation_provenance(seed, include_zero_genes, cls_value, symbol_column, layer)
         provenance["restrict_context"] = restrict_context
-        scores = dataclasses.replace(scores, provenance=provenance | {"score": ATTENTION_PROBABILITY})
-        if not value_weighted:
-            return scores
-        weighted = accumulator.value_weighted_result()
-        return scores, dataclasses.replace(weighted, provenance=provenance | {"score": VALUE_WEIGHTED_COSINE})
+        return labelled_results(scores, accumulator, provenance, value_weighted)
 
     def cell_embeddings(
         self,
