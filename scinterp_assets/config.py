@@ -209,6 +209,9 @@ class AnalysisConfig(_Strict):
     residualisation_folds: int = Field(default=5, ge=2)  # A09 cross-fitting folds (by source gene)
     residualisation_models: tuple[Literal["ols", "boosted"], ...] = ("ols",)  # A09 covariate models
     top_k_edges: int = Field(default=1000, ge=1)  # A14 top-k enrichment
+    # A12 depth trend: seeded orderings for models deeper than the exact-enumeration limit
+    # (core.stats.permutation.MAX_EXACT_PERMUTATION_N layers); shallower ones enumerate every ordering
+    depth_trend_permutations: int = Field(default=10000, ge=100)
     incremental_value_folds: int = Field(default=5, ge=2)  # A05-A08 GroupKFold folds
     incremental_value_bootstrap: int = Field(default=200, ge=10)  # A05/A06/A08 resamples of perturbations
     incremental_value_models: tuple[Literal["logistic", "boosted"], ...] = ("logistic", "boosted")

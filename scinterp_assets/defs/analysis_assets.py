@@ -102,7 +102,8 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
             reference_edges, genes, score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes),
             gene_features, reference_null, reference_structure,
             ReferenceFamilySettings(settings.bootstrap_resamples, settings.residualisation_folds,
-                                    settings.residualisation_models, settings.top_k_edges, seed),
+                                    settings.residualisation_models, settings.top_k_edges,
+                                    settings.depth_trend_permutations, seed),
         )
         registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
                                   label_rule="reference membership", seed=seed)

@@ -19,6 +19,7 @@ from scinterp_assets.core.analyses.score_sets import (
     gene_level_score_sets,
     random_score_set,
     score_sets_from_edges,
+    tf_out_degree_score_sets,
 )
 from scinterp_assets.core.attention.edges import attention_edge_table, evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
@@ -168,16 +169,23 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     )
     def perturbation_auroc(attention_scores: AttentionScores, attention_edges: pd.DataFrame,
                            correlation_edges: pd.DataFrame, gene_features: pd.DataFrame, de_labels: pd.DataFrame,
-                           project: dg.ResourceParam[ScinterpConfig]):
-        """Per-perturbation PF AUROC of attention, correlation and gene-level baselines on the evaluable set."""
+                           reference_edges: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]):
+        """Per-perturbation PF AUROC of attention, correlation, gene-level baselines and the TF out-degree
+        counter-example (one per "regulates" reference, synthetic screens: the planted network) on the
+        evaluable set."""
         genes = evaluable_genes(attention_scores)
+        counterexamples = tf_out_degree_score_sets(reference_edges, genes)
         score_sets = (score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
-                      + gene_level_score_sets(gene_features, genes))
+                      + gene_level_score_sets(gene_features, genes) + counterexamples)
         rule = PerturbationFilter(project.de_labels.min_positives, project.de_labels.min_negatives)
         table = per_perturbation_auroc(de_labels, genes, score_sets, rule)
         n_perturbations = table["perturbation"].nunique()
+        resources = ", ".join(sorted(reference_edges["resource"].unique())) or "none"
+        tf_out_degree = (", ".join(score_set.method for score_set in counterexamples) if counterexamples
+                         else f"not run: no reference with relation 'regulates' (references: {resources})")
         yield dg.Output(table, metadata={**frame_metadata(table), "perturbations": n_perturbations,
-                                         "evaluable_genes": len(genes)})
+                                         "evaluable_genes": len(genes),
+                                         "tf_out_degree_counterexample": tf_out_degree})
         yield dg.AssetCheckResult(
             check_name="check_enough_perturbations",
             passed=bool(n_perturbations >= project.contracts.min_evaluable_perturbations),
@@ -188,7 +196,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     def perturbation_prediction(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
                                 gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                                 model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
-        """Registry rows for A01 (attention vs correlation) and A04 (gene-level baselines), paired Wilcoxon."""
+        """Registry rows for A01 (attention vs correlation) and A04 (gene-level baselines, confirmatory; the TF
+        out-degree counter-example, descriptive), paired Wilcoxon."""
         rows = registry_table(
             context, perturbation_prediction_tests(perturbation_auroc),
             **shared_registry_fields(context, project, model_store, len(gene_universe)),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scinterp_assets.core.analyses.score_sets import ScoreSet
+from scinterp_assets.core.analyses.score_sets import BASELINE_PREFIX, TF_OUT_DEGREE_PREFIX, ScoreSet
 from scinterp_assets.core.edges import NO_LAYER
 from scinterp_assets.core.stats.auroc import auroc
 from scinterp_assets.core.stats.paired import one_sample_wilcoxon, paired_wilcoxon
@@ -61,7 +61,9 @@ def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
     """Registry rows (without shared fields) for A01 and A04.
 
     A01: each attention variant (probability and value-weighted) vs correlation (paired Wilcoxon), confirmatory.
-    A04: each gene-level baseline vs correlation and vs each attention variant, confirmatory.
+    A04: each gene-level baseline vs correlation and vs each attention variant, confirmatory; the TF
+    out-degree counter-example ("tf_out_degree_<resource>", score_sets.tf_out_degree_score_sets) the same,
+    descriptive (FRAMEWORK lists it beside the baselines, not among the ones edges must beat).
     Descriptive rows: each method's mean PF AUROC against 0.5 (one-sample Wilcoxon).
     """
     if pf_auroc.empty:
@@ -70,10 +72,11 @@ def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
     n_positives = int(pf_auroc.drop_duplicates("perturbation")["n_positives"].sum())
     correlation = ("correlation", NO_LAYER, "none")
     attention = sorted(key for key in wide.columns if key[0] in ATTENTION_METHODS)
-    baselines = sorted(key for key in wide.columns if key[0].startswith("baseline_"))
+    baselines = sorted(key for key in wide.columns if key[0].startswith(BASELINE_PREFIX))
+    counterexamples = sorted(key for key in wide.columns if key[0].startswith(TF_OUT_DEGREE_PREFIX))
     rows: list[dict] = []
 
-    def comparison(analysis_id: str, a: tuple, b: tuple) -> None:
+    def comparison(analysis_id: str, a: tuple, b: tuple, *, confirmatory: bool = True) -> None:
         result = paired_wilcoxon(wide[a].to_numpy(), wide[b].to_numpy())
         rows.append(
             {
@@ -89,24 +92,29 @@ def perturbation_prediction_tests(pf_auroc: pd.DataFrame) -> list[dict]:
                 "p_value": result.p_value,
                 "n": result.n,
                 "n_positives": n_positives,
-                "confirmatory": True,
+                "confirmatory": confirmatory,
             }
         )
 
     if correlation in wide.columns:
         for key in attention:
             comparison("A01", key, correlation)
+    edges = ([correlation] if correlation in wide.columns else []) + attention
     for baseline in baselines:
-        for other in ([correlation] if correlation in wide.columns else []) + attention:
+        for other in edges:
             comparison("A04", baseline, other)
+    for counterexample in counterexamples:
+        for other in edges:
+            comparison("A04", counterexample, other, confirmatory=False)
     for key in wide.columns:
         result = one_sample_wilcoxon(wide[key].to_numpy(), 0.5)
         values = wide[key].dropna()
         spread = values.quantile([0.025, 0.975]) if len(values) else pd.Series([np.nan, np.nan])
+        analysis_id = "A04" if key in baselines or key in counterexamples else "A01"
         rows.append(
             {
-                "analysis_id": "A04" if key[0].startswith("baseline_") else "A01",
-                "test_id": f"{'A04' if key[0].startswith('baseline_') else 'A01'}:{score_key_name(key)}_vs_chance",
+                "analysis_id": analysis_id,
+                "test_id": f"{analysis_id}:{score_key_name(key)}_vs_chance",
                 "family": "P",
                 "layer": key[1] if key[1] != NO_LAYER else None,
                 "aggregation": key[2],

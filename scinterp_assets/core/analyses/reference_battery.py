@@ -15,6 +15,7 @@ Conventions shared by every Family R analysis here:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ from scinterp_assets.core.analyses.score_sets import ScoreSet
 from scinterp_assets.core.edges import NO_LAYER
 from scinterp_assets.core.stats.auroc import DegenerateScoreWarning, auroc, auroc_mann_whitney_p
 from scinterp_assets.core.stats.paired import one_sample_wilcoxon
+from scinterp_assets.core.stats.permutation import (
+    MAX_EXACT_PERMUTATION_N,
+    PermutationTrend,
+    spearman_permutation_test,
+)
 
 # Score methods whose A09/A10 rows enter the verdict (FRAMEWORK section 8, criterion 3).
 VERDICT_METHODS: tuple[str, ...] = (*ATTENTION_METHODS, "correlation")
@@ -439,17 +445,16 @@ def coexpression_mapping_tests(
 PER_LAYER_AUROC_COLUMNS = ("resource", "method", "aggregation", "layer", "auroc")
 
 
-@dataclass(frozen=True)
-class DepthCorrelation:
-    """Spearman rho of reference AUROC with layer depth (layer index) and its two-sided p-value."""
+def depth_correlation(layers: np.ndarray, aurocs: np.ndarray, *, n_permutations: int,
+                      seed: int) -> PermutationTrend:
+    """Spearman rho of reference AUROC with layer depth (layer index) and its two-sided permutation p.
 
-    rho: float
-    p_value: float
-    n_layers: int
-
-
-def depth_correlation(layers: np.ndarray, aurocs: np.ndarray) -> DepthCorrelation:
-    """layers, aurocs: (L,) one AUROC per distinct layer; needs L >= 3 (two points always give rho = +-1)."""
+    layers, aurocs: (L,) one AUROC per distinct layer; needs L >= 3 (two points always give rho = +-1).
+    The p-value is exact over all L! orderings of the layers for shallow models
+    (L <= MAX_EXACT_PERMUTATION_N), else from `n_permutations` seeded orderings; a t approximation gives
+    p = 0 for a perfect trend over 3 layers, whose exact p is 2/6. The same AUROC in every layer gives
+    rho 0 and p 1 (every ordering ties).
+    """
     layers = np.asarray(layers, dtype=np.float64)
     aurocs = np.asarray(aurocs, dtype=np.float64)
     if layers.shape != aurocs.shape or layers.ndim != 1:
@@ -460,15 +465,19 @@ def depth_correlation(layers: np.ndarray, aurocs: np.ndarray) -> DepthCorrelatio
         raise ValueError(f"depth correlation needs >= 3 layers with a finite AUROC, got {aurocs.tolist()}")
     if np.all(aurocs == aurocs[0]):
         warnings.warn("AUROC is the same in every layer; depth rho set to 0", DegenerateScoreWarning, stacklevel=2)
-        return DepthCorrelation(0.0, 1.0, int(layers.size))
-    rho, p_value = stats.spearmanr(layers, aurocs)
-    return DepthCorrelation(float(rho), float(p_value), int(layers.size))
+        exact = layers.size <= MAX_EXACT_PERMUTATION_N
+        return PermutationTrend(0.0, 1.0, int(layers.size),
+                                math.factorial(layers.size) if exact else n_permutations, exact)
+    return spearman_permutation_test(layers, aurocs, n_resamples=n_permutations, seed=seed)
 
 
-def depth_correlation_tests(per_layer: pd.DataFrame) -> list[dict]:
+def depth_correlation_tests(per_layer: pd.DataFrame, *, n_permutations: int, seed: int) -> list[dict]:
     """A12 depth rows (descriptive), one per (resource, method, aggregation) with >= 3 layers:
-    "A12:<resource>:<method>_<aggregation>:depth_rho". per_layer: PER_LAYER_AUROC_COLUMNS, one row per layer.
-    Groups with fewer layers are skipped with a UserWarning (a two-layer model has no depth trend to test)."""
+    "A12:<resource>:<method>_<aggregation>:depth_rho", n = number of layers, statistic_name naming the
+    permutation test (exact or Monte Carlo, see `depth_correlation`; it avoids the word "auroc" because the
+    statistic is a rank correlation, which A24's metric map must not list as an AUROC). per_layer: PER_LAYER_AUROC_COLUMNS,
+    one row per layer. Groups with fewer layers are skipped with a UserWarning (a two-layer model has no
+    depth trend to test)."""
     missing = [column for column in PER_LAYER_AUROC_COLUMNS if column not in per_layer.columns]
     if missing:
         raise ValueError(f"per-layer AUROC table lacks columns {missing}; expected {list(PER_LAYER_AUROC_COLUMNS)}")
@@ -479,10 +488,14 @@ def depth_correlation_tests(per_layer: pd.DataFrame) -> list[dict]:
             warnings.warn(f"A12 depth rho skipped for {resource}/{method}/{aggregation}: "
                           f"{group['layer'].nunique()} layer(s), need >= 3", stacklevel=2)
             continue
-        result = depth_correlation(group["layer"].to_numpy(), group["auroc"].to_numpy())
+        result = depth_correlation(group["layer"].to_numpy(), group["auroc"].to_numpy(),
+                                   n_permutations=n_permutations, seed=seed)
+        test = (f"two-sided exact permutation p over all {result.n}! = {result.n_permutations} orderings"
+                if result.exact else
+                f"two-sided Monte Carlo permutation p over {result.n_permutations} seeded orderings")
         rows.append({
             "analysis_id": "A12", "test_id": f"A12:{resource}:{method}_{aggregation}:depth_rho", "family": "R",
-            "layer": None, "aggregation": aggregation, "statistic_name": "spearman_rho_auroc_vs_layer",
+            "layer": None, "aggregation": aggregation, "statistic_name": f"spearman_rho_with_layer_depth, {test}",
             "statistic": result.rho, "effect_name": "spearman_rho", "effect": result.rho,
-            "p_value": result.p_value, "n": result.n_layers, "confirmatory": False})
+            "p_value": result.p_value, "n": result.n, "confirmatory": False})
     return rows

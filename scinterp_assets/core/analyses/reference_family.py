@@ -34,6 +34,7 @@ class ReferenceFamilySettings:
     residualisation_folds: int  # A09 cross-fitting folds over source genes
     residualisation_models: tuple[str, ...]  # A09 covariate models ("ols", "boosted")
     top_k_edges: int  # A14
+    depth_trend_permutations: int  # A12 depth trend, models deeper than the exact-enumeration limit
     seed: int
 
 
@@ -47,7 +48,8 @@ def reference_family_tests(reference_edges: pd.DataFrame, genes: Sequence[str], 
     resources = sorted(reference_edges["resource"].unique())
     rows = degree_null_tests(reference_edges, genes, score_sets, nulls)
     rows += coexpression_mapping_tests(reference_edges, resources, genes, score_sets, coexpression)
-    rows += depth_correlation_tests(per_layer_reference_auroc(a12_rows[a12_rows["analysis_id"] == "A12"]))
+    rows += depth_correlation_tests(per_layer_reference_auroc(a12_rows[a12_rows["analysis_id"] == "A12"]),
+                                    n_permutations=settings.depth_trend_permutations, seed=settings.seed)
     for resource in resources:
         reference = reference_edges[reference_edges["resource"] == resource]
         rows += residualisation_tests(reference, resource, genes, score_sets, features,

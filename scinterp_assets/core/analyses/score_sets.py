@@ -13,6 +13,9 @@ import pandas as pd
 
 from scinterp_assets.core.edges import NO_LAYER
 
+BASELINE_PREFIX = "baseline_"  # A04 gene-level baselines from expression (FRAMEWORK section 8, criterion 1)
+TF_OUT_DEGREE_PREFIX = "tf_out_degree_"  # A04 counter-example from a TF-target reference (descriptive)
+
 
 @dataclass(frozen=True)
 class ScoreSet:
@@ -53,9 +56,38 @@ def gene_level_score_sets(features: pd.DataFrame, genes: list[str]) -> list[Scor
     table = features.set_index("gene").loc[genes]
     baselines = {"variance": table["variance"], "mean": table["mean"], "detection_rate": table["detection_rate"]}
     return [
-        ScoreSet(f"baseline_{name}", NO_LAYER, "none", np.tile(values.to_numpy(dtype=np.float64), (len(genes), 1)))
+        ScoreSet(f"{BASELINE_PREFIX}{name}", NO_LAYER, "none",
+                 _same_for_every_source(values.to_numpy(), len(genes)))
         for name, values in baselines.items()
     ]
+
+
+def tf_out_degree_score_sets(reference_edges: pd.DataFrame, genes: list[str]) -> list[ScoreSet]:
+    """A04 counter-example baseline, one per reference resource with relation "regulates" (TF -> target):
+    candidate target t scores its own out-degree as a TF, the number of targets it regulates in that
+    reference (as restricted to the universe; 0 for genes that regulate nothing), the same for every source.
+    Method "tf_out_degree_<resource>"; [] when no resource has relation "regulates".
+
+    Why the target's out-degree: FRAMEWORK.md lists "TF out-degree" among the target rankings of A04. The
+    perturbed gene's own out-degree would be constant within a perturbation (PF AUROC exactly 0.5 by
+    construction, so it could show nothing), and the target's in-degree counts its regulators, which
+    re-encodes reference membership of (perturbed gene, target) rather than a property of the target alone.
+    The target's out-degree is a gene-level property taken from the network instead of from expression:
+    where the expression baselines (variance, mean, 1 - dropout) predict DE and this one does not, the
+    gene-level dominance comes from how detectable a target's change is, not from any gene property.
+    """
+    regulates = reference_edges[reference_edges["relation"] == "regulates"]
+    sets = []
+    for resource, edges in regulates.groupby("resource", sort=True):
+        out_degree = edges.drop_duplicates(["source", "target"]).groupby("source").size()
+        degrees = out_degree.reindex(genes, fill_value=0).to_numpy()
+        sets.append(ScoreSet(f"{TF_OUT_DEGREE_PREFIX}{resource}", NO_LAYER, "none",
+                             _same_for_every_source(degrees, len(genes))))
+    return sets
+
+
+def _same_for_every_source(target_values: np.ndarray, n_sources: int) -> np.ndarray:
+    return np.tile(np.asarray(target_values, dtype=np.float64), (n_sources, 1))
 
 
 def random_score_set(n_genes: int, seed: int) -> ScoreSet:

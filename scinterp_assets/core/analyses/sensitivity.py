@@ -24,10 +24,10 @@ from scinterp_assets.core.analyses.perturbation_prediction import (
     pf_auroc_wide,
     score_key_name,
 )
+from scinterp_assets.core.analyses.score_sets import BASELINE_PREFIX
 from scinterp_assets.core.stats.paired import PairedComparison, one_sample_wilcoxon, paired_wilcoxon
 
 EDGE_METHODS = (*ATTENTION_METHODS, "correlation")  # edge scores that gene-level baselines must beat
-BASELINE_PREFIX = "baseline_"
 SENSITIVITY_CELL_COLUMNS = (
     "cell", "lfc", "n_ctrl", "n_hvg", "status", "reason", "n_perturbations", "best_baseline", "best_edge",
     "dominance_effect", "dominance_p_value", "gene_level_dominance",

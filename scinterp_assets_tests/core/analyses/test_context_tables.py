@@ -74,6 +74,14 @@ def test_cross_context_table_reads_outcomes_per_context():
     assert rpe1["a05_status"] == "not run" and np.isnan(rpe1["a05_delta_auroc"])
 
 
+def test_gene_level_dominance_ignores_the_tf_out_degree_counterexample():
+    pf = _pf(0, 0.0, 0.15)
+    chance_level = pf[pf["method"] == "correlation"].assign(method="tf_out_degree_trrust", auroc=0.5)
+    table = cross_context_table(apply_framework_bh(_context("geneformer", "k562", "CRISPRi",
+                                                            pd.concat([pf, chance_level]))), alpha=0.05)
+    assert table["a04_gene_level_dominance"].tolist() == ["holds"] and table["a04_n_baselines"].tolist() == [2]
+
+
 def test_worse_and_mixed_outcomes():
     rows = [
         {"analysis_id": "A01", "test_id": "A01:attention_L0_head_mean_vs_correlation", "effect": -0.1,

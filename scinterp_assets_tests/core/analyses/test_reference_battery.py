@@ -238,16 +238,25 @@ def test_coexpression_mapping_of_a_constant_score_warns_and_reports_no_associati
 # ---------------------------------------------------------------------------------------------- A12 depth
 
 
-def test_depth_correlation_matches_scipy_and_hand_literals():
+def test_depth_correlation_is_spearman_with_an_exact_permutation_p():
     layers, aurocs = np.array([0, 1, 2, 3, 4]), np.array([0.60, 0.58, 0.55, 0.57, 0.52])
-    result = depth_correlation(layers, aurocs)
-    expected = stats.spearmanr(layers, aurocs)
-    assert result.rho == pytest.approx(expected[0]) and result.p_value == pytest.approx(expected[1])
-    assert depth_correlation(np.arange(4), np.array([0.5, 0.6, 0.7, 0.8])).rho == pytest.approx(1.0)
+    result = depth_correlation(layers, aurocs, n_permutations=100, seed=0)
+    oracle = stats.permutation_test((aurocs,), lambda y: stats.spearmanr(layers, y)[0],
+                                    permutation_type="pairings", n_resamples=np.inf, alternative="two-sided")
+    assert result.rho == pytest.approx(stats.spearmanr(layers, aurocs)[0])
+    assert result.p_value == pytest.approx(oracle.pvalue) and result.exact and result.n == 5
+    three = depth_correlation(np.arange(3), np.array([0.5, 0.6, 0.7]), n_permutations=100, seed=0)
+    assert three.rho == pytest.approx(1.0) and three.p_value == pytest.approx(2 / 6)  # never 0
     with pytest.raises(ValueError, match=">= 3 layers"):
-        depth_correlation(np.arange(2), np.array([0.5, 0.6]))
+        depth_correlation(np.arange(2), np.array([0.5, 0.6]), n_permutations=100, seed=0)
     with pytest.warns(DegenerateScoreWarning):
-        assert depth_correlation(np.arange(3), np.full(3, 0.6)).rho == 0.0
+        flat = depth_correlation(np.arange(3), np.full(3, 0.6), n_permutations=100, seed=0)
+    assert flat.rho == 0.0 and flat.p_value == 1.0
+
+
+def test_depth_correlation_of_deep_models_is_monte_carlo_and_never_zero():
+    result = depth_correlation(np.arange(12), np.linspace(0.5, 0.7, 12), n_permutations=499, seed=0)
+    assert not result.exact and result.p_value == pytest.approx(1 / 500)
 
 
 def test_depth_rows_one_per_reference_and_method_and_short_models_are_skipped_visibly():
@@ -259,11 +268,15 @@ def test_depth_rows_one_per_reference_and_method_and_short_models_are_skipped_vi
         "auroc": [0.50, 0.52, 0.55, 0.60, 0.70, 0.66, 0.62, 0.61, 0.5, 0.6]})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = depth_correlation_tests(per_layer)
+        rows = depth_correlation_tests(per_layer, n_permutations=100, seed=0)
     assert any("head_max" in str(w.message) for w in caught)
     by_id = {row["test_id"]: row for row in rows}
     assert set(by_id) == {"A12:string_700:attention_head_mean:depth_rho", "A12:trrust:attention_head_mean:depth_rho"}
-    assert by_id["A12:trrust:attention_head_mean:depth_rho"]["statistic"] == pytest.approx(1.0)
+    trrust = by_id["A12:trrust:attention_head_mean:depth_rho"]
+    assert trrust["statistic"] == pytest.approx(1.0) and trrust["p_value"] == pytest.approx(2 / 24)
+    assert trrust["n"] == 4
+    assert trrust["statistic_name"] == ("spearman_rho_with_layer_depth, "
+                                       "two-sided exact permutation p over all 4! = 24 orderings")
     assert by_id["A12:string_700:attention_head_mean:depth_rho"]["statistic"] == pytest.approx(-1.0)
     assert not any(row["confirmatory"] for row in rows)
     assert_registry_rows(rows)

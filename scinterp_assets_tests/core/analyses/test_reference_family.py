@@ -29,7 +29,8 @@ def test_signed_directed_and_undirected_references_get_their_analyses():
                           "layer": layer, "aggregation": "head_mean", "statistic": 0.5 + layer / 100}
                          for layer in range(3)])
     settings = ReferenceFamilySettings(bootstrap_resamples=50, residualisation_folds=3,
-                                       residualisation_models=("ols",), top_k_edges=20, seed=0)
+                                       residualisation_models=("ols",), top_k_edges=20,
+                                       depth_trend_permutations=200, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rows = registry_rows(reference_family_tests(reference, genes, score_sets, features, nulls, a12, settings))
@@ -39,5 +40,7 @@ def test_signed_directed_and_undirected_references_get_their_analyses():
     assert seen["A11"] == {"trrust"}  # signed and directed only
     for analysis in ("A09", "A13", "A14", "A15"):
         assert seen[analysis] == {"trrust", "string"}, analysis
-    assert rows.loc[rows["analysis_id"] == "A12", "test_id"].str.endswith("depth_rho").all()
+    depth = rows[rows["analysis_id"] == "A12"]
+    assert len(depth) and depth["test_id"].str.endswith("depth_rho").all()
+    assert (depth["p_value"] == 2 / 6).all() and (depth["n"] == 3).all()  # exact over 3! orderings
     assert len(rows) and tuple(rows.columns) == tuple(empty_registry().columns)
