@@ -250,8 +250,9 @@ class TinyCheckpointConfig(_Strict):
 
     family: Literal["geneformer", "scgpt"]
     folder_name: str
-    max_steps: int = Field(ge=1)
-    max_seconds: float = Field(default=120, gt=0)  # safety cap; step-bound training is reproducible
+    max_steps: int = Field(ge=1)  # training is bound by steps only: the same checkpoint on every machine
+    # optional wall-clock cap; reaching it before max_steps fails the build (never a shorter run). None: no cap
+    max_seconds: float | None = Field(default=None, gt=0)
     seed: int = 0
 
 

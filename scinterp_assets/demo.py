@@ -17,6 +17,7 @@ import dagster as dg
 from scinterp_assets.config import ScinterpConfig, SyntheticCellType, get_config
 from scinterp_assets.core.models.pretrain import TinyGeneformerSpec, train_tiny_geneformer
 from scinterp_assets.core.models.scgpt_pretrain import TinyScGPTSpec, train_tiny_scgpt
+from scinterp_assets.core.models.training import TrainingTimeCapError
 from scinterp_assets.definitions import build_definitions
 from scinterp_assets.defs.cell_type_assets import load_screen
 from scinterp_assets.resources.model_store import ModelStore
@@ -35,12 +36,18 @@ def build_embedded_checkpoints(config: ScinterpConfig, log=print) -> None:
     for tiny in missing:
         target = config.checkpoint_dir / tiny.folder_name
         log(f"training the tiny {tiny.family} checkpoint into {target} ({tiny.max_steps} steps)")
-        if tiny.family == "geneformer":
-            spec = TinyGeneformerSpec(max_steps=tiny.max_steps, max_seconds=tiny.max_seconds, seed=tiny.seed)
-            train_tiny_geneformer(screens, target, spec, log=log)
-        else:
-            spec = TinyScGPTSpec(max_steps=tiny.max_steps, max_seconds=tiny.max_seconds, seed=tiny.seed)
-            train_tiny_scgpt(screens, target, spec, log=log)
+        try:
+            if tiny.family == "geneformer":
+                spec = TinyGeneformerSpec(max_steps=tiny.max_steps, max_seconds=tiny.max_seconds, seed=tiny.seed)
+                train_tiny_geneformer(screens, target, spec, log=log)
+            else:
+                spec = TinyScGPTSpec(max_steps=tiny.max_steps, max_seconds=tiny.max_seconds, seed=tiny.seed)
+                train_tiny_scgpt(screens, target, spec, log=log)
+        except TrainingTimeCapError as error:
+            raise TrainingTimeCapError(
+                f"tiny checkpoint {tiny.folder_name!r}: {error}; the setting is tiny_checkpoints[].max_seconds "
+                f"in {config.source} (null: no cap)"
+            ) from error
 
 
 def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key=None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -123,10 +124,21 @@ ANALYSIS_COLUMNS = ["model", "cell_type", "test", "statistic_name", "statistic",
                     "p_value", "q_value", "confirmatory"]
 
 
+def _provisional_note(missing_partitions: Sequence[str]) -> list[str]:
+    if not missing_partitions:
+        return []
+    listed = ", ".join(f"`{key}`" for key in missing_partitions)
+    return [f"**The q-values are provisional**: {len(missing_partitions)} registered model x cell type "
+            f"partition(s) are missing from the registry ({listed}); the framework-wide BH q-values will change "
+            "once they are materialised.", ""]
+
+
 def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path, config_fingerprint: str,
-                  tables: dict[str, pd.DataFrame] | None = None) -> Path:
+                  tables: dict[str, pd.DataFrame] | None = None, missing_partitions: Sequence[str] = ()) -> Path:
     """Write report.md and its PNG plots into out_dir; return the Markdown path. `tables`: extra framework
-    tables (title -> frame), e.g. the cross-context table, the metric map and the family sensitivity."""
+    tables (title -> frame), e.g. the cross-context table, the metric map and the family sensitivity.
+    `missing_partitions`: registered model x cell type partitions the registry lacks; while there are any,
+    the report says its q-values are provisional."""
     out_dir.mkdir(parents=True, exist_ok=True)
     reference_plot = plot_reference_auroc_by_layer(registry, out_dir / "reference_auroc_by_layer.png")
     pf_plot = plot_pf_auroc_by_method(pf_auroc, out_dir / "pf_auroc_by_method.png")
@@ -144,6 +156,7 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
         f"{int(registry['confirmatory'].sum())} confirmatory, "
         f"{int((confirmatory['q_value'] < 0.05).sum())} significant at framework-wide BH q < 0.05.",
         "",
+        *_provisional_note(missing_partitions),
         "## Summary per model and cell type (descriptive: best variants picked on the same data)",
         "",
         _table(context_summary(registry, pf_auroc)),

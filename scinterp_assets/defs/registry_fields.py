@@ -11,6 +11,11 @@ from scinterp_assets.defs.partitions import model_and_cell_type
 from scinterp_assets.resources.model_store import ModelStore
 
 
+def code_version(project: ScinterpConfig) -> str:
+    """Package version + configuration fingerprint, written into every registry row."""
+    return f"{__version__}+{project.fingerprint()}"
+
+
 def shared_registry_fields(context: dg.AssetExecutionContext, project: ScinterpConfig, model_store: ModelStore,
                            universe_size: int) -> dict:
     model_key, cell_type = model_and_cell_type(context)
@@ -20,7 +25,7 @@ def shared_registry_fields(context: dg.AssetExecutionContext, project: ScinterpC
         "cell_type": cell_type,
         "modality": project.cell_types[cell_type].modality,
         "universe_size": universe_size,
-        "code_version": f"{__version__}+{project.fingerprint()}",
+        "code_version": code_version(project),
     }
 
 

@@ -11,8 +11,10 @@ from scinterp_assets.core.analyses.context_tables import cross_context_table as 
 from scinterp_assets.core.analyses.context_tables import metric_map as build_metric_map
 from scinterp_assets.core.report import render_report
 from scinterp_assets.core.stats.family_sensitivity import family_definition_sensitivity
-from scinterp_assets.core.stats.registry import apply_framework_bh, empty_registry
+from scinterp_assets.core.stats.registry import apply_framework_bh, combine_registry_parts
 from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.partitions import registered_model_cell_type_keys
+from scinterp_assets.defs.registry_fields import code_version
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 
 GROUP = "summary"
@@ -29,28 +31,45 @@ def _concat_partitions(by_partition: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _partitions_missing_from_registry(instance: dg.DagsterInstance) -> list[str]:
+    """The registered partitions the latest test_registry lacked (its metadata), so the report can say its
+    q-values are provisional."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("test_registry"))
+    metadata = event.asset_materialization.metadata if event is not None else {}
+    return list(metadata["partitions_missing"].value) if "partitions_missing" in metadata else []
+
+
 def build_summary_assets() -> list[dg.AssetsDefinition]:
     @dg.asset(
         group_name=GROUP,
         automation_condition=SUMMARY_AUTOMATION,
         check_specs=[contract_check_spec("test_registry", "test_registry")],
     )
-    def test_registry(perturbation_prediction: dict[str, pd.DataFrame], reference_structure: dict[str, pd.DataFrame],
-                      layer_selection: dict[str, pd.DataFrame], hvg_protocol_confound_tests: dict[str, pd.DataFrame],
+    def test_registry(context: dg.AssetExecutionContext, perturbation_prediction: dict[str, pd.DataFrame],
+                      reference_structure: dict[str, pd.DataFrame], layer_selection: dict[str, pd.DataFrame],
+                      hvg_protocol_confound_tests: dict[str, pd.DataFrame],
                       reference_battery: dict[str, pd.DataFrame], incremental_value: dict[str, pd.DataFrame],
                       sensitivity_grid_tests: dict[str, pd.DataFrame],
                       project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
         """Every test of every analysis in one schema (FRAMEWORK section 7), with framework-wide BH q-values
-        (confirmatory only), BH over all tests, and BH within each analysis."""
-        rows = [empty_registry()]
-        for by_partition in (perturbation_prediction, reference_structure, layer_selection, hvg_protocol_confound_tests,
-                             reference_battery, incremental_value, sensitivity_grid_tests):
-            rows += [by_partition[key] for key in sorted(by_partition)]
-        registry = apply_framework_bh(pd.concat(rows, ignore_index=True))
+        (confirmatory only), BH over all tests, and BH within each analysis. Refuses rows of different
+        code versions; the q-values are provisional while registered model x cell type partitions are missing
+        (metadata `q_values_provisional`, `partitions_missing`)."""
+        parts = {"perturbation_prediction": perturbation_prediction, "reference_structure": reference_structure,
+                 "layer_selection": layer_selection, "hvg_protocol_confound_tests": hvg_protocol_confound_tests,
+                 "reference_battery": reference_battery, "incremental_value": incremental_value,
+                 "sensitivity_grid_tests": sensitivity_grid_tests}
+        rows, coverage = combine_registry_parts(
+            parts, registered_model_cell_type_keys(context.instance, project), code_version(project))
+        registry = apply_framework_bh(rows)
         yield dg.Output(registry, metadata={
             **frame_metadata(registry),
             "confirmatory_tests": int(registry["confirmatory"].sum()),
             "significant_q_0.05": int((registry["q_value"] < 0.05).sum()),
+            "partitions_covered": dg.MetadataValue.json(list(coverage.covered)),
+            "q_values_provisional": coverage.q_values_provisional,
+            "partitions_missing": dg.MetadataValue.json(sorted(coverage.missing)),
+            "inputs_missing": dg.MetadataValue.json({key: list(inputs) for key, inputs in coverage.missing.items()}),
         })
         yield contracts.check_result(contracts.validate("test_registry", registry))
 
@@ -80,7 +99,8 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
         })
 
     @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
-    def evaluation_report(test_registry: pd.DataFrame, perturbation_auroc: dict[str, pd.DataFrame],
+    def evaluation_report(context: dg.AssetExecutionContext, test_registry: pd.DataFrame,
+                          perturbation_auroc: dict[str, pd.DataFrame],
                           cross_context_table: pd.DataFrame, family_sensitivity: pd.DataFrame,
                           project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
         """Markdown report with PNG plots: per-layer reference AUROC, PF AUROC of edges vs baselines, every
@@ -90,7 +110,8 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             "Family-definition sensitivity: conclusions that change": family_sensitivity[family_sensitivity["changes"]],
         }
         path = render_report(test_registry, _concat_partitions(perturbation_auroc), project.report_dir,
-                             project.fingerprint(), tables)
+                             project.fingerprint(), tables,
+                             missing_partitions=_partitions_missing_from_registry(context.instance))
         images = "\n\n".join(
             f"![{png.stem}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
             for png in sorted(path.parent.glob("*.png"))

@@ -1,9 +1,11 @@
 """The checkpoint directory as a store of model partitions.
 
 Each sub-folder of the checkpoint directory is one model; its partition key is the folder name
-sanitised to Dagster's safe alphabet [A-Za-z0-9._-]. The fingerprint (sizes and modification times of
-every file) is cheap enough for a sensor tick even for multi-GB weights, and changes when a checkpoint is
-overwritten.
+sanitised to Dagster's safe alphabet [A-Za-z0-9._-]. The fingerprint is a content hash of the files that
+define the model (weights, configuration, vocabulary, pickled dictionaries), so it is the same on every
+machine for the same bytes and ignores training logs such as pretraining.json. File digests are cached
+in memory by (path, size, mtime_ns, inode): a sensor tick re-hashes only files that were rewritten,
+replaced or touched, and a touch that keeps the bytes keeps the fingerprint.
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ from pathlib import Path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]+$")
+# What the loaders read from a checkpoint folder (core.models.geneformer / scgpt): Hugging Face weights,
+# sharded or not, with their index; scGPT's state dict; configuration and vocabulary; Geneformer's pickled
+# dictionaries. Anything else (pretraining.json, trainer_state.json, training_args.bin, READMEs) is a record
+# of how the model was made, not part of it.
+_DEFINING_FILE = re.compile(
+    r"(?:model|pytorch_model)(?:-\d+-of-\d+)?\.(?:safetensors|bin)"
+    r"|(?:model\.safetensors|pytorch_model\.bin)\.index\.json"
+    r"|best_model\.pt|config\.json|args\.json|vocab\.json|.+\.pkl"
+)
+_FILE_DIGESTS: dict[Path, tuple[tuple[int, int, int], str]] = {}  # path -> ((size, mtime_ns, inode), sha256)
 
 
 class CheckpointKeyError(ValueError):
@@ -44,12 +56,27 @@ def validate_model_key(key: str) -> str:
 
 
 def fingerprint_folder(folder: Path) -> str:
-    """sha256 over (relative path, size, mtime_ns) of every file below `folder`, first 16 hex digits."""
+    """sha256 over (file name, sha256 of its bytes) of the model-defining files directly in `folder`, in
+    sorted name order; first 16 hex digits. The loaders read only the folder's top level, so sub-folders
+    (e.g. a Trainer's checkpoint-500/) are not part of the model."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and _DEFINING_FILE.fullmatch(p.name)):
+        digest.update(f"{path.name}\0{_file_digest(path)}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of the file's bytes, recomputed only when its size, modification time or inode changed (an
+    atomic replace gives a new inode even within the file system's mtime granularity)."""
+    stat = path.stat()
+    key, version = path.resolve(), (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    cached = _FILE_DIGESTS.get(key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    _FILE_DIGESTS[key] = (version, digest)
+    return digest
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,10 @@ from scinterp_assets.core.models import CountDataError, ModelLoadError, load_mod
 from scinterp_assets.core.models.dictionaries import load_pickled_dictionary
 from scinterp_assets.core.models.geneformer import RankValueTokenizer
 from scinterp_assets.core.models.pretrain import TinyGeneformerSpec, train_tiny_geneformer
+from scinterp_assets.resources.model_store import fingerprint_folder
 from scinterp_assets_tests.core.tiny_models import (
     build_tiny_geneformer,
+    differing_files,
     set_config_value,
     tiny_counts,
     write_pickle,
@@ -244,7 +246,7 @@ def test_tiny_pretraining_writes_a_loadable_checkpoint_and_learns(tmp_path):
     adatas = [programme_counts(200, 100, seed=1), programme_counts(100, 100, seed=2)]
     spec = TinyGeneformerSpec(
         n_layers=2, n_heads=2, hidden_size=32, intermediate_size=64, max_position_embeddings=128,
-        max_steps=250, max_seconds=30, learning_rate=3e-3, num_threads=1,
+        max_steps=250, learning_rate=3e-3, num_threads=1,
     )
     messages: list[str] = []
     folder = train_tiny_geneformer(adatas, tmp_path / "tiny", spec=spec, log=messages.append)
@@ -267,6 +269,22 @@ def test_tiny_pretraining_writes_a_loadable_checkpoint_and_learns(tmp_path):
     one_step = TinyGeneformerSpec(**{**record["spec"], "max_steps": 1})
     train_tiny_geneformer(adatas, folder, spec=one_step, log=lambda _: None)
     assert not (folder / "stale.pkl").exists() and [p.name for p in tmp_path.iterdir()] == ["tiny"]
+
+
+def test_tiny_pretraining_twice_writes_identical_bytes(tmp_path):
+    """Same spec and data, two fresh folders: every file is byte-identical, pretraining.json included (it
+    holds no wall-clock time), so two machines building the demo register the same fingerprint. Two threads,
+    as the default spec trains: a pinned thread count splits each reduction the same way every run."""
+    adatas = [programme_counts(200, 100, seed=1), programme_counts(100, 100, seed=2)]
+    spec = TinyGeneformerSpec(
+        n_layers=2, n_heads=2, hidden_size=32, intermediate_size=64, max_position_embeddings=128,
+        max_steps=30, num_threads=2,
+    )
+    first = train_tiny_geneformer(adatas, tmp_path / "first", spec=spec, log=lambda _: None)
+    second = train_tiny_geneformer(adatas, tmp_path / "second", spec=spec, log=lambda _: None)
+    assert len(list(first.iterdir())) == 6 and differing_files(first, second) == []
+    assert "seconds" not in json.loads((first / "pretraining.json").read_text())
+    assert fingerprint_folder(first) == fingerprint_folder(second)
 
 
 def test_h5ad_whose_symbols_map_to_no_token_gets_a_coverage_error(tmp_path):

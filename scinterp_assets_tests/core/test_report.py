@@ -42,3 +42,12 @@ def test_render_writes_markdown_and_plots(tmp_path):
     assert "abc123" in text and "A12:planted:correlation" in text and "m|c|" not in text
     assert sorted(p.name for p in path.parent.glob("*.png")) == ["pf_auroc_by_method.png",
                                                                  "reference_auroc_by_layer.png"]
+    assert "provisional" not in text
+
+
+def test_report_says_its_q_values_are_provisional_and_which_partitions_are_missing(tmp_path):
+    registry, pf = _inputs()
+    path = render_report(registry, pf, tmp_path / "report", "abc123", missing_partitions=["c|m2", "d|m"])
+    text = path.read_text()
+    (line,) = [line for line in text.splitlines() if "provisional" in line]
+    assert "2 registered model x cell type partition(s) are missing" in line and "`c|m2`, `d|m`" in line

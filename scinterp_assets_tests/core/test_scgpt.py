@@ -24,9 +24,12 @@ from scinterp_assets.core.models import (
 )
 from scinterp_assets.core.models.scgpt import BATCH_NORM_EPS, BinnedValueTokenizer, bin_values
 from scinterp_assets.core.models.scgpt_pretrain import TinyScGPTSpec, train_tiny_scgpt
+from scinterp_assets.core.models.training import TrainingTimeCapError
+from scinterp_assets.resources.model_store import fingerprint_folder
 from scinterp_assets_tests.core.tiny_models import (
     SCGPT_QKV_NAMES,
     build_tiny_scgpt,
+    differing_files,
     edit_json,
     tiny_counts,
 )
@@ -360,9 +363,7 @@ def programme_expression(n_cells: int, n_genes: int, seed: int) -> AnnData:
 
 def test_tiny_pretraining_writes_a_released_layout_and_learns(tmp_path):
     adatas = [programme_expression(200, 60, seed=1), programme_expression(100, 60, seed=2)]
-    spec = TinyScGPTSpec(
-        n_layers=2, n_heads=2, d_model=32, d_hid=64, max_steps=120, max_seconds=60, num_threads=1
-    )
+    spec = TinyScGPTSpec(n_layers=2, n_heads=2, d_model=32, d_hid=64, max_steps=120, num_threads=1)
     messages: list[str] = []
     folder = train_tiny_scgpt(adatas, tmp_path / "tiny", spec=spec, log=messages.append)
 
@@ -387,7 +388,22 @@ def test_tiny_pretraining_writes_a_released_layout_and_learns(tmp_path):
     scores = model.attention_scores(adatas[0][:20], ["SYN1", "SYN2", "SYN3"])
     assert scores.sum.shape == (2, 2, 3, 3) and scores.n_cells == 20
 
-    # deterministic: the same spec and data give the same weights
-    train_tiny_scgpt(adatas, tmp_path / "again", spec=spec, log=lambda _: None)
-    repeat = torch.load(tmp_path / "again" / "best_model.pt", weights_only=True)
-    assert all(torch.equal(state[key], repeat[key]) for key in state)
+
+def test_tiny_pretraining_twice_writes_identical_bytes(tmp_path):
+    """Same spec and data, two fresh folders: every file is byte-identical, pretraining.json included (it
+    holds no wall-clock time), so two machines building the demo register the same fingerprint."""
+    adatas = [programme_expression(200, 60, seed=1), programme_expression(100, 60, seed=2)]
+    spec = TinyScGPTSpec(n_layers=2, n_heads=2, d_model=32, d_hid=64, max_steps=30)
+    first = train_tiny_scgpt(adatas, tmp_path / "first", spec=spec, log=lambda _: None)
+    second = train_tiny_scgpt(adatas, tmp_path / "second", spec=spec, log=lambda _: None)
+    assert len(list(first.iterdir())) == 4 and differing_files(first, second) == []
+    assert "seconds" not in json.loads((first / "pretraining.json").read_text())
+    assert fingerprint_folder(first) == fingerprint_folder(second)
+
+
+def test_tiny_pretraining_that_reaches_its_time_cap_is_refused_and_writes_nothing(tmp_path):
+    adatas = [programme_expression(50, 20, seed=1)]
+    spec = TinyScGPTSpec(n_layers=1, n_heads=2, d_model=16, d_hid=16, max_steps=50, max_seconds=1e-9)
+    with pytest.raises(TrainingTimeCapError, match=r"max_seconds=1e-09 after 0 of 50 steps.*Fix: raise max_"):
+        train_tiny_scgpt(adatas, tmp_path / "tiny", spec=spec, log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []

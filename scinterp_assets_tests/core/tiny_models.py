@@ -72,6 +72,13 @@ def build_tiny_geneformer(
     return folder
 
 
+def differing_files(first: Path, second: Path) -> list[str]:
+    """Names of the files that are not byte-identical in two folders (present in one only included)."""
+    names = sorted({p.name for p in first.iterdir()} | {p.name for p in second.iterdir()})
+    return [name for name in names if not ((first / name).is_file() and (second / name).is_file()
+                                           and (first / name).read_bytes() == (second / name).read_bytes())]
+
+
 def set_config_value(folder: Path, key: str, value: object) -> None:
     path = folder / "config.json"
     config = json.loads(path.read_text())

@@ -1,8 +1,12 @@
+import hashlib
+import os
+
 import pytest
 
 from scinterp_assets.resources.model_store import (
     CheckpointKeyError,
     ModelStore,
+    fingerprint_folder,
     sanitize_model_key,
     validate_model_key,
 )
@@ -43,3 +47,49 @@ def test_store_lists_folders_with_fingerprints_and_detects_collisions(tmp_path):
 def test_resolve_unknown_key(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint folder for model key 'x'"):
         ModelStore(tmp_path).resolve("x")
+
+
+def _geneformer_like_folder(folder):
+    folder.mkdir()
+    (folder / "config.json").write_text('{"hidden_size": 16}')
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+    (folder / "token_dictionary.pkl").write_bytes(b"pickled tokens")
+    (folder / "pretraining.json").write_text('{"steps": 60}')
+    return folder
+
+
+def test_fingerprint_is_the_content_of_the_defining_files(tmp_path):
+    folder = _geneformer_like_folder(tmp_path / "m")
+    before = fingerprint_folder(folder)
+    assert fingerprint_folder(_geneformer_like_folder(tmp_path / "same bytes elsewhere")) == before
+
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # a touch: new mtime, same bytes
+    assert fingerprint_folder(folder) == before
+    (folder / "pretraining.json").write_text('{"steps": 60, "seconds": 12.5}')  # a training record
+    (folder / "README.md").write_text("notes")
+    assert fingerprint_folder(folder) == before
+
+    weights = bytearray((folder / "model.safetensors").read_bytes())
+    weights[100] ^= 1  # one bit of one weight byte, same size
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    assert fingerprint_folder(folder) != before
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+    assert fingerprint_folder(folder) == before
+    (folder / "token_dictionary.pkl").write_bytes(b"pickled tokens, edited")
+    assert fingerprint_folder(folder) != before
+
+
+def test_fingerprint_hashes_a_file_again_only_when_it_changed(tmp_path, monkeypatch):
+    folder = _geneformer_like_folder(tmp_path / "m")
+    first = fingerprint_folder(folder)  # fills the cache
+    hashed, file_digest = [], hashlib.file_digest
+
+    def counting_file_digest(handle, name):
+        hashed.append(os.path.basename(handle.name))
+        return file_digest(handle, name)
+
+    monkeypatch.setattr(hashlib, "file_digest", counting_file_digest)
+    assert fingerprint_folder(folder) == first
+    assert hashed == []  # a repeated sensor tick reads no file
+    os.utime(folder / "config.json", ns=(5, 5))
+    assert fingerprint_folder(folder) == first and hashed == ["config.json"]

@@ -2,7 +2,8 @@
 
 The folder is indistinguishable in layout from a released V1 Geneformer: config.json + model.safetensors
 (BertForMaskedLM) and the three pickled dictionaries, medians stored as numpy float scalars. Training is
-Geneformer's masked-token objective on rank-value tokens, seeded, bounded in steps and seconds.
+Geneformer's masked-token objective on rank-value tokens, seeded and bounded in steps (see training.py for
+what makes two runs write the same bytes).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ IGNORE_INDEX = -100  # label of unselected positions, skipped by the cross-entro
 
 @dataclass(frozen=True)
 class TinyGeneformerSpec:
-    """Architecture and training budget of a tiny checkpoint (sizes in tokens / units; seconds wall clock)."""
+    """Architecture and training budget of a tiny checkpoint (sizes in tokens / units; seconds wall clock).
+
+    max_seconds: optional wall-clock cap; reaching it before max_steps raises TrainingTimeCapError."""
 
     n_layers: int = 3
     n_heads: int = 4
@@ -37,7 +40,7 @@ class TinyGeneformerSpec:
     intermediate_size: int = 128
     max_position_embeddings: int = 512
     max_steps: int = 2000
-    max_seconds: float = 60.0
+    max_seconds: float | None = None
     batch_size: int = 16
     learning_rate: float = 3e-3  # peak, reached after `warmup_steps` of linear warm-up
     warmup_steps: int = 20
@@ -54,6 +57,8 @@ class TinyGeneformerSpec:
         sizes = (self.n_layers, self.max_position_embeddings, self.max_steps, self.warmup_steps)
         if min(*sizes, self.batch_size, self.num_threads) < 1:
             raise ValueError("layers, positions, steps, warm-up steps, batch size and threads must be >= 1")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0 or None (no cap), got {self.max_seconds}")
 
 
 def build_dictionaries(adatas: Sequence[AnnData]) -> tuple[dict, dict, dict]:
@@ -134,8 +139,10 @@ def train_tiny_geneformer(
     """Build a V1-layout Geneformer checkpoint from raw-count AnnData objects and train it briefly.
 
     Writes config.json, model.safetensors, token_dictionary.pkl, gene_median_dictionary.pkl,
-    gene_name_id_dict.pkl and pretraining.json (spec, steps, seconds, initial and final masked-token loss
-    on fixed held-in cells). Returns the folder.
+    gene_name_id_dict.pkl and pretraining.json (spec, steps, initial and final masked-token loss on fixed
+    held-in cells). pretraining.json leaves out the wall-clock seconds (they go to `log`), so every file of
+    the folder is the same byte for byte wherever the spec runs. Returns the folder.
+    Raises TrainingTimeCapError, writing nothing, when spec.max_seconds passes before spec.max_steps.
     """
     from transformers import BertConfig, BertForMaskedLM  # deferred: importing transformers costs seconds
 
@@ -170,12 +177,14 @@ def train_tiny_geneformer(
         model = BertForMaskedLM(config)
         result = train_masked(
             model, len(cells), masked_batch, _mlm_loss, lambda batch: bool((batch[2] != IGNORE_INDEX).any()),
-            TrainingBudget(spec.max_steps, spec.max_seconds, spec.batch_size, spec.learning_rate, spec.warmup_steps),
+            TrainingBudget(spec.max_steps, spec.batch_size, spec.learning_rate, spec.warmup_steps,
+                           max_seconds=spec.max_seconds),
             rng, lambda message: log(f"tiny Geneformer: {len(cells)} cells, {len(token_ids)} tokens; {message}"),
         )  # fmt: skip
     log(f"tiny Geneformer: {result.steps} steps in {result.seconds:.1f} s; final masked-token loss "
         f"{result.final_loss:.3f} (initial {result.initial_loss:.3f})")
-    record = {"spec": asdict(spec), "n_cells": len(cells), "vocab_size": len(token_ids), **asdict(result)}
+    record = {"spec": asdict(spec), "n_cells": len(cells), "vocab_size": len(token_ids),
+              **result.reproducible_record()}
 
     def build(folder: Path) -> None:
         model.save_pretrained(folder)

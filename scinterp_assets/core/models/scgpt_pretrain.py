@@ -4,7 +4,8 @@ The folder has a released scGPT's layout: args.json (released key names), vocab.
 <pad>, <cls>, <eoc>) and best_model.pt, a plain state dict whose q/k/v projections carry flash-attention
 names (`self_attn.Wqkv.*`) as released weights do. Training is scGPT's masked value prediction: a fraction of
 each cell's gene values is replaced by the mask value and an MLP decoder (`decoder.fc.*`) predicts their
-bins from the encoder output, MSE loss. Seeded and bounded in steps (and, as a safety cap, seconds).
+bins from the encoder output, MSE loss. Seeded and bounded in steps only (an optional wall-clock cap raises
+instead of stopping early; see training.py for what makes two runs write the same bytes).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class TinyScGPTSpec:
     pad_value: float = -2.0
     mask_value: float = -1.0
     max_steps: int = 300  # ~0.1 s a step on one core for 16 cells of ~250 genes: about 30 s in all
-    max_seconds: float = 90.0  # safety cap; a run that hits it is not reproducible and says so in its log
+    max_seconds: float | None = None  # wall-clock cap: reaching it before max_steps raises; None: no cap
     batch_size: int = 16
     learning_rate: float = 1e-3  # peak, reached after `warmup_steps` of linear warm-up
     warmup_steps: int = 20
@@ -71,8 +72,10 @@ class TinyScGPTSpec:
         if self.n_bins < 3 or self.max_seq_len < 2:
             raise ValueError("n_bins must be >= 3 and max_seq_len >= 2")
         sizes = (self.n_layers, self.d_hid, self.max_steps, self.warmup_steps, self.batch_size)
-        if min(*sizes, self.num_threads) < 1 or self.max_seconds <= 0 or self.grad_clip <= 0:
-            raise ValueError("layers, d_hid, steps, warm-up, batch, threads, seconds, grad_clip must be > 0")
+        if min(*sizes, self.num_threads) < 1 or self.grad_clip <= 0:
+            raise ValueError("layers, d_hid, steps, warm-up, batch, threads and grad_clip must be > 0")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0 or None (no cap), got {self.max_seconds}")
 
 
 def build_vocab(adatas: Sequence[AnnData]) -> dict[str, int]:
@@ -142,8 +145,10 @@ def train_tiny_scgpt(
     """Build an scGPT-format checkpoint from AnnData objects (raw counts or normalised) and train it briefly.
 
     Genes are the union of the var_names (symbols). Writes args.json, vocab.json, best_model.pt and
-    pretraining.json (spec, steps, seconds, initial and final masked-value MSE on fixed held-in cells)
-    into a staging folder that replaces `out_dir` at once. Returns the folder.
+    pretraining.json (spec, steps, initial and final masked-value MSE on fixed held-in cells) into a staging
+    folder that replaces `out_dir` at once. pretraining.json leaves out the wall-clock seconds (they go to
+    `log`), so every file of the folder is the same byte for byte wherever the spec runs. Returns the folder.
+    Raises TrainingTimeCapError, writing nothing, when spec.max_seconds passes before spec.max_steps.
     """
     out_dir = Path(out_dir)
     vocab = build_vocab(adatas)
@@ -171,14 +176,12 @@ def train_tiny_scgpt(
         model = MaskedValueModel(shape)
         result = train_masked(
             model, len(cells), masked_batch, _masked_mse, lambda batch: bool(batch[-1].any()),
-            TrainingBudget(spec.max_steps, spec.max_seconds, spec.batch_size, spec.learning_rate, spec.warmup_steps,
-                           spec.grad_clip),
+            TrainingBudget(spec.max_steps, spec.batch_size, spec.learning_rate, spec.warmup_steps, spec.grad_clip,
+                           max_seconds=spec.max_seconds),
             rng, lambda message: log(f"tiny scGPT: {len(cells)} cells, {len(vocab)} tokens; {message}"),
         )  # fmt: skip
-    capped = result.stopped_by_max_seconds
-    cap_note = f" (stopped by max_seconds={spec.max_seconds:g}: not step-reproducible)" if capped else ""
     log(f"tiny scGPT: {result.steps} steps in {result.seconds:.1f} s; final masked-value MSE "
-        f"{result.final_loss:.1f} (initial {result.initial_loss:.1f}){cap_note}")
+        f"{result.final_loss:.1f} (initial {result.initial_loss:.1f})")
     args = {  # key names as in released args.json files
         "embsize": spec.d_model, "nheads": spec.n_heads, "d_hid": spec.d_hid, "nlayers": spec.n_layers,
         "dropout": 0.0, "n_bins": spec.n_bins, "input_style": "binned", "input_emb_style": "continuous",
@@ -186,7 +189,7 @@ def train_tiny_scgpt(
         spec.mask_fraction, "max_seq_len": spec.max_seq_len, "fast_transformer": True, "pre_norm": False,
         "lr": spec.learning_rate, "batch_size": spec.batch_size, "seed": spec.seed, "MLM": True,
     }  # fmt: skip
-    record = {"spec": asdict(spec), "n_cells": len(cells), "vocab_size": len(vocab), **asdict(result),
+    record = {"spec": asdict(spec), "n_cells": len(cells), "vocab_size": len(vocab), **result.reproducible_record(),
               "loss": "masked-value MSE (bins^2) on fixed held-in cells"}
     state = model.released_state_dict()
 

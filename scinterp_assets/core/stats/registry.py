@@ -1,11 +1,14 @@
 """The one test-registry schema (FRAMEWORK.md section 7) that every analysis writes to.
 
-Analyses return rows built with `registry_rows`; the summary asset concatenates them and adds the
-framework-wide Benjamini-Hochberg columns with `apply_framework_bh`.
+Analyses return rows built with `registry_rows`; the summary asset gathers them per partition with
+`combine_registry_parts` (which refuses to mix configurations and reports which registered partitions are
+missing) and adds the framework-wide Benjamini-Hochberg columns with `apply_framework_bh`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,6 +69,75 @@ def registry_rows(rows: list[dict[str, Any]], **shared: Any) -> pd.DataFrame:
 
 def empty_registry() -> pd.DataFrame:
     return registry_rows([])
+
+
+class MixedCodeVersionError(ValueError):
+    """Registry rows come from more than one configuration or package version."""
+
+
+@dataclass(frozen=True)
+class RegistryCoverage:
+    """Which partitions (e.g. model x cell type keys) the registry's inputs hold.
+
+    covered: partitions present in every input, sorted
+    missing: each expected partition that some input lacks -> those inputs, sorted
+    """
+
+    covered: tuple[str, ...]
+    missing: Mapping[str, tuple[str, ...]]
+
+    @property
+    def q_values_provisional(self) -> bool:
+        """BH q-values depend on every test of the family, so they change once a missing partition arrives."""
+        return bool(self.missing)
+
+
+def combine_registry_parts(
+    parts: Mapping[str, Mapping[str, pd.DataFrame]],
+    expected_partitions: Iterable[str],
+    current_code_version: str | None = None,
+) -> tuple[pd.DataFrame, RegistryCoverage]:
+    """Concatenate registry rows gathered per input and partition into one table, and say what it covers.
+
+    parts: {input name (e.g. analysis asset): {partition key: its registry rows}}, only the partitions that
+    exist; an empty frame is a partition whose analysis ran and had nothing to test.
+    expected_partitions: every registered partition (each input should hold each).
+    current_code_version: the code_version the present configuration writes, named in the error message.
+    Raises MixedCodeVersionError when the rows carry more than one code_version: q-values computed over
+    several configurations mean nothing, so the message names each version with its partitions and the fix.
+    Returns the rows (registry schema, without q-values) and the coverage.
+    """
+    frames = [empty_registry()]
+    versions: dict[str, set[str]] = {}
+    for by_partition in parts.values():
+        for partition in sorted(by_partition):
+            rows = by_partition[partition]
+            frames.append(rows)
+            for version in rows["code_version"].unique():
+                versions.setdefault(str(version), set()).add(partition)
+    if len(versions) > 1:
+        raise MixedCodeVersionError(_mixed_versions_message(versions, current_code_version))
+    present = [set(by_partition) for by_partition in parts.values()]
+    covered = set.intersection(*present) if present else set()
+    missing = {
+        partition: tuple(sorted(name for name, by_partition in parts.items() if partition not in by_partition))
+        for partition in sorted(set(expected_partitions) - covered)
+    }
+    table = pd.concat(frames, ignore_index=True).astype(REGISTRY_DTYPES)
+    return table, RegistryCoverage(tuple(sorted(covered)), missing)
+
+
+def _mixed_versions_message(versions: Mapping[str, set[str]], current: str | None) -> str:
+    listed = "; ".join(f"code_version {version!r} in partitions {sorted(partitions)}"
+                       for version, partitions in sorted(versions.items()))
+    if current is not None:
+        stale = sorted({partition for version, partitions in versions.items() if version != current
+                        for partition in partitions})
+        fix = f"re-materialise the stale partitions {stale} so that every row has code_version {current!r}"
+    else:
+        fix = "re-materialise the partitions of the older configuration so that every row has one code_version"
+    return (f"test registry would mix rows of {len(versions)} code versions ({listed}); framework-wide q-values "
+            f"over different configurations mean nothing. Fix: {fix}")
 
 
 def apply_framework_bh(registry: pd.DataFrame) -> pd.DataFrame:
