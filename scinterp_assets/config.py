@@ -213,7 +213,10 @@ class AnalysisConfig(_Strict):
     # (core.stats.permutation.MAX_EXACT_PERMUTATION_N layers); shallower ones enumerate every ordering
     depth_trend_permutations: int = Field(default=10000, ge=100)
     incremental_value_folds: int = Field(default=5, ge=2)  # A05-A08 GroupKFold folds
-    incremental_value_bootstrap: int = Field(default=200, ge=10)  # A05/A06/A08 resamples of perturbations
+    incremental_value_joint_folds: int = Field(default=3, ge=2)  # A06 joint split: folds per axis (k^2 fits)
+    incremental_value_repeats: int = Field(default=3, ge=1)  # A05/A06 confirmatory: cross-validation fold seeds
+    # A05/A06 two-way (perturbations x targets) and A08 resamples; 40 is the fewest that can reject at 0.05
+    incremental_value_bootstrap: int = Field(default=200, ge=40)
     incremental_value_models: tuple[Literal["logistic", "boosted"], ...] = ("logistic", "boosted")
     incremental_value_splits: tuple[Literal["perturbation_split", "target_split", "joint_split"], ...] = (
         "perturbation_split", "target_split", "joint_split")

@@ -143,3 +143,15 @@ def test_incremental_value_benchmark_runs_quick():
     numbers = incremental_value.main(["--quick", "--threads", "1"])
     assert numbers["parity_max_abs_diff"] < 1e-9  # the reweighting bootstrap equals sklearn on written-out resamples
     assert numbers["screen"]["rows"] == numbers["setup"]["perturbations"] * (numbers["setup"]["genes"] - 1)
+
+
+def test_calibration_benchmark_runs_on_two_tiny_worlds(capsys):
+    from benchmarks import calibration
+
+    code = calibration.main(["--worlds", "2", "--processes", "1", "--perturbations", "12", "--genes", "40",
+                             "--repeats", "1", "--bootstrap", "40", "--study"])
+    printed = capsys.readouterr().out
+    assert code in (0, 1) and "every confirmatory null rate compatible" in printed
+    table = [line for line in printed.splitlines() if line.startswith(("| confirmatory", "| study"))]
+    assert len(table) == 2 * 5 * 2 * 3  # forms x score classes x models x splits, two worlds each
+    assert all("| 2 |" in line for line in table)

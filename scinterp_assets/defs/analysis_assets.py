@@ -11,7 +11,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from scinterp_assets.config import ScinterpConfig
-from scinterp_assets.core.analyses.incremental_value import covariate_r2_tests, incremental_value_tests
+from scinterp_assets.core.analyses.incremental_confirmatory import ConfirmatorySettings, incremental_value_tests
+from scinterp_assets.core.analyses.incremental_value import covariate_r2_tests
 from scinterp_assets.core.analyses.layer_selection import layer_selection_tests
 from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
 from scinterp_assets.core.analyses.propensity import propensity_matched_tests
@@ -116,9 +117,11 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
                           gene_features: pd.DataFrame, de_labels: pd.DataFrame, perturbation_auroc: pd.DataFrame,
                           gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                           model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
-        """A05-A08: does an edge score add to gene-level features of the target? Logistic and boosted models
-        with and without the score, GroupKFold by perturbation (A05), by target and joint (A06), delta AUROC /
-        AUPRC / top-k recall with a bootstrap over perturbations; A07 covariate R^2; A08 propensity matching."""
+        """A05-A08: does an edge score add to gene-level features? Confirmatory: flexible logistic and boosted
+        models on both genes' features with and without the residualised score, GroupKFold by perturbation
+        (A05), by target and joint (A06), repeated over fold seeds, delta per-perturbation AUROC with a
+        two-way bootstrap; descriptive: AUPRC / top-k recall and the study's form; A07 covariate R^2; A08
+        propensity matching."""
         settings, rule = project.analyses, project.de_labels
         n_perturbations = perturbation_auroc["perturbation"].nunique()
         if n_perturbations < settings.incremental_value_folds:
@@ -128,18 +131,23 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
         label_rule = project.label_rule(model_and_cell_type(context)[1])
         common = {"rule": PerturbationFilter(rule.min_positives, rule.min_negatives),
-                  "seed": project.seeds.incremental_value, "n_folds": settings.incremental_value_folds,
-                  "label_rule": label_rule}
+                  "seed": project.seeds.incremental_value, "label_rule": label_rule}
         classifiers = settings.incremental_value_models
         # A07 regresses the score on the features: the linear counterpart of the logistic model is OLS
         regressors = tuple("ols" if model == "logistic" else model for model in classifiers)
+        confirmatory = ConfirmatorySettings(
+            n_folds=settings.incremental_value_folds, joint_folds=settings.incremental_value_joint_folds,
+            n_repeats=settings.incremental_value_repeats, n_bootstrap=settings.incremental_value_bootstrap,
+            alpha=settings.alpha)
         with threadpool_limits(limits=settings.threads):
             rows = incremental_value_tests(de_labels, gene_features, genes, score_sets, models=classifiers,
-                                           splits=settings.incremental_value_splits,
-                                           n_bootstrap=settings.incremental_value_bootstrap, **common)
-            rows += covariate_r2_tests(de_labels, gene_features, genes, score_sets, models=regressors, **common)
+                                           splits=settings.incremental_value_splits, settings=confirmatory,
+                                           **common)
+            folds = {"n_folds": settings.incremental_value_folds}
+            rows += covariate_r2_tests(de_labels, gene_features, genes, score_sets, models=regressors, **folds,
+                                       **common)
             rows += propensity_matched_tests(de_labels, gene_features, genes, score_sets, models=classifiers,
-                                             n_bootstrap=settings.incremental_value_bootstrap, **common)
+                                             n_bootstrap=settings.incremental_value_bootstrap, **folds, **common)
         registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)))
         return dg.Output(registry, metadata={**frame_metadata(registry), "perturbations": n_perturbations,
                                              "score_sets": len(score_sets)})

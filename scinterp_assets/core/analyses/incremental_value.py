@@ -24,11 +24,10 @@ pairs). Delta = with - without on the same resamples; percentile CI; one-sided b
 delta <= 0: (1 + #{resampled deltas <= 0}) / (1 + B), never 0.
 
 Splits (A05 perturbation_split, A06 target_split and joint_split): folds come from sklearn's GroupKFold
-(shuffled, seeded) over perturbations and, independently, over target genes. In the joint split fold k
-tests the rows whose perturbation AND target are both in fold k and trains on rows whose perturbation and
-target are both outside fold k; a row whose perturbation and target fall in different folds is never a
-test row (it trains the folds that hold neither of its genes), so joint metrics cover about 1 / n_folds
-of the rows. "Unseen" is per role: a perturbed gene of a test row may appear as a target in training.
+(shuffled, seeded) over perturbations and, independently, over target genes. The joint split has one test
+per block (perturbation fold i, target fold j): the block's rows are tested by a model trained on the rows
+whose perturbation is outside fold i and whose target is outside fold j (n_folds^2 fits; every row is
+tested with neither of its genes seen in its role). "Unseen" is per role: a perturbed gene of a test row may appear as a target in training.
 
 Missing edge scores (pairs the edge source does not cover) are imputed with the median of the same
 perturbation's observed scores (the global median where a perturbation has none) and a missing-indicator
@@ -56,12 +55,13 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import QuantileTransformer, SplineTransformer, StandardScaler
 
 from scinterp_assets.core.analyses.perturbation_prediction import ATTENTION_METHODS, PerturbationFilter
 from scinterp_assets.core.analyses.score_sets import ScoreSet
 from scinterp_assets.core.edges import NO_LAYER
 from scinterp_assets.core.stats.auroc import DegenerateScoreWarning, auroc
+from scinterp_assets.core.stats.bootstrap import bootstrap_test, resample_counts
 
 GENE_LEVEL_FEATURES = ("mean", "variance", "detection_rate")
 SPLITS = ("perturbation_split", "target_split", "joint_split")
@@ -69,15 +69,16 @@ SPLIT_ANALYSIS = {"perturbation_split": "A05", "target_split": "A06", "joint_spl
 MODELS = ("logistic", "boosted")
 R2_MODELS = ("ols", "boosted")
 RECALL_AT = (10, 50, 100)
-PRIMARY_METRIC = "auroc"  # the confirmatory delta (FRAMEWORK.md section 8, criterion 2)
 CONFIRMATORY_METHODS = (*ATTENTION_METHODS, "correlation")
 NEGATIVES = "non-DE candidate targets of the same perturbation"
-_STREAMS = ("perturbation_folds", "target_folds", "bootstrap", "models", "rows")
+_STREAMS = ("perturbation_folds", "target_folds", "bootstrap", "models", "rows", "target_bootstrap")
 
 
-def stream_seed(seed: int, stream: str) -> int:
-    """A reproducible seed for one independent random stream (fold assignments, bootstrap, models)."""
-    return int(np.random.SeedSequence([seed, _STREAMS.index(stream)]).generate_state(1)[0])
+def stream_seed(seed: int, stream: str, repeat: int = 0) -> int:
+    """A reproducible seed for one independent random stream (fold assignments, bootstrap, models);
+    `repeat` > 0 gives the streams of further cross-validation repeats (repeat 0 is the single-run stream)."""
+    entropy = [seed, _STREAMS.index(stream)] + ([repeat] if repeat else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def score_set_name(score_set: ScoreSet) -> str:
@@ -118,6 +119,7 @@ class DesignTable:
     is_de: np.ndarray
     features: np.ndarray
     feature_names: tuple[str, ...]
+    source_features: np.ndarray
 
     def __post_init__(self) -> None:
         n = len(self.is_de)
@@ -126,11 +128,14 @@ class DesignTable:
                 raise ValueError(f"{name} must be ({n},), got {getattr(self, name).shape}")
         if self.is_de.dtype != bool:
             raise ValueError("is_de must be bool")
-        if self.features.shape != (n, len(self.feature_names)):
-            raise ValueError(f"features must be ({n}, {len(self.feature_names)}), got {self.features.shape}")
+        for name in ("features", "source_features"):
+            if getattr(self, name).shape != (n, len(self.feature_names)):
+                raise ValueError(
+                    f"{name} must be ({n}, {len(self.feature_names)}), got {getattr(self, name).shape}"
+                )
         if n and (np.diff(self.perturbation) < 0).any():
             raise ValueError("rows must be sorted by perturbation")
-        if not np.isfinite(self.features).all():
+        if not (np.isfinite(self.features).all() and np.isfinite(self.source_features).all()):
             raise ValueError("gene-level features must be finite")
 
     @property
@@ -160,6 +165,7 @@ class DesignTable:
             is_de=self.is_de[rows],
             features=self.features[rows],
             feature_names=self.feature_names,
+            source_features=self.source_features[rows],
         )
 
 
@@ -215,16 +221,18 @@ def build_design(
         )
     source, target, is_de = source[keep], target[keep], is_de[keep]
     table = features.drop_duplicates("gene").set_index("gene")
-    needed = index[np.unique(target)]
+    needed = index[np.unique(np.concatenate([source, target]))]
     unknown = needed.difference(table.index)
     if len(unknown):
         raise ValueError(
-            f"features lack {len(unknown)} target genes, e.g. {list(unknown[:5])}; compute "
+            f"features lack {len(unknown)} perturbed or target genes, e.g. {list(unknown[:5])}; compute "
             "gene-level features over the whole evaluable gene list"
         )
     gene_features = table.reindex(index)[list(feature_names)].to_numpy(dtype=np.float64)
-    if not np.isfinite(gene_features[np.unique(target)]).all():
-        raise ValueError("gene-level features hold NaN or infinite values for some targets; fix or drop them")
+    if not np.isfinite(gene_features[np.unique(np.concatenate([source, target]))]).all():
+        raise ValueError(
+            "gene-level features hold NaN or infinite values for some perturbed or target genes; fix or drop them"
+        )
     names = index.to_numpy()[source]
     perturbations, codes = np.unique(names, return_inverse=True)
     order = np.lexsort((target, codes))
@@ -237,6 +245,7 @@ def build_design(
         is_de=is_de[order],
         features=gene_features[target[order]],
         feature_names=feature_names,
+        source_features=gene_features[source[order]],
     )
 
 
@@ -299,8 +308,11 @@ class Folds:
     """Fold assignment of every design row for one split.
 
     row_folds: (n, a) int: the fold of each row's perturbation (a = 1, perturbation_split), of its target
-    (a = 1, target_split), or of both (a = 2, joint_split). Fold k trains on rows with every entry != k and
-    tests rows with every entry == k.
+    (a = 1, target_split), or of both (a = 2, joint_split). One-way splits have n_folds tests: test k holds
+    the rows in fold k and trains on the others. The joint split has n_folds^2 tests, one per block
+    (perturbation fold i, target fold j): it tests the rows of that block and trains on the rows whose
+    perturbation is outside fold i and whose target is outside fold j, so every row is tested by a model
+    that saw neither its perturbation nor its target.
     """
 
     split: str
@@ -310,19 +322,21 @@ class Folds:
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        if self.row_folds.ndim != 2:
-            raise ValueError("row_folds must be (n, 1) or (n, 2)")
-
-    def train(self, fold: int) -> np.ndarray:
-        return (self.row_folds != fold).all(axis=1)
-
-    def test(self, fold: int) -> np.ndarray:
-        return (self.row_folds == fold).all(axis=1)
+        if self.row_folds.ndim != 2 or self.row_folds.shape[1] != (2 if self.split == "joint_split" else 1):
+            raise ValueError("row_folds must be (n, 2) for the joint split and (n, 1) otherwise")
 
     @property
-    def tested(self) -> np.ndarray:
-        """(n,) bool: rows that some fold tests (all rows except the joint split's off-diagonal ones)."""
-        return (self.row_folds == self.row_folds[:, :1]).all(axis=1)
+    def n_tests(self) -> int:
+        return self.n_folds ** self.row_folds.shape[1]
+
+    def _blocks(self, test: int) -> np.ndarray:
+        return np.array(np.unravel_index(test, (self.n_folds,) * self.row_folds.shape[1]))
+
+    def train(self, test: int) -> np.ndarray:
+        return (self.row_folds != self._blocks(test)[None, :]).all(axis=1)
+
+    def test(self, test: int) -> np.ndarray:
+        return (self.row_folds == self._blocks(test)[None, :]).all(axis=1)
 
 
 def group_folds(n_groups: int, n_folds: int, seed: int, what: str) -> np.ndarray:
@@ -343,20 +357,26 @@ def group_folds(n_groups: int, n_folds: int, seed: int, what: str) -> np.ndarray
     return fold_of
 
 
-def make_folds(design: DesignTable, split: str, n_folds: int, seed: int) -> Folds:
+def folds_of_split(split: str, n_folds: int, joint_folds: int | None) -> int:
+    """Folds per gene axis: n_folds, except joint_folds (when given) for the joint split, whose n_folds^2
+    blocks each cost a fit."""
+    return joint_folds if split == "joint_split" and joint_folds is not None else n_folds
+
+
+def make_folds(design: DesignTable, split: str, n_folds: int, seed: int, repeat: int = 0) -> Folds:
     """Folds of one split; perturbation and target fold assignments come from independent seeded streams,
-    so every split of one seed shares them (the joint split combines the other two)."""
+    so every split of one seed and repeat shares them (the joint split combines the other two)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     columns = []
     if split in ("perturbation_split", "joint_split"):
         fold_of = group_folds(
-            design.n_perturbations, n_folds, stream_seed(seed, "perturbation_folds"), "perturbations"
+            design.n_perturbations, n_folds, stream_seed(seed, "perturbation_folds", repeat), "perturbations"
         )
         columns.append(fold_of[design.perturbation])
     if split in ("target_split", "joint_split"):
         targets, codes = np.unique(design.target, return_inverse=True)
-        fold_of = group_folds(len(targets), n_folds, stream_seed(seed, "target_folds"), "target genes")
+        fold_of = group_folds(len(targets), n_folds, stream_seed(seed, "target_folds", repeat), "target genes")
         columns.append(fold_of[codes])
     return Folds(split, n_folds, np.column_stack(columns))
 
@@ -371,6 +391,8 @@ class ModelSettings:
     boosted_learning_rate: float = 0.1
     boosted_max_leaf_nodes: int = 15
     boosted_min_samples_leaf: int = 20
+    spline_knots: int = 5  # flexible logistic arm: cubic B-splines with knots at feature quantiles
+    spline_degree: int = 3
 
     def __post_init__(self) -> None:
         if self.logistic_c <= 0 or self.boosted_learning_rate <= 0:
@@ -379,6 +401,8 @@ class ModelSettings:
             raise ValueError("iteration counts and min_samples_leaf must be >= 1")
         if self.boosted_max_leaf_nodes < 2:
             raise ValueError("boosted_max_leaf_nodes must be >= 2")
+        if self.spline_knots < 2 or self.spline_degree < 1:
+            raise ValueError("spline_knots must be >= 2 and spline_degree >= 1")
 
 
 DEFAULT_MODEL_SETTINGS = ModelSettings()
@@ -394,6 +418,15 @@ def make_classifier(model: str, settings: ModelSettings, seed: int):
     if model == "boosted":
         return HistGradientBoostingClassifier(**_boosted_options(settings, seed))
     raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+
+
+def spline_basis(x: np.ndarray, settings: ModelSettings) -> np.ndarray:
+    """(n, k (spline_knots + spline_degree - 1)) additive B-spline basis of each column of x (n, k), on the
+    column's quantile scale (ties and heavy tails are harmless; knots uniform on that scale). The logistic
+    model on this basis is additive in smooth functions of every column, so a nonlinear function of those
+    columns cannot add anything a second time. The expansion uses no labels, so it is fit on all rows."""
+    quantiles = QuantileTransformer(n_quantiles=min(1000, len(x)), subsample=None).fit_transform(x)
+    return SplineTransformer(n_knots=settings.spline_knots, degree=settings.spline_degree).fit_transform(quantiles)
 
 
 def _boosted_options(settings: ModelSettings, seed: int) -> dict:
@@ -416,11 +449,16 @@ def make_regressor(model: str, settings: ModelSettings, seed: int):
 
 
 def out_of_fold_scores(
-    x: np.ndarray, is_de: np.ndarray, folds: Folds, model: str, settings: ModelSettings, seed: int
+    x: np.ndarray,
+    is_de: np.ndarray,
+    folds: Folds,
+    model: str,
+    settings: ModelSettings,
+    seed: int,
 ) -> np.ndarray:
     """(n,) out-of-fold decision values (log-odds scale); NaN for rows no fold tests."""
     scores = np.full(len(is_de), np.nan)
-    for fold in range(folds.n_folds):
+    for fold in range(folds.n_tests):
         test = folds.test(fold)
         if not test.any():
             continue
@@ -438,18 +476,6 @@ def out_of_fold_scores(
 
 # ----------------------------------------------------------------------------------------------------------
 # Metrics under perturbation weights (the bootstrap)
-
-
-def bootstrap_weights(n_perturbations: int, n_bootstrap: int, seed: int) -> np.ndarray:
-    """(B, P) float64 multiplicities: resample b draws P perturbations with replacement, and perturbation p
-    enters it weights[b, p] times. Rows sum to P."""
-    if n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
-    draws = np.random.default_rng(seed).integers(0, n_perturbations, size=(n_bootstrap, n_perturbations))
-    flat = (draws + np.arange(n_bootstrap)[:, None] * n_perturbations).ravel()
-    return (
-        np.bincount(flat, minlength=n_bootstrap * n_perturbations).reshape(n_bootstrap, -1).astype(np.float64)
-    )
 
 
 def metric_names(recall_at: Sequence[int] = RECALL_AT) -> tuple[str, ...]:
@@ -580,11 +606,11 @@ def _recall_at_k(y: np.ndarray, s: np.ndarray, offsets: np.ndarray, n_pos: np.nd
 
 @dataclass(frozen=True)
 class MetricComparison:
-    """One metric, gene-only vs with the edge score, with its perturbation-bootstrap uncertainty.
+    """One metric, gene-only vs with the edge score, with its bootstrap uncertainty.
 
-    delta = with_score - gene_only; ci_low/ci_high: percentile interval of the resampled deltas;
-    p_value: (1 + #{resampled delta <= 0}) / (1 + n_bootstrap); gene_only_ci: percentile interval of the
-    gene-only value. n_bootstrap counts the resamples where the metric is defined.
+    delta = with_score - gene_only; ci_low/ci_high and p_value: bootstrap_test of the resampled deltas
+    (two-sided; p < 1 - confidence exactly when the interval excludes 0); gene_only_ci: the same interval
+    of the gene-only value. n_bootstrap counts the resamples where the metric is defined.
     """
 
     metric: str
@@ -608,27 +634,23 @@ def compare_metrics(
         raise ValueError("both prediction sets must be evaluated with the same metrics and resamples")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    tails = 100 * np.array([(1 - confidence) / 2, (1 + confidence) / 2])
     comparisons = []
     for m, name in enumerate(gene_only.names):
-        deltas = with_score.replicates[m] - gene_only.replicates[m]
-        valid = np.isfinite(deltas)
-        base = gene_only.replicates[m][np.isfinite(gene_only.replicates[m])]
-        low, high = np.percentile(deltas[valid], tails) if valid.any() else (np.nan, np.nan)
-        base_low, base_high = np.percentile(base, tails) if len(base) else (np.nan, np.nan)
+        test = bootstrap_test(with_score.replicates[m] - gene_only.replicates[m], 1 - confidence)
+        base = bootstrap_test(gene_only.replicates[m], 1 - confidence)
         comparisons.append(
             MetricComparison(
                 metric=name,
                 gene_only=float(gene_only.point[m]),
                 with_score=float(with_score.point[m]),
                 delta=float(with_score.point[m] - gene_only.point[m]),
-                ci_low=float(low),
-                ci_high=float(high),
-                p_value=float((1 + (deltas[valid] <= 0).sum()) / (1 + valid.sum())),
-                gene_only_ci=(float(base_low), float(base_high)),
+                ci_low=test.ci_low,
+                ci_high=test.ci_high,
+                p_value=test.p_value,
+                gene_only_ci=(base.ci_low, base.ci_high),
                 n_perturbations=int(gene_only.n_perturbations[m]),
                 n_positives=gene_only.n_positives,
-                n_bootstrap=int(valid.sum()),
+                n_bootstrap=test.n_resamples,
             )
         )
     return tuple(comparisons)
@@ -668,17 +690,19 @@ def incremental_value(
     recall_at: Sequence[int] = RECALL_AT,
     settings: ModelSettings = DEFAULT_MODEL_SETTINGS,
     confidence: float = 0.95,
+    joint_folds: int | None = None,
 ) -> tuple[IncrementalValueResult, ...]:
     """Gene-only vs gene + edge score for every score set, model and split, on shared folds and resamples.
 
     The gene-only model of a (split, model) is fit once and shared by every score set; with-score models
-    use the same folds, and every comparison uses the same bootstrap resamples of perturbations.
+    use the same folds, and every comparison uses the same bootstrap resamples of perturbations. The joint
+    split uses joint_folds per axis when given (n_folds otherwise).
     """
-    _check_choices(splits, SPLITS, "split")
-    _check_choices(models, MODELS, "model")
+    check_choices(splits, SPLITS, "split")
+    check_choices(models, MODELS, "model")
     check_score_sets(score_sets, len(design.genes))
-    folds = {split: make_folds(design, split, n_folds, seed) for split in splits}
-    weights = bootstrap_weights(design.n_perturbations, n_bootstrap, stream_seed(seed, "bootstrap"))
+    folds = {split: make_folds(design, split, folds_of_split(split, n_folds, joint_folds), seed) for split in splits}
+    weights = resample_counts(design.n_perturbations, n_bootstrap, stream_seed(seed, "bootstrap"))
     model_seed = stream_seed(seed, "models")
 
     def evaluate(scores: np.ndarray) -> PredictionMetrics:
@@ -726,20 +750,20 @@ def incremental_value(
 def incremental_value_rows(
     results: Sequence[IncrementalValueResult],
     *,
+    variant: str,
     analysis_id: str | None = None,
-    confirmatory_methods: Sequence[str] = CONFIRMATORY_METHODS,
-    primary_metric: str = PRIMARY_METRIC,
     negatives: str = NEGATIVES,
     label_rule: str | None = None,
     seed: int | None = None,
 ) -> list[dict]:
-    """Registry rows (without shared fields) for A05/A06 results (or A08's, with analysis_id="A08").
+    """Descriptive registry rows (without shared fields) for A05/A06 results (or A08's, with
+    analysis_id="A08"); the confirmatory A05/A06 rows come from incremental_confirmatory.
 
-    Per (score set, model, split, metric) a delta row: statistic = the with-score value, effect = delta,
-    CI and p from the bootstrap; test_id "<A>:<model>:<split>:<score set>" for the primary metric (pooled
-    AUROC; confirmatory for attention-derived and correlation scores in A05/A06) and ":<metric>" appended
-    for the others (descriptive). Per (model, split, metric) one descriptive gene-only row
-    "<A>:<model>:<split>:gene_only:<metric>" with its bootstrap CI.
+    Per (score set, model, split, metric) a delta row "<A>:<model>:<split>:<variant>:<score set>:<metric>":
+    statistic = the with-score value, effect = delta, CI and two-sided p from the perturbation bootstrap.
+    Per (model, split, metric) one gene-only row "<A>:<model>:<split>:<variant>:gene_only:<metric>" with
+    its bootstrap interval. `variant` names the model form ("study": the study's plain models on target
+    features and the raw score; "flexible": the confirmatory form's models).
     """
     rows: list[dict] = []
     seen_baselines: set[tuple[str, str]] = set()
@@ -748,92 +772,50 @@ def incremental_value_rows(
     )
     for result in results:
         analysis = analysis_id or SPLIT_ANALYSIS[result.split]
-        prefix = f"{analysis}:{result.model}:{result.split}"
-        shared = {"analysis_id": analysis, "family": "P", "negatives": negatives, **extra}
+        prefix = f"{analysis}:{result.model}:{result.split}:{variant}"
+        shared = {"analysis_id": analysis, "family": "P", "negatives": negatives, "confirmatory": False, **extra}
         if (result.model, result.split) not in seen_baselines:
             seen_baselines.add((result.model, result.split))
-            for c in result.comparisons:
-                rows.append(
-                    {
-                        **shared,
-                        "test_id": f"{prefix}:gene_only:{c.metric}",
-                        "layer": None,
-                        "aggregation": "none",
-                        "statistic_name": f"{c.metric}_gene_only",
-                        "statistic": c.gene_only,
-                        "effect_name": c.metric,
-                        "effect": c.gene_only,
-                        "ci_low": c.gene_only_ci[0],
-                        "ci_high": c.gene_only_ci[1],
-                        "p_value": None,
-                        "n": c.n_perturbations,
-                        "n_positives": c.n_positives,
-                        "confirmatory": False,
-                    }
-                )
-        for c in result.comparisons:
-            primary = c.metric == primary_metric
-            rows.append(
+            rows += [
                 {
                     **shared,
-                    "test_id": f"{prefix}:{result.score_set}" + ("" if primary else f":{c.metric}"),
-                    "layer": result.layer if result.layer != NO_LAYER else None,
-                    "aggregation": result.aggregation,
-                    "statistic_name": f"{c.metric}_with_score",
-                    "statistic": c.with_score,
-                    "effect_name": f"delta_{c.metric}(with_score - gene_only)",
-                    "effect": c.delta,
-                    "ci_low": c.ci_low,
-                    "ci_high": c.ci_high,
-                    "p_value": c.p_value,
+                    "test_id": f"{prefix}:gene_only:{c.metric}",
+                    "layer": None,
+                    "aggregation": "none",
+                    "statistic_name": f"{c.metric}_gene_only",
+                    "statistic": c.gene_only,
+                    "effect_name": c.metric,
+                    "effect": c.gene_only,
+                    "ci_low": c.gene_only_ci[0],
+                    "ci_high": c.gene_only_ci[1],
+                    "p_value": None,
                     "n": c.n_perturbations,
                     "n_positives": c.n_positives,
-                    "confirmatory": bool(
-                        primary and analysis in ("A05", "A06") and result.method in confirmatory_methods
-                    ),
                 }
-            )
+                for c in result.comparisons
+            ]
+        rows += [
+            {
+                **shared,
+                "test_id": f"{prefix}:{result.score_set}:{c.metric}",
+                "layer": result.layer if result.layer != NO_LAYER else None,
+                "aggregation": result.aggregation,
+                "statistic_name": f"{c.metric}_with_score",
+                "statistic": c.with_score,
+                "effect_name": f"delta_{c.metric}(with_score - gene_only)",
+                "effect": c.delta,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "p_value": c.p_value,
+                "n": c.n_perturbations,
+                "n_positives": c.n_positives,
+            }
+            for c in result.comparisons
+        ]
     return rows
 
 
-def incremental_value_tests(
-    labels: pd.DataFrame,
-    features: pd.DataFrame,
-    genes: Sequence[str],
-    score_sets: Sequence[ScoreSet],
-    *,
-    rule: PerturbationFilter,
-    n_folds: int = 5,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    splits: Sequence[str] = SPLITS,
-    models: Sequence[str] = MODELS,
-    recall_at: Sequence[int] = RECALL_AT,
-    feature_names: Sequence[str] = GENE_LEVEL_FEATURES,
-    settings: ModelSettings = DEFAULT_MODEL_SETTINGS,
-    confidence: float = 0.95,
-    label_rule: str | None = None,
-) -> list[dict]:
-    """A05 (perturbation split) and A06 (target and joint splits) registry rows from the DE label table,
-    gene-level features and score sets over `genes` (the one call an asset makes)."""
-    check_score_sets(score_sets, len(genes))
-    design = build_design(labels, features, genes, rule, feature_names)
-    results = incremental_value(
-        design,
-        score_sets,
-        splits=splits,
-        models=models,
-        n_folds=n_folds,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        recall_at=recall_at,
-        settings=settings,
-        confidence=confidence,
-    )
-    return incremental_value_rows(results, label_rule=label_rule, seed=seed)
-
-
-def _check_choices(chosen: Sequence[str], allowed: Sequence[str], what: str) -> None:
+def check_choices(chosen: Sequence[str], allowed: Sequence[str], what: str) -> None:
     unknown = [name for name in chosen if name not in allowed]
     if unknown or not chosen:
         raise ValueError(f"{what}s must be a non-empty subset of {tuple(allowed)}, got {tuple(chosen)}")
@@ -876,7 +858,7 @@ def covariate_r2(
 ) -> tuple[CovariateR2, ...]:
     """A07 for one score set: pairs with an observed score, folds grouped by target (the target split's
     folds for this seed); `max_pairs` caps the pairs with a seeded subsample (None: all)."""
-    _check_choices(models, R2_MODELS, "R^2 model")
+    check_choices(models, R2_MODELS, "R^2 model")
     check_score_sets([score_set], len(design.genes))
     folds = make_folds(design, "target_split", n_folds, seed).row_folds[:, 0]
     values = score_set.matrix[design.source, design.target].astype(np.float64)

@@ -247,7 +247,7 @@ def propensity_matched_rows(
         }
         for name, before, after in zip(outcome.balance.names, outcome.balance.before, outcome.balance.after)
     ]
-    rows += incremental_value_rows(outcome.results, analysis_id="A08", negatives=negatives, **extra)
+    rows += incremental_value_rows(outcome.results, variant="study", analysis_id="A08", negatives=negatives, **extra)
     return rows
 
 

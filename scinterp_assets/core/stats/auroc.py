@@ -56,3 +56,36 @@ def auroc_mann_whitney_p(labels: np.ndarray, scores: np.ndarray) -> tuple[float,
         return area, float("nan") if np.isnan(area) else 1.0
     result = stats.mannwhitneyu(s[y], s[~y], alternative="two-sided", method="asymptotic")
     return area, float(result.pvalue)
+
+
+def resampled_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of one score vector under many row weightings (bootstrap multiplicities).
+
+    labels: (n,) bool; scores: (n,) finite float; weights: (B, n) non-negative. Returns (B,):
+    sum over (positive i, negative j) of w_i w_j ([s_j < s_i] + [s_j == s_i] / 2), divided by
+    (sum of positive weights) (sum of negative weights), as sklearn's roc_auc_score with sample_weight;
+    NaN where a weighting leaves no positive or no negative. Cost O(B n) after one sort.
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if s.shape != y.shape or w.ndim != 2 or w.shape[1] != len(y):
+        raise ValueError(f"labels and scores must be (n,) and weights (B, n); got {y.shape}, {s.shape}, {w.shape}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite; drop rows without a score first")
+    order = np.argsort(s, kind="stable")
+    s, y, w = s[order], y[order], w[:, order]
+    new_value = np.r_[True, s[1:] != s[:-1]]
+    starts = np.flatnonzero(new_value)
+    value_of_row = np.cumsum(new_value) - 1
+    negative_weight = np.where(y, 0.0, w)
+    tied_negatives = np.add.reduceat(negative_weight, starts, axis=1)  # (B, distinct values)
+    negatives_below = np.cumsum(tied_negatives, axis=1) - tied_negatives
+    credit = negatives_below + 0.5 * tied_negatives
+    positive_weight = w[:, y]
+    total_positive, total_negative = positive_weight.sum(axis=1), negative_weight.sum(axis=1)
+    numerator = (positive_weight * credit[:, value_of_row[y]]).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(
+            (total_positive > 0) & (total_negative > 0), numerator / (total_positive * total_negative), np.nan
+        )

@@ -40,6 +40,7 @@ def _design(is_de, features, perturbation=None):
         is_de=np.asarray(is_de, dtype=bool),
         features=np.asarray(features, dtype=np.float64).reshape(n, -1),
         feature_names=tuple(f"f{j}" for j in range(np.asarray(features).reshape(n, -1).shape[1])),
+        source_features=np.zeros_like(np.asarray(features, dtype=np.float64).reshape(n, -1)),
     )
 
 
@@ -148,8 +149,8 @@ def test_a08_rows_are_descriptive_registry_rows():
     assert {
         "A08:balance:mean",
         "A08:balance:propensity_logit",
-        "A08:logistic:perturbation_split:gene_only:auroc",
-        "A08:boosted:perturbation_split:attention_L3_head_mean",
+        "A08:logistic:perturbation_split:study:gene_only:auroc",
+        "A08:boosted:perturbation_split:study:attention_L3_head_mean:auroc",
     } <= set(table.index)
     assert table["negatives"].str.contains("propensity-matched").all()
     assert (table["seed"] == 2).all() and (table["label_rule"] == "welch").all()
