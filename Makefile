@@ -44,6 +44,7 @@ bench: install
 # 2 cores; not part of `make test`). Exits non-zero when a null rate is above its nominal level.
 calibrate: install
 	$(BIN)/python -m benchmarks.calibration --study
+	$(BIN)/python -m benchmarks.calibration --a01
 
 clean:
 	rm -rf var

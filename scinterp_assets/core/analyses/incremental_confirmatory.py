@@ -11,7 +11,8 @@ confirmatory form differs in four ways:
    additive in cubic B-splines of every feature (quantile scale), the boosted arm is gradient-boosted trees.
 2. The edge score enters residualised: centred within its perturbation (a per-perturbation constant cannot
    rank targets), then cross-fitted on both genes' features with boosted regression trees (folds grouped by
-   target gene, so a target's score is predicted from its features, never from itself). A score that is
+   target gene, so a target's score is predicted from its features, never from itself; one
+   residualisation, which uses no labels, serves every model, split and repeat). A score that is
    any function of the features leaves only fitting noise. A missing-score indicator is residualised the
    same way and enters linearly.
 3. The metric is the per-perturbation AUROC (mean over perturbations of the within-perturbation AUROC of
@@ -163,13 +164,14 @@ def pair_features(design: DesignTable) -> np.ndarray:
 
 
 def residualised_edge_columns(
-    design: DesignTable, edges: EdgeColumns, n_folds: int, seed: int, repeat: int, settings: ModelSettings
+    design: DesignTable, edges: EdgeColumns, n_folds: int, seed: int, settings: ModelSettings
 ) -> np.ndarray:
     """(n, k) the edge columns (score, and missing indicator when present), each centred within its
     perturbation and replaced by its cross-fitted residual on both genes' features (boosted regression,
-    target-grouped folds of this repeat)."""
+    the target-grouped folds of the first repeat). It uses no labels, so one residualisation serves every
+    model, split and repeat."""
     x = pair_features(design)
-    folds = make_folds(design, "target_split", n_folds, seed, repeat)
+    folds = make_folds(design, "target_split", n_folds, seed)
     offsets = design.offsets
     counts = np.diff(offsets)
     residuals = np.empty_like(edges.values)
@@ -178,7 +180,7 @@ def residualised_edge_columns(
         centred = values - np.repeat(np.add.reduceat(values, offsets[:-1]) / counts, counts)
         for fold in range(n_folds):
             test = folds.test(fold)
-            regressor = make_regressor("boosted", settings, stream_seed(seed, "models", repeat))
+            regressor = make_regressor("boosted", settings, stream_seed(seed, "models"))
             regressor.fit(x[~test], centred[~test])
             residuals[test, column] = centred[test] - regressor.predict(x[test])
     return residuals
@@ -275,10 +277,8 @@ def confirmatory_incremental_value(
     results = []
     for score_set in score_sets:
         edges = edge_score_columns(design, score_set)
-        residuals = {
-            r: residualised_edge_columns(design, edges, settings.n_folds, seed, r, model_settings) for r in repeats
-        }
-        degenerate = edges.degenerate or all(is_constant(residuals[r][:, 0], edges.values[:, 0]) for r in repeats)
+        residuals = residualised_edge_columns(design, edges, settings.n_folds, seed, model_settings)
+        degenerate = edges.degenerate or is_constant(residuals[:, 0], edges.values[:, 0])
         if degenerate and not edges.degenerate:
             warnings.warn(
                 f"score set {score_set.label!r} has no within-perturbation variation left after removing both "
@@ -288,13 +288,10 @@ def confirmatory_incremental_value(
             )
         # logistic: splines of the residual score, the residualised missing indicator (if any) linearly
         x_score = {
-            r: {
-                "logistic": np.hstack(
-                    [inputs["logistic"], spline_basis(residuals[r][:, :1], model_settings), residuals[r][:, 1:]]
-                ),
-                "boosted": np.hstack([x_genes, residuals[r]]),
-            }
-            for r in repeats
+            "logistic": np.hstack(
+                [inputs["logistic"], spline_basis(residuals[:, :1], model_settings), residuals[:, 1:]]
+            ),
+            "boosted": np.hstack([x_genes, residuals]),
         }
         for split in splits:
             for model in models:
@@ -302,7 +299,7 @@ def confirmatory_incremental_value(
                 if degenerate:
                     points, replicates, described = gene_points, gene_replicates, gene_described
                 else:
-                    predictions = {r: predict(x_score[r], split, model, r) for r in repeats}
+                    predictions = {r: predict(x_score, split, model, r) for r in repeats}
                     points, replicates, described = (*evaluate(predictions), describe(predictions[0]))
                 results.append(
                     ConfirmatoryResult(

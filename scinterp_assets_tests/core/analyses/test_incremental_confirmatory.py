@@ -83,7 +83,7 @@ def test_per_perturbation_auroc_matches_sklearn_on_the_data_and_on_a_resample(de
 def test_residualisation_removes_feature_functions_and_keeps_pair_signal(world, design):
     for name, keeps in (("target_nonlinear", False), ("pair_nonlinear", False), ("planted", True)):
         edges = edge_score_columns(design, world.score_set(name))
-        residual = residualised_edge_columns(design, edges, 5, seed=0, repeat=0, settings=SMALL)[:, 0]
+        residual = residualised_edge_columns(design, edges, 5, seed=0, settings=SMALL)[:, 0]
         raw = edges.values[:, 0]
         # the share of the within-perturbation spread that survives
         within = raw - pd.Series(raw).groupby(design.perturbation).transform("mean").to_numpy()

@@ -257,7 +257,7 @@ def test_out_of_fold_logistic_matches_sklearn_fit_per_fold(design):
     scores = out_of_fold_scores(design.features, design.is_de, folds, "logistic", SMALL, seed=0)
     for k in range(5):
         train, test = folds.train(k), folds.test(k)
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, solver="newton-cholesky"))
         expected = model.fit(design.features[train], design.is_de[train]).decision_function(
             design.features[test]
         )
