@@ -63,7 +63,7 @@ from scinterp_assets.core.analyses.incremental_value import (
     make_folds,
     make_regressor,
     out_of_fold_scores,
-    score_set_name,
+    result_identity,
     spline_basis,
     stream_seed,
 )
@@ -198,19 +198,14 @@ def is_constant(values: np.ndarray, reference: np.ndarray) -> bool:
 
 @dataclass(frozen=True)
 class ConfirmatoryResult:
-    """One (score set, model, split): the confirmatory per-perturbation AUROC comparison and descriptive
-    comparisons of the same models (first repeat).
+    """One (score set, model, split): the confirmatory per-perturbation AUROC comparison, and `descriptive`,
+    the same models' descriptive comparisons (first repeat), which also names the result.
 
     gene_only / with_score / delta: means over repeats; test: bootstrap_test of the delta resamples;
     gene_only_test: the gene-only value's interval (its p-value is meaningless and not reported).
     """
 
-    score_set: str
-    method: str
-    layer: int
-    aggregation: str
-    model: str
-    split: str
+    descriptive: IncrementalValueResult
     gene_only: float
     with_score: float
     delta: float
@@ -219,8 +214,11 @@ class ConfirmatoryResult:
     n_perturbations: int
     n_positives: int
     n_repeats: int
-    degenerate: bool
-    descriptive: IncrementalValueResult
+
+    def __getattr__(self, name: str):
+        if name in ("score_set", "method", "layer", "aggregation", "model", "split", "degenerate"):
+            return getattr(self.descriptive, name)
+        raise AttributeError(name)
 
 
 def confirmatory_incremental_value(
@@ -273,7 +271,7 @@ def confirmatory_incremental_value(
     for split in splits:
         for model in models:
             predictions = {r: predict(inputs, split, model, r) for r in repeats}
-            baseline[(split, model)] = (predictions, *evaluate(predictions), describe(predictions[0]))
+            baseline[(split, model)] = (*evaluate(predictions), describe(predictions[0]))
     results = []
     for score_set in score_sets:
         edges = edge_score_columns(design, score_set)
@@ -295,20 +293,25 @@ def confirmatory_incremental_value(
         }
         for split in splits:
             for model in models:
-                gene_predictions, gene_points, gene_replicates, gene_described = baseline[(split, model)]
+                gene_points, gene_replicates, gene_described = baseline[(split, model)]
                 if degenerate:
                     points, replicates, described = gene_points, gene_replicates, gene_described
                 else:
                     predictions = {r: predict(x_score, split, model, r) for r in repeats}
                     points, replicates, described = (*evaluate(predictions), describe(predictions[0]))
+                descriptive = IncrementalValueResult(
+                    **result_identity(score_set, model, split),
+                    comparisons=tuple(
+                        c
+                        for c in compare_metrics(gene_described, described, 1 - settings.alpha)
+                        if c.metric != CONFIRMATORY_METRIC
+                    ),
+                    degenerate=degenerate,
+                    n_missing=edges.n_missing,
+                )
                 results.append(
                     ConfirmatoryResult(
-                        score_set=score_set_name(score_set),
-                        method=score_set.method,
-                        layer=score_set.layer,
-                        aggregation=score_set.aggregation,
-                        model=model,
-                        split=split,
+                        descriptive=descriptive,
                         gene_only=float(np.nanmean(gene_points)),
                         with_score=float(np.nanmean(points)),
                         delta=float(np.nanmean(points - gene_points)),
@@ -317,22 +320,6 @@ def confirmatory_incremental_value(
                         n_perturbations=design.n_perturbations,
                         n_positives=int(design.is_de.sum()),
                         n_repeats=settings.n_repeats,
-                        degenerate=degenerate,
-                        descriptive=IncrementalValueResult(
-                            score_set=score_set_name(score_set),
-                            method=score_set.method,
-                            layer=score_set.layer,
-                            aggregation=score_set.aggregation,
-                            model=model,
-                            split=split,
-                            comparisons=tuple(
-                                c
-                                for c in compare_metrics(gene_described, described, 1 - settings.alpha)
-                                if c.metric != CONFIRMATORY_METRIC
-                            ),
-                            degenerate=degenerate,
-                            n_missing=edges.n_missing,
-                        ),
                     )
                 )
     return tuple(results)

@@ -683,6 +683,12 @@ class IncrementalValueResult:
         return next(c for c in self.comparisons if c.metric == metric)
 
 
+def result_identity(score_set: ScoreSet, model: str, split: str) -> dict:
+    """The fields that name one (score set, model, split) result."""
+    return {"score_set": score_set_name(score_set), "method": score_set.method, "layer": score_set.layer,
+            "aggregation": score_set.aggregation, "model": model, "split": split}
+
+
 def incremental_value(
     design: DesignTable,
     score_sets: Sequence[ScoreSet],
@@ -738,12 +744,7 @@ def incremental_value(
                 )
                 results.append(
                     IncrementalValueResult(
-                        score_set=score_set_name(score_set),
-                        method=score_set.method,
-                        layer=score_set.layer,
-                        aggregation=score_set.aggregation,
-                        model=model,
-                        split=split,
+                        **result_identity(score_set, model, split),
                         comparisons=compare_metrics(gene_only, with_score, confidence),
                         degenerate=edges.degenerate,
                         n_missing=edges.n_missing,

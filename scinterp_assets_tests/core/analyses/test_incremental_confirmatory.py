@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
-from threadpoolctl import threadpool_limits
 
 from scinterp_assets.core.analyses.calibration_worlds import NULL_CLASSES, calibration_world
 from scinterp_assets.core.analyses.context_tables import cross_context_table
@@ -32,11 +31,6 @@ RULE = PerturbationFilter(min_positives=3, min_negatives=3)
 SMALL = ModelSettings(boosted_max_iter=30, boosted_max_leaf_nodes=7)
 QUICK = ConfirmatorySettings(n_repeats=2, n_bootstrap=100)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from scinterp_assets.core.analyses.incremental_value import (
     DesignTable,
@@ -42,12 +41,6 @@ from scinterp_assets.core.stats.registry import REGISTRY_COLUMNS, registry_rows
 RULE = PerturbationFilter(min_positives=3, min_negatives=3)
 SMALL = ModelSettings(boosted_max_iter=30, boosted_max_leaf_nodes=7)  # tiny worlds need tiny forests
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """OpenMP's thread pool costs more than it saves on a few thousand rows (and on a shared machine)."""
-    with threadpool_limits(1):
-        yield
 
 
 def planted_world(

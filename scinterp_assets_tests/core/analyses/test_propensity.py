@@ -7,7 +7,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from scinterp_assets.core.analyses.incremental_value import DesignTable, build_design
 from scinterp_assets.core.analyses.propensity import (
@@ -21,11 +20,6 @@ from scinterp_assets.core.analyses.propensity import (
 from scinterp_assets.core.stats.registry import REGISTRY_COLUMNS, registry_rows
 from scinterp_assets_tests.core.analyses.test_incremental_value import RULE, SMALL, planted_world
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with threadpool_limits(1):
-        yield
 
 
 def _design(is_de, features, perturbation=None):

@@ -7,7 +7,6 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 from sklearn.metrics import roc_auc_score
-from threadpoolctl import threadpool_limits
 
 from scinterp_assets.core.analyses.reference_battery import reference_labels
 from scinterp_assets.core.analyses.residualisation import (
@@ -30,12 +29,6 @@ from scinterp_assets_tests.core.analyses.test_reference_battery import (
     planted_world,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The boosted model's OpenMP threads crawl on a busy shared CPU; one thread keeps these tests at seconds."""
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")
