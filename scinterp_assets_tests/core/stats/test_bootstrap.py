@@ -37,11 +37,9 @@ def test_hand_checkable_interval_and_p():
     assert shifted.ci_low == 0.0 and shifted.p_value == pytest.approx(4 / 41) and not shifted.excludes_zero
 
 
-@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.01])
-@pytest.mark.parametrize("n", [40, 199, 200, 1000])
+@pytest.mark.parametrize(("n", "alpha"), [(40, 0.05), (199, 0.05), (200, 0.05), (1000, 0.05), (40, 0.1),
+                                          (199, 0.1), (200, 0.01), (1000, 0.01)])
 def test_p_below_alpha_exactly_when_the_interval_excludes_zero(n, alpha):
-    if n <= 2 / alpha - 1:
-        pytest.skip("too few resamples for this alpha")
     rng = np.random.default_rng(n)
     for shift in np.linspace(-4, 4, 81):
         replicates = rng.normal(shift, 1.0, n)
