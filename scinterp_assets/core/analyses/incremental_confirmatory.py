@@ -125,7 +125,7 @@ def two_way_resamples(design: DesignTable, n_bootstrap: int, n_repeats: int, see
     )
 
 
-def per_perturbation_auroc(
+def mean_per_perturbation_auroc(
     design: DesignTable, scores: np.ndarray, resamples: TwoWayResamples, which: np.ndarray
 ) -> tuple[float, np.ndarray]:
     """Mean within-perturbation AUROC of `scores` (n,) on the observed data, and on the resamples `which`
@@ -259,7 +259,9 @@ def confirmatory_incremental_value(
         points = np.empty(settings.n_repeats)
         replicates = np.empty(settings.n_bootstrap)
         for r in repeats:
-            points[r], replicates[which[r]] = per_perturbation_auroc(design, predictions[r], resamples, which[r])
+            points[r], replicates[which[r]] = mean_per_perturbation_auroc(
+                design, predictions[r], resamples, which[r]
+            )
         return points, replicates
 
     def describe(scores: np.ndarray):
@@ -285,7 +287,7 @@ def confirmatory_incremental_value(
                 stacklevel=2,
             )
         # logistic: splines of the residual score, the residualised missing indicator (if any) linearly
-        x_score = {
+        x_score = None if degenerate else {
             "logistic": np.hstack(
                 [inputs["logistic"], spline_basis(residuals[:, :1], model_settings), residuals[:, 1:]]
             ),

@@ -17,7 +17,7 @@ from scinterp_assets.core.analyses.incremental_confirmatory import (
     ConfirmatorySettings,
     confirmatory_incremental_value,
     incremental_value_tests,
-    per_perturbation_auroc,
+    mean_per_perturbation_auroc,
     residualised_edge_columns,
     two_way_resamples,
 )
@@ -49,10 +49,10 @@ def test_design_carries_both_genes_features(world, design):
     assert design.source_features == pytest.approx(table.loc[sources, ["mean", "variance", "detection_rate"]].to_numpy())
 
 
-def test_per_perturbation_auroc_matches_sklearn_on_the_data_and_on_a_resample(design):
+def test_mean_per_perturbation_auroc_matches_sklearn_on_the_data_and_on_a_resample(design):
     scores = np.round(np.random.default_rng(0).normal(size=design.n_rows), 1)  # ties
     resamples = two_way_resamples(design, 3, 1, seed=5)
-    point, replicates = per_perturbation_auroc(design, scores, resamples, np.arange(3))
+    point, replicates = mean_per_perturbation_auroc(design, scores, resamples, np.arange(3))
     offsets = design.offsets
     per_perturbation = [
         roc_auc_score(design.is_de[offsets[p]:offsets[p + 1]], scores[offsets[p]:offsets[p + 1]])
