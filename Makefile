@@ -8,16 +8,21 @@ export SCINTERP_CONFIG ?= $(CURDIR)/scinterp.yaml
 WITH_HOME = DAGSTER_HOME=$${DAGSTER_HOME:-$$($(BIN)/scinterp dagster-home)}
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast ui bench calibrate clean
+.PHONY: install demo test test-fast ui bench calibrate lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch pinned first: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet torch==2.13.0 -c constraints.txt
+	# constraints.txt pins every dependency to the set CI tested; `make lock` refreshes it from .venv
+	$(BIN)/pip install --quiet -e '.[test]' -c constraints.txt
 	touch $(STAMP)
+
+# Upgrade the locked set: install today's releases into .venv, run `make test`, then `make lock` and commit.
+lock:
+	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' > constraints.txt
 
 install: $(STAMP)
 
