@@ -50,6 +50,8 @@ bench: install
 calibrate: install
 	$(BIN)/python -m benchmarks.calibration --study
 	$(BIN)/python -m benchmarks.calibration --a01
+	$(BIN)/python -m benchmarks.calibration --comparisons
+	$(BIN)/python -m benchmarks.calibration --references
 
 clean:
 	rm -rf var

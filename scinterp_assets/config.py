@@ -204,9 +204,12 @@ class AttentionConfig(_Strict):
 class AnalysisConfig(_Strict):
     """Settings of the statistical battery (FRAMEWORK section 6)."""
 
-    layer_selection_folds: int = Field(default=5, ge=2)  # A02 outer folds over perturbations
+    layer_selection_folds: int = Field(default=5, ge=2)  # A02 outer folds over perturbations (and over targets)
+    # A01/A02/A04 two-way (perturbations x targets) bootstrap resamples; the SE gives a normal interval and p
+    perturbation_bootstrap: int = Field(default=200, ge=40)
     bootstrap_resamples: int = Field(default=1000, ge=10)  # A09 / A15 TF-block bootstrap
     residualisation_folds: int = Field(default=5, ge=2)  # A09 cross-fitting folds (by source gene)
+    reference_permutations: int = Field(default=1000, ge=100)  # A12 (and A09) gene-label permutations
     residualisation_models: tuple[Literal["ols", "boosted"], ...] = ("ols",)  # A09 covariate models
     top_k_edges: int = Field(default=1000, ge=1)  # A14 top-k enrichment
     # A12 depth trend: seeded orderings for models deeper than the exact-enumeration limit
@@ -244,6 +247,8 @@ class SeedConfig(_Strict):
     random_scores: int = 0
     reference_null: int = 0
     layer_selection: int = 0
+    perturbation_bootstrap: int = 0
+    reference_permutation: int = 0
     reference_battery: int = 0
     incremental_value: int = 0
 

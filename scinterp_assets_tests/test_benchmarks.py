@@ -155,3 +155,21 @@ def test_calibration_benchmark_runs_on_two_tiny_worlds(capsys):
     table = [line for line in printed.splitlines() if line.startswith(("| confirmatory", "| study"))]
     assert len(table) == 2 * 5 * 2 * 3  # forms x score classes x models x splits, two worlds each
     assert all("| 2 |" in line for line in table)
+
+
+def test_calibration_benchmark_comparisons_and_references_run_on_tiny_worlds(capsys):
+    from benchmarks import calibration
+
+    code = calibration.main(["--worlds", "2", "--processes", "1", "--perturbations", "12", "--genes", "40",
+                             "--pf-bootstrap", "40", "--folds", "3", "--comparisons"])
+    printed = capsys.readouterr().out
+    assert code in (0, 1) and "calibration of A01/A02/A04" in printed
+    rows = [line for line in printed.splitlines() if line.startswith("| confirmatory")]
+    assert {line.split(" | ")[1] for line in rows} == {
+        "exchangeable_target_level", "exchangeable_target_and_pair", "exchangeable_layers", "planted_layer"}
+    code = calibration.main(["--worlds", "1", "--processes", "1", "--repeats", "1", "--bootstrap", "40",
+                             "--null-draws", "50", "--references"])
+    printed = capsys.readouterr().out
+    assert code in (0, 1) and "calibration of A09/A10/A12" in printed
+    tests = {line.split(" | ")[3] for line in printed.splitlines() if line.startswith("| ")}
+    assert {"A09 beyond features", "A12 gene permutation", "A12 Mann-Whitney"} <= tests

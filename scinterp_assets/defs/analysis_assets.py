@@ -10,11 +10,11 @@ import dagster as dg
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from scinterp_assets.config import ScinterpConfig
+from scinterp_assets.config import AnalysisConfig, ScinterpConfig
 from scinterp_assets.core.analyses.incremental_confirmatory import ConfirmatorySettings, incremental_value_tests
 from scinterp_assets.core.analyses.incremental_value import covariate_r2_tests
 from scinterp_assets.core.analyses.layer_selection import layer_selection_tests
-from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
+from scinterp_assets.core.analyses.perturbation_prediction import per_perturbation_auroc, resampled_pf_auroc
 from scinterp_assets.core.analyses.propensity import propensity_matched_tests
 from scinterp_assets.core.analyses.reference_family import ReferenceFamilySettings, reference_family_tests
 from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, score_sets_from_edges
@@ -27,11 +27,20 @@ from scinterp_assets.core.datasets.preprocessing import perturbed_genes
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.core.stats.registry import empty_registry
 from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.model_assets import pf_filter
 from scinterp_assets.defs.partitions import model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
 from scinterp_assets.resources.model_store import ModelStore
 
 GROUP = "model_evaluation"
+
+
+def confirmatory_settings(settings: AnalysisConfig) -> ConfirmatorySettings:
+    """The confirmatory incremental-value settings (A05/A06, and A09 beyond features) from the configuration."""
+    return ConfirmatorySettings(
+        n_folds=settings.incremental_value_folds, joint_folds=settings.incremental_value_joint_folds,
+        n_repeats=settings.incremental_value_repeats, n_bootstrap=settings.incremental_value_bootstrap,
+        alpha=settings.alpha)
 
 
 def _skipped(reason: str) -> dg.Output:
@@ -41,16 +50,25 @@ def _skipped(reason: str) -> dg.Output:
 def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
     def layer_selection(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
-                        gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
+                        attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+                        correlation_edges: pd.DataFrame, de_labels: pd.DataFrame, gene_universe: pd.DataFrame,
+                        project: dg.ResourceParam[ScinterpConfig],
                         model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
-        """A02: layer profile and nested cross-validated layer selection over perturbations (never the best
-        layer on the evaluation data), compared with correlation; per-layer tests Bonferroni-corrected."""
+        """A02: layer profile and layer selection nested over perturbations and targets (never the best
+        layer on the evaluation data), compared with correlation on held-out blocks (two-way bootstrap);
+        per-layer tests Bonferroni-corrected."""
         folds = project.analyses.layer_selection_folds
         n_perturbations = perturbation_auroc["perturbation"].nunique()
         if n_perturbations < folds:
             return _skipped(f"{n_perturbations} evaluable perturbations, fewer than the {folds} outer folds")
+        genes = evaluable_genes(attention_scores)
+        score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+        resamples = resampled_pf_auroc(de_labels, genes, score_sets, pf_filter(project),
+                                       n_bootstrap=project.analyses.perturbation_bootstrap,
+                                       seed=project.seeds.perturbation_bootstrap, n_target_folds=folds)
         rows = registry_table(
-            context, layer_selection_tests(perturbation_auroc, seed=project.seeds.layer_selection, n_folds=folds),
+            context, layer_selection_tests(perturbation_auroc, resamples, seed=project.seeds.layer_selection,
+                                           alpha=project.analyses.alpha),
             **shared_registry_fields(context, project, model_store, len(gene_universe)),
             negatives="non-DE universe targets", label_rule=project.label_rule(model_and_cell_type(context)[1]),
         )
@@ -75,7 +93,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         score_sets = (score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), plain_genes)
                       + gene_level_score_sets(gene_features, plain_genes))
         plain = per_perturbation_auroc(labels, plain_genes, score_sets,
-                                       PerturbationFilter(rule.min_positives, rule.min_negatives))
+                                       pf_filter(project))
         if plain.empty:
             return _skipped("no perturbation is evaluable in the plain HVG universe")
         table, rows = hvg_protocol_confound(perturbation_auroc, plain)
@@ -99,13 +117,15 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         settings = project.analyses
         genes = evaluable_genes(attention_scores)
         seed = project.seeds.reference_battery
-        rows = reference_family_tests(
-            reference_edges, genes, score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes),
-            gene_features, reference_null, reference_structure,
-            ReferenceFamilySettings(settings.bootstrap_resamples, settings.residualisation_folds,
-                                    settings.residualisation_models, settings.top_k_edges,
-                                    settings.depth_trend_permutations, seed),
-        )
+        with threadpool_limits(limits=settings.threads):
+            rows = reference_family_tests(
+                reference_edges, genes, score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes),
+                gene_features, reference_null, reference_structure,
+                ReferenceFamilySettings(settings.bootstrap_resamples, settings.residualisation_folds,
+                                        settings.residualisation_models, settings.top_k_edges,
+                                        settings.depth_trend_permutations, confirmatory_settings(settings),
+                                        project.reference_restriction.min_targets_per_tf, seed),
+            )
         registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
                                   label_rule="reference membership", seed=seed)
         return dg.Output(registry, metadata={**frame_metadata(registry), "evaluable_genes": len(genes),
@@ -130,19 +150,15 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         genes = evaluable_genes(attention_scores)
         score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
         label_rule = project.label_rule(model_and_cell_type(context)[1])
-        common = {"rule": PerturbationFilter(rule.min_positives, rule.min_negatives),
+        common = {"rule": pf_filter(project),
                   "seed": project.seeds.incremental_value, "label_rule": label_rule}
         classifiers = settings.incremental_value_models
         # A07 regresses the score on the features: the linear counterpart of the logistic model is OLS
         regressors = tuple("ols" if model == "logistic" else model for model in classifiers)
-        confirmatory = ConfirmatorySettings(
-            n_folds=settings.incremental_value_folds, joint_folds=settings.incremental_value_joint_folds,
-            n_repeats=settings.incremental_value_repeats, n_bootstrap=settings.incremental_value_bootstrap,
-            alpha=settings.alpha)
         with threadpool_limits(limits=settings.threads):
             rows = incremental_value_tests(de_labels, gene_features, genes, score_sets, models=classifiers,
-                                           splits=settings.incremental_value_splits, settings=confirmatory,
-                                           **common)
+                                           splits=settings.incremental_value_splits,
+                                           settings=confirmatory_settings(settings), **common)
             folds = {"n_folds": settings.incremental_value_folds}
             rows += covariate_r2_tests(de_labels, gene_features, genes, score_sets, models=regressors, **folds,
                                        **common)
@@ -172,7 +188,6 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         grid = sensitivity_grid(
             evaluate, settings.sensitivity_lfc, settings.sensitivity_n_ctrl, settings.sensitivity_n_hvg,
             n_available_controls=n_controls, n_available_genes=len(gene_universe), alpha=settings.alpha,
-            default_cell=(rule.min_abs_log_difference, preprocessing.n_control_cells, preprocessing.n_hvg),
         )
         registry = registry_table(context, grid.rows,
                                   **shared_registry_fields(context, project, model_store, len(gene_universe)),

@@ -13,9 +13,12 @@ from scinterp_assets.core.analyses.perturbation_prediction import (
     PerturbationFilter,
     per_perturbation_auroc,
     perturbation_prediction_tests,
+    resampled_pf_auroc,
 )
 from scinterp_assets.core.analyses.reference_structure import reference_auroc_tests
 from scinterp_assets.core.analyses.score_sets import (
+    TF_OUT_DEGREE_PREFIX,
+    ScoreSet,
     gene_level_score_sets,
     random_score_set,
     score_sets_from_edges,
@@ -32,6 +35,19 @@ from scinterp_assets.resources.contracts import ContractRunner, contract_check_s
 from scinterp_assets.resources.model_store import ModelStore
 
 GROUP = "model_evaluation"
+
+
+def pf_score_sets(attention_scores: AttentionScores, attention_edges: pd.DataFrame, correlation_edges: pd.DataFrame,
+                  gene_features: pd.DataFrame, reference_edges: pd.DataFrame) -> tuple[list[str], list[ScoreSet]]:
+    """The evaluable genes and every score set family P ranks targets with: attention, correlation, the
+    gene-level baselines and the TF out-degree counter-example of each "regulates" reference."""
+    genes = evaluable_genes(attention_scores)
+    return genes, (score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+                   + gene_level_score_sets(gene_features, genes) + tf_out_degree_score_sets(reference_edges, genes))
+
+
+def pf_filter(project: ScinterpConfig) -> PerturbationFilter:
+    return PerturbationFilter(project.de_labels.min_positives, project.de_labels.min_negatives)
 
 
 def _model_for(model_store: ModelStore, model_key: str, cells: ad.AnnData):
@@ -173,15 +189,13 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         """Per-perturbation PF AUROC of attention, correlation, gene-level baselines and the TF out-degree
         counter-example (one per "regulates" reference, synthetic screens: the planted network) on the
         evaluable set."""
-        genes = evaluable_genes(attention_scores)
-        counterexamples = tf_out_degree_score_sets(reference_edges, genes)
-        score_sets = (score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
-                      + gene_level_score_sets(gene_features, genes) + counterexamples)
-        rule = PerturbationFilter(project.de_labels.min_positives, project.de_labels.min_negatives)
-        table = per_perturbation_auroc(de_labels, genes, score_sets, rule)
+        genes, score_sets = pf_score_sets(attention_scores, attention_edges, correlation_edges, gene_features,
+                                          reference_edges)
+        table = per_perturbation_auroc(de_labels, genes, score_sets, pf_filter(project))
         n_perturbations = table["perturbation"].nunique()
         resources = ", ".join(sorted(reference_edges["resource"].unique())) or "none"
-        tf_out_degree = (", ".join(score_set.method for score_set in counterexamples) if counterexamples
+        counterexamples = sorted({s.method for s in score_sets if s.method.startswith(TF_OUT_DEGREE_PREFIX)})
+        tf_out_degree = (", ".join(counterexamples) if counterexamples
                          else f"not run: no reference with relation 'regulates' (references: {resources})")
         yield dg.Output(table, metadata={**frame_metadata(table), "perturbations": n_perturbations,
                                          "evaluable_genes": len(genes),
@@ -194,18 +208,28 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
 
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
     def perturbation_prediction(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
+                                attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+                                correlation_edges: pd.DataFrame, gene_features: pd.DataFrame,
+                                de_labels: pd.DataFrame, reference_edges: pd.DataFrame,
                                 gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                                 model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
         """Registry rows for A01 (attention vs correlation) and A04 (gene-level baselines, confirmatory; the TF
-        out-degree counter-example, descriptive), paired Wilcoxon."""
+        out-degree counter-example, descriptive): mean PF AUROC differences with a two-way (perturbations x
+        targets) bootstrap; the study's paired Wilcoxon as descriptive rows."""
+        genes, score_sets = pf_score_sets(attention_scores, attention_edges, correlation_edges, gene_features,
+                                          reference_edges)
+        resamples = resampled_pf_auroc(de_labels, genes, score_sets, pf_filter(project),
+                                       n_bootstrap=project.analyses.perturbation_bootstrap,
+                                       seed=project.seeds.perturbation_bootstrap)
         rows = registry_table(
-            context, perturbation_prediction_tests(perturbation_auroc),
+            context, perturbation_prediction_tests(perturbation_auroc, resamples, alpha=project.analyses.alpha),
             **shared_registry_fields(context, project, model_store, len(gene_universe)),
             negatives="non-DE universe targets",
             label_rule=project.label_rule(model_and_cell_type(context)[1]),
-            seed=project.seeds.control_sampling,
+            seed=project.seeds.perturbation_bootstrap,
         )
-        return dg.Output(rows, metadata=frame_metadata(rows))
+        return dg.Output(rows, metadata={**frame_metadata(rows),
+                                         "bootstrap_resamples": project.analyses.perturbation_bootstrap})
 
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
     def reference_structure(context: dg.AssetExecutionContext, attention_scores: AttentionScores,
@@ -213,16 +237,19 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                             reference_edges: pd.DataFrame, gene_universe: pd.DataFrame,
                             project: dg.ResourceParam[ScinterpConfig],
                             model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
-        """Registry rows for per-layer reference AUROC (part of A12) with correlation and a random control."""
+        """Registry rows for per-layer reference AUROC (part of A12) with correlation and a random control; p of
+        AUROC = 0.5 by relabelling genes."""
         genes = evaluable_genes(attention_scores)
         score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
         score_sets.append(random_score_set(len(genes), project.seeds.random_scores))
+        permutations = project.analyses.reference_permutations
         rows = []
         for resource, reference in reference_edges.groupby("resource"):
-            rows += reference_auroc_tests(reference, str(resource), genes, score_sets)
+            rows += reference_auroc_tests(reference, str(resource), genes, score_sets, n_permutations=permutations,
+                                          seed=project.seeds.reference_permutation)
         table = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
-                               label_rule="reference membership", seed=project.seeds.random_scores)
-        return dg.Output(table, metadata=frame_metadata(table))
+                               label_rule="reference membership", seed=project.seeds.reference_permutation)
+        return dg.Output(table, metadata={**frame_metadata(table), "gene_permutations": permutations})
 
     return [model_checkpoint, attention_extraction, cell_embeddings, attention_edges, perturbation_auroc, perturbation_prediction,
             reference_structure]

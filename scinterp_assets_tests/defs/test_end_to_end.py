@@ -43,7 +43,8 @@ def test_registry_holds_the_framework_schema_and_tests(demo_run):
 
 
 def test_positive_and_negative_controls_on_the_planted_network(demo_run):
-    _, registry, _, _ = demo_run
+    config, registry, _, _ = demo_run
+    most_extreme = 1 / (1 + config.analyses.reference_permutations)  # no gene relabelling comes near
     a12 = registry[registry["analysis_id"] == "A12"]
     for cell_type in ("synthetic_a", "synthetic_b"):
         rows = a12[a12["cell_type"] == cell_type].set_index("test_id")
@@ -51,7 +52,7 @@ def test_positive_and_negative_controls_on_the_planted_network(demo_run):
         random = rows.loc[rows.index.str.endswith("A12:planted:random")].iloc[0]
         print(f"{cell_type} planted-network AUROC: correlation {correlation['statistic']:.3f}, "
               f"random {random['statistic']:.3f}")
-        assert correlation["statistic"] > 0.65 and correlation["p_value"] < 1e-6
+        assert correlation["statistic"] > 0.65 and correlation["p_value"] == pytest.approx(most_extreme)
         assert abs(random["statistic"] - 0.5) < 0.05
 
 

@@ -24,6 +24,20 @@ Edge-score classes (each a (G, G) matrix over the world's genes, rows = perturbe
 The first four carry no information about the labels beyond the features (they are functions of the
 features, or independent noise): a calibrated incremental-value test rejects them at most at its nominal
 rate. The planted class carries e and must be detected.
+
+Comparisons of two scores (A01, A02, A04: is a better than b?) need a different null, two scores of equal
+quality. `comparison_score_sets` draws them from one law, so neither is better in the population of
+perturbations and targets, though one always wins on a given sample. Each draw is a target-level component
+(the target's standardised variance plus N(0, 1) noise of its own: every perturbation sees the same
+target preferences, as gene-level baselines and much of attention do), plus, for edge-like scores, N(0, 1)
+pair noise. Classes, as the platform's score sets:
+
+  exchangeable_target_level     baseline_variance vs correlation, both target-level draws (A04)
+  exchangeable_target_and_pair  attention L0 vs correlation, both target-level + pair draws (A01)
+  exchangeable_layers           attention L0-L5 and correlation, all target-level + pair draws (A02, A01)
+  planted_layer (signal)        the same, but layer 3 is the planted score (pair signal e): A01 L3 and A02
+                                must find it; and baseline_variance = the true target drive h, which A04
+                                must find better than the correlation draw
 """
 
 from __future__ import annotations
@@ -34,9 +48,14 @@ import numpy as np
 import pandas as pd
 
 from scinterp_assets.core.analyses.score_sets import ScoreSet
+from scinterp_assets.core.edges import NO_LAYER
 
 NULL_CLASSES = ("noise", "target_nonlinear", "source_features", "pair_nonlinear")
 SIGNAL_CLASSES = ("planted",)
+COMPARISON_NULL_CLASSES = ("exchangeable_target_level", "exchangeable_target_and_pair", "exchangeable_layers")
+COMPARISON_SIGNAL_CLASSES = ("planted_layer",)
+PLANTED_LAYER = 3
+N_LAYERS = 6
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,7 @@ class CalibrationWorld:
     features: pd.DataFrame  # gene, mean, variance, detection_rate
     genes: tuple[str, ...]
     scores: dict[str, ScoreSet]  # class name -> score set over genes
+    target_drive: np.ndarray  # (G,) h: the nonlinear function of the target's features in the label model
 
     def score_set(self, name: str) -> ScoreSet:
         return self.scores[name]
@@ -65,15 +85,36 @@ def _z(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / values.std()
 
 
-def calibration_world(seed: int, shape: WorldShape = WorldShape()) -> CalibrationWorld:
-    """One seeded world (module docstring)."""
-    rng = np.random.default_rng(seed)
-    n = shape.n_genes
+def _gene_features(rng: np.random.Generator, n: int) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray,
+                                                                 pd.DataFrame]:
+    """Gene names and features of a world: mean ~ Gamma(2, 0.6), variance = mean x U(0.5, 1.5), detection
+    rate rising with the mean. Returns (genes, mean, variance, detection, features frame)."""
     genes = tuple(f"G{i:04d}" for i in range(n))
     mean = rng.gamma(2.0, 0.6, n)
     variance = mean * rng.uniform(0.5, 1.5, n)
     detection = np.clip(1 - np.exp(-1.5 * mean) + rng.normal(0, 0.03, n), 0.01, 0.999)
     features = pd.DataFrame({"gene": genes, "mean": mean, "variance": variance, "detection_rate": detection})
+    return genes, mean, variance, detection, features
+
+
+def _feature_score_matrices(rng: np.random.Generator, mean: np.ndarray, variance: np.ndarray,
+                            detection: np.ndarray) -> dict[str, np.ndarray]:
+    """The (G, G) scores that know nothing beyond the genes' features: noise, target_nonlinear,
+    source_features, pair_nonlinear (module docstring)."""
+    n = mean.size
+    return {
+        "noise": rng.normal(size=(n, n)),
+        "target_nonlinear": np.tile(np.exp(mean) + variance**2, (n, 1)),
+        "source_features": np.tile(mean[:, None], (1, n)),
+        "pair_nonlinear": np.sqrt(np.outer(mean, mean)) + np.outer(detection, variance**2),
+    }
+
+
+def calibration_world(seed: int, shape: WorldShape = WorldShape()) -> CalibrationWorld:
+    """One seeded world (module docstring)."""
+    rng = np.random.default_rng(seed)
+    n = shape.n_genes
+    genes, mean, variance, detection, features = _gene_features(rng, n)
     h = 1.2 * _z(variance) + 0.5 * _z(mean) ** 2 + 0.8 * (detection > np.median(detection))
     strength = rng.normal(shape.base_logit, 0.7, n)
     target_effect = rng.normal(0, 0.5, n)
@@ -85,12 +126,10 @@ def calibration_world(seed: int, shape: WorldShape = WorldShape()) -> Calibratio
         + shape.edge_effect * pair_signal
     )
     is_de = rng.random((n, n)) < 1 / (1 + np.exp(-logit))
-    target_nonlinear = np.exp(mean) + variance**2
+    matrices = _feature_score_matrices(rng, mean, variance, detection)
+    target_nonlinear = matrices["target_nonlinear"][0]
     matrices = {
-        "noise": rng.normal(size=(n, n)),
-        "target_nonlinear": np.tile(target_nonlinear, (n, 1)),
-        "source_features": np.tile(mean[:, None], (1, n)),
-        "pair_nonlinear": np.sqrt(np.outer(mean, mean)) + np.outer(detection, variance**2),
+        **matrices,
         "planted": pair_signal
         + rng.normal(0, shape.planted_noise, (n, n))
         + np.tile(target_nonlinear / target_nonlinear.std(), (n, 1)),
@@ -105,4 +144,106 @@ def calibration_world(seed: int, shape: WorldShape = WorldShape()) -> Calibratio
         }
     )
     scores = {name: ScoreSet("attention", 0, name, matrix) for name, matrix in matrices.items()}
-    return CalibrationWorld(labels, features, genes, scores)
+    return CalibrationWorld(labels, features, genes, scores, h)
+
+
+def comparison_score_sets(world: CalibrationWorld, name: str, seed: int) -> list[ScoreSet]:
+    """The score sets of one comparison class (module docstring), seeded."""
+    rng = np.random.default_rng(seed)
+    genes = len(world.genes)
+    variance = _z(world.features["variance"].to_numpy())
+
+    def draw(pair_noise: bool) -> np.ndarray:
+        matrix = np.tile(variance + rng.normal(size=genes), (genes, 1))
+        return matrix + rng.normal(size=(genes, genes)) if pair_noise else matrix
+
+    def layer(index: int, matrix: np.ndarray) -> ScoreSet:
+        return ScoreSet("attention", index, "head_mean", matrix)
+
+    correlation = ScoreSet("correlation", NO_LAYER, "none", draw(name != "exchangeable_target_level"))
+    if name == "exchangeable_target_level":
+        return [ScoreSet("baseline_variance", NO_LAYER, "none", draw(False)), correlation]
+    if name == "exchangeable_target_and_pair":
+        return [layer(0, draw(True)), correlation]
+    if name == "exchangeable_layers":
+        return [layer(index, draw(True)) for index in range(N_LAYERS)] + [correlation]
+    if name == "planted_layer":
+        layers = [layer(index, world.score_set("planted").matrix if index == PLANTED_LAYER else draw(True))
+                  for index in range(N_LAYERS)]
+        return layers + [correlation, ScoreSet("baseline_variance", NO_LAYER, "none",
+                                               np.tile(world.target_drive, (genes, 1)))]
+    raise ValueError(f"unknown comparison class {name!r}; expected one of "
+                     f"{COMPARISON_NULL_CLASSES + COMPARISON_SIGNAL_CLASSES}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reference-network worlds (family R: A09, A10, A12)
+
+REFERENCE_FEATURE_CLASSES = ("noise", "target_nonlinear", "source_features", "pair_nonlinear")
+REFERENCE_INDEPENDENT_CLASSES = ("independent_target_level", "independent_source_target")
+REFERENCE_SIGNAL_CLASSES = ("planted",)
+REFERENCE_RESOURCE = "planted_reference"
+
+
+@dataclass(frozen=True)
+class ReferenceWorldShape:
+    """Size and effect sizes of a reference-network calibration world."""
+
+    n_genes: int = 150
+    n_tfs: int = 20
+    base_logit: float = -3.5
+    edge_effect: float = 1.0
+    planted_noise: float = 0.7
+
+
+@dataclass(frozen=True)
+class ReferenceWorld:
+    genes: tuple[str, ...]
+    features: pd.DataFrame  # gene, mean, variance, detection_rate
+    reference: pd.DataFrame  # source, target, resource, relation, sign
+    scores: dict[str, ScoreSet]  # class name -> score set over genes
+
+
+def reference_world(seed: int, shape: ReferenceWorldShape = ReferenceWorldShape()) -> ReferenceWorld:
+    """One seeded world with a directed TF -> target reference:
+
+        logit P(s -> t in the reference) = base + alpha_s + beta_t + edge_effect r[s, t]   (s among the TFs)
+
+    alpha_s ~ N(0, 0.8) + 0.6 z(mean_s): TF activity, partly explained by the TF's expression; beta_t =
+    0.8 z(variance_t) + 0.4 z(mean_t)^2: targets with some expression profiles are better studied (a
+    nonlinear function of the target's features); r[s, t] ~ N(0, 1): the pair-specific regulation a score
+    can know beyond the genes' features.
+
+    Score classes: the four of `calibration_world` (noise, target_nonlinear, source_features,
+    pair_nonlinear: no information beyond the features, so null for A09 and A10, though the last three are
+    associated with the reference through alpha and beta, as real gene-level scores are), two with
+    gene-level structure independent of the reference (independent_target_level: a random preference per
+    target plus pair noise; independent_source_target: random source and target effects plus pair noise:
+    null for A12 as well), and planted = r + N(0, noise) + target_nonlinear / its sd (must be detected).
+    """
+    rng = np.random.default_rng(seed)
+    n = shape.n_genes
+    genes, mean, variance, detection, features = _gene_features(rng, n)
+    activity = rng.normal(0, 0.8, n) + 0.6 * _z(mean)
+    propensity = 0.8 * _z(variance) + 0.4 * _z(mean) ** 2
+    regulation = rng.normal(size=(n, n))
+    logit = shape.base_logit + activity[:, None] + propensity[None, :] + shape.edge_effect * regulation
+    member = rng.random((n, n)) < 1 / (1 + np.exp(-logit))
+    member[shape.n_tfs:] = False
+    np.fill_diagonal(member, False)
+    sources, targets = np.nonzero(member)
+    reference = pd.DataFrame({"source": np.asarray(genes)[sources], "target": np.asarray(genes)[targets],
+                              "resource": REFERENCE_RESOURCE, "relation": "regulates", "sign": 0})
+    matrices = _feature_score_matrices(rng, mean, variance, detection)
+    target_nonlinear = matrices["target_nonlinear"][0]
+    matrices = {
+        **matrices,
+        "independent_target_level": np.tile(rng.normal(size=n), (n, 1)) + 0.5 * rng.normal(size=(n, n)),
+        "independent_source_target": (rng.normal(size=n)[:, None] + rng.normal(size=n)[None, :]
+                                      + 0.5 * rng.normal(size=(n, n))),
+        "planted": regulation + rng.normal(0, shape.planted_noise, (n, n))
+        + np.tile(target_nonlinear / target_nonlinear.std(), (n, 1)),
+    }
+    scores = {name: ScoreSet("attention", layer, "head_mean", matrix)
+              for layer, (name, matrix) in enumerate(matrices.items())}
+    return ReferenceWorld(genes, features, reference, scores)

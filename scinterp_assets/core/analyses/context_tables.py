@@ -140,7 +140,8 @@ def _a04(context: pd.DataFrame, alpha: float) -> dict:
     best_row = edges.loc[edges["effect"].idxmax()]
     best_edge = names[best_row.name]
     by_baseline = {}
-    for index, pair in context.loc[context["analysis_id"] == "A04", "_local"].map(_comparison).items():
+    confirmatory_a04 = (context["analysis_id"] == "A04") & context["confirmatory"]
+    for index, pair in context.loc[confirmatory_a04, "_local"].map(_comparison).items():
         if pair is not None and pair[1] == best_edge:
             by_baseline[pair[0]] = context.loc[index]
     if not all(name in by_baseline for name in baselines):

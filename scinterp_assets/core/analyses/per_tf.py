@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from scinterp_assets.core.analyses.reference_battery import (
     ALL_NEGATIVES,
@@ -30,7 +29,8 @@ from scinterp_assets.core.analyses.reference_battery import (
     score_name,
 )
 from scinterp_assets.core.analyses.score_sets import ScoreSet
-from scinterp_assets.core.stats.auroc import auroc
+from scinterp_assets.core.stats.auroc import auroc, half_tie_counts
+from scinterp_assets.core.stats.bootstrap import wald_p_value
 from scinterp_assets.core.stats.paired import one_sample_wilcoxon
 
 PER_TF_COLUMNS = ("tf", "auroc", "ci_low", "ci_high", "n_positives", "n_negatives")
@@ -85,12 +85,6 @@ def _pairs(scores: np.ndarray, labels: ReferenceLabels) -> _Pairs:
     return _Pairs(pos_rows, s[pos_rows, pos_columns], neg_rows, s[neg_rows, neg_columns], negative, s)
 
 
-def _half_tie_counts(sorted_values: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    """Per needle: #values below it + 0.5 #values equal to it."""
-    below = np.searchsorted(sorted_values, needles, side="left")
-    return below + 0.5 * (np.searchsorted(sorted_values, needles, side="right") - below)
-
-
 def row_weighted_aurocs(scores: np.ndarray, labels: ReferenceLabels, row_weights: np.ndarray) -> np.ndarray:
     """(B,) reference AUROC when every source row (all its off-diagonal pairs) counts row_weights[b, row] times.
 
@@ -131,7 +125,7 @@ def leave_one_tf_out_aurocs(scores: np.ndarray, labels: ReferenceLabels) -> np.n
     n = len(labels.genes)
     tf_rows = labels.tf_rows
     sorted_negatives = np.sort(pairs.neg_scores)
-    per_positive = _half_tie_counts(sorted_negatives, pairs.pos_scores)
+    per_positive = half_tie_counts(sorted_negatives, pairs.pos_scores)
     sorted_positives = np.sort(pairs.pos_scores)
     up_to = np.searchsorted(sorted_positives, pairs.neg_scores, side="right")
     above = sorted_positives.size - up_to  # positives above each negative; ties count half
@@ -139,7 +133,7 @@ def leave_one_tf_out_aurocs(scores: np.ndarray, labels: ReferenceLabels) -> np.n
     total = per_positive.sum()
     a = np.bincount(pairs.pos_rows, weights=per_positive, minlength=n)[tf_rows]
     b = np.bincount(pairs.neg_rows, weights=above + 0.5 * ties, minlength=n)[tf_rows]
-    c = np.array([_half_tie_counts(np.sort(pairs.scores[row, pairs.negative[row]]),
+    c = np.array([half_tie_counts(np.sort(pairs.scores[row, pairs.negative[row]]),
                                    pairs.scores[row, labels.membership[row]]).sum() for row in tf_rows])
     n_pos = np.bincount(pairs.pos_rows, minlength=n)[tf_rows]
     n_neg = np.bincount(pairs.neg_rows, minlength=n)[tf_rows]
@@ -171,16 +165,6 @@ class TFBlockAuroc:
     @property
     def loto_max(self) -> float:
         return float(self.loto.max())
-
-
-def wald_p_value(estimate: float, null_value: float, standard_error: float) -> float:
-    """Two-sided normal p of (estimate - null_value) / standard_error; 1 when both are 0, 0 when only the SE is."""
-    difference = estimate - null_value
-    if not np.isfinite(difference) or not np.isfinite(standard_error):
-        return float("nan")
-    if standard_error == 0:
-        return 1.0 if difference == 0 else 0.0
-    return float(2 * stats.norm.sf(abs(difference) / standard_error))
 
 
 def tf_block_auroc(score_set: ScoreSet, labels: ReferenceLabels, *, n_bootstrap: int, seed: int,
@@ -219,7 +203,7 @@ def per_tf_auroc(score_set: ScoreSet, labels: ReferenceLabels, *, min_positives:
         if n_pos < min_positives or n_neg < min_negatives:
             continue
         boot = _per_tf_bootstrap(s[y], s[~y], n_bootstrap, rng)
-        point = float(_half_tie_counts(np.sort(s[~y]), s[y]).sum() / (n_pos * n_neg))
+        point = float(half_tie_counts(np.sort(s[~y]), s[y]).sum() / (n_pos * n_neg))
         low, high = percentile_interval(boot, confidence)
         rows.append((labels.genes[row], point, low, high, n_pos, n_neg))
     return pd.DataFrame(rows, columns=list(PER_TF_COLUMNS)).astype(

@@ -1,6 +1,7 @@
 """Family R beyond A12, for every reference of a cell type: the one call the `reference_battery` asset makes.
 
-A09 cross-fitted residualisation, A10 degree-preserving null decomposition (resources with null draws),
+A09 cross-fitted residualisation (descriptive share for every reference; the confirmatory beyond-features
+test for directed TF -> target references), A10 degree-preserving null decomposition (resources with null draws),
 A11 direction (signed directed references only), A13 partial correlation given co-expression, A14 top-k
 enrichment, A15 per-TF / TF-block bootstrap / leave-one-TF-out, A16 co-expression mapping, and the A12
 depth trend from the per-layer A12 rows.
@@ -23,7 +24,12 @@ from scinterp_assets.core.analyses.reference_battery import (
 )
 from scinterp_assets.core.analyses.reference_nulls_analysis import degree_null_tests
 from scinterp_assets.core.analyses.reference_structure import per_layer_reference_auroc
-from scinterp_assets.core.analyses.residualisation import partial_correlation_tests, residualisation_tests
+from scinterp_assets.core.analyses.incremental_confirmatory import ConfirmatorySettings
+from scinterp_assets.core.analyses.residualisation import (
+    beyond_features_tests,
+    partial_correlation_tests,
+    residualisation_tests,
+)
 from scinterp_assets.core.analyses.score_sets import ScoreSet
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 
@@ -35,6 +41,8 @@ class ReferenceFamilySettings:
     residualisation_models: tuple[str, ...]  # A09 covariate models ("ols", "boosted")
     top_k_edges: int  # A14
     depth_trend_permutations: int  # A12 depth trend, models deeper than the exact-enumeration limit
+    beyond_features: ConfirmatorySettings  # A09 confirmatory: folds, repeats, two-way resamples, alpha
+    min_targets_per_tf: int  # A09 confirmatory: TFs with fewer targets among the genes are left out
     seed: int
 
 
@@ -55,6 +63,10 @@ def reference_family_tests(reference_edges: pd.DataFrame, genes: Sequence[str], 
         rows += residualisation_tests(reference, resource, genes, score_sets, features,
                                       n_folds=settings.residualisation_folds, n_bootstrap=settings.bootstrap_resamples,
                                       seed=settings.seed, models=settings.residualisation_models)
+        if str(reference["relation"].iloc[0]) == "regulates":
+            rows += beyond_features_tests(reference, resource, genes, score_sets, features,
+                                          min_targets=settings.min_targets_per_tf, settings=settings.beyond_features,
+                                          seed=settings.seed)
         if direction_testable(reference):
             rows += direction_sensitivity_tests(reference, resource, genes, score_sets)
         rows += partial_correlation_tests(reference, resource, genes, score_sets, coexpression)

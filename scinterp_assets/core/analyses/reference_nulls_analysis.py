@@ -4,8 +4,14 @@
 
 The degree component is what a score earns from who has many targets (hub TFs, popular targets) alone: a
 score that is a function of source or target degree gets the same AUROC on every null draw. The residual
-is what the score earns from which pairs are linked, beyond the degrees; its z against the null draws and
-the permutation p (1 + #null >= observed) / (1 + N) are the verdict's criterion 3 (z > 3).
+is what the score earns from which pairs are linked, beyond the degrees; its z against the null draws
+(the verdict's criterion 3 reads z > 3) and the permutation p (1 + #null >= observed) / (1 + N).
+
+The rows are descriptive. "Beyond degrees" is not "beyond gene-level structure": when who is linked
+depends on the genes' expression (better-studied targets, active TFs), a score that is a nonlinear function
+of both genes' features ranks the observed network above degree-preserving rewirings more often than the
+nominal rate (benchmarks/README.md, calibration). The confirmatory test of signal beyond gene-level
+features is A09's (`residualisation.beyond_features_tests`).
 
 Null draws (`ReferenceNulls`) are over the universe's genes; a score set may cover a subset (the evaluable
 set). The statistic is then computed the same way on the observed network and on every draw: the AUROC of
@@ -28,7 +34,6 @@ from scinterp_assets.core.analyses.reference_battery import (
     ALL_NEGATIVES,
     ReferenceLabels,
     check_score_set,
-    is_verdict_score,
     reference_labels,
     registry_row,
     score_name,
@@ -148,7 +153,7 @@ def degree_null_tests(reference: pd.DataFrame, genes: Sequence[str], score_sets:
                       nulls: ReferenceNulls, resources: Sequence[str] | None = None) -> list[dict]:
     """A10 registry rows, one per score set and resource with null draws ("A10:<resource>:<score>"):
     statistic = z against the null, effect = residual component (observed - mean null AUROC), p = permutation
-    p (>= observed). Confirmatory for attention and correlation scores (FRAMEWORK section 8, criterion 3)."""
+    p (>= observed). Descriptive (module docstring); FRAMEWORK section 8, criterion 3 reads the z."""
     return [_row(result, score_set)
             for result, score_set in _decompositions(reference, genes, score_sets, nulls, resources)]
 
@@ -178,5 +183,4 @@ def _row(result: NullDecomposition, score_set: ScoreSet) -> dict:
         "A10", f"A10:{result.resource}:{score_name(score_set)}", score_set, statistic_name="null_z",
         statistic=result.z, effect_name="residual_component(observed - mean null auroc)", effect=result.residual,
         p_value=result.p_value, n=result.n_pairs, n_positives=result.n_positives,
-        confirmatory=is_verdict_score(score_set),
-        negatives=f"{ALL_NEGATIVES}; null: {result.n_draws} degree-preserving draws")
+        confirmatory=False, negatives=f"{ALL_NEGATIVES}; null: {result.n_draws} degree-preserving draws")

@@ -89,3 +89,9 @@ def resampled_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray)
         return np.where(
             (total_positive > 0) & (total_negative > 0), numerator / (total_positive * total_negative), np.nan
         )
+
+
+def half_tie_counts(sorted_values: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Per needle: #values below it + 0.5 #values equal to it (sorted_values ascending)."""
+    below = np.searchsorted(sorted_values, needles, side="left")
+    return below + 0.5 * (np.searchsorted(sorted_values, needles, side="right") - below)

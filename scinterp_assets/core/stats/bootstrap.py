@@ -13,6 +13,11 @@ p-value that agree by construction:
 so that p < alpha exactly when the interval excludes 0 (ci_low > 0 or ci_high < 0). For B = 200 and
 alpha = 0.05, j = 5: the usual 2.5% / 97.5% percentiles. With B <= 2 / alpha - 1 resamples (39 at 0.05)
 no outcome can reach p < alpha, and such a bootstrap is refused.
+
+wald_test is the normal-theory counterpart for a mean over many independent units (a mean over
+perturbations): interval = effect -/+ z_(1 - alpha/2) SE with SE the standard deviation of the resampled
+effects, p = 2 (1 - Phi(|effect| / SE)). Interval and p agree by construction as well, and p is continuous,
+so a framework-wide Benjamini-Hochberg family is not limited by a resampling floor of 2 / (1 + B).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 
 def resample_counts(n_units: int, n_resamples: int, seed: int) -> np.ndarray:
@@ -79,3 +85,28 @@ def bootstrap_test(replicates: np.ndarray, alpha: float = 0.05) -> BootstrapTest
     at_or_above = n - int(np.searchsorted(values, 0.0, side="left"))
     p_value = min(1.0, 2 * min(1 + at_or_below, 1 + at_or_above) / (1 + n))
     return BootstrapTest(float(values[rank - 1]), float(values[n - rank]), p_value, n)
+
+
+def wald_p_value(estimate: float, null_value: float, standard_error: float) -> float:
+    """Two-sided normal p of (estimate - null_value) / standard_error; 1 when both are 0, 0 when only the SE is."""
+    difference = estimate - null_value
+    if not np.isfinite(difference) or not np.isfinite(standard_error):
+        return float("nan")
+    if standard_error == 0:
+        return 1.0 if difference == 0 else 0.0
+    return float(2 * stats.norm.sf(abs(difference) / standard_error))
+
+
+def wald_test(effect: float, replicates: np.ndarray, alpha: float = 0.05) -> BootstrapTest:
+    """Normal interval and p-value of `effect` (module docstring) with the SE of its resampled values; NaN
+    resamples are left out. Fewer than two finite resamples or a NaN effect: NaN interval, p NaN."""
+    values = np.asarray(replicates, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if len(values) < 2 or not np.isfinite(effect):
+        return BootstrapTest(math.nan, math.nan, math.nan, len(values))
+    standard_error = float(np.std(values, ddof=1))
+    half_width = float(stats.norm.ppf(1 - alpha / 2)) * standard_error
+    return BootstrapTest(effect - half_width, effect + half_width, wald_p_value(effect, 0.0, standard_error),
+                         len(values))

@@ -13,6 +13,7 @@ from scinterp_assets.core.analyses.perturbation_prediction import (
     perturbation_prediction_tests,
 )
 from scinterp_assets.core.stats.registry import apply_framework_bh, empty_registry, registry_rows
+from scinterp_assets_tests.core.analyses.test_perturbation_prediction import resamples_from_table
 
 WELCH = "welch_t q<0.05 |dlog1p|>=0.5"
 
@@ -35,7 +36,7 @@ def _pf(seed: int, attention_shift: float, baseline_shift: float, n: int = 30) -
 
 def _context(model, cell_type, modality, pf, extra=()):
     rows = [{**row, "test_id": f"{model}|{cell_type}|{row['test_id']}"}
-            for row in perturbation_prediction_tests(pf) + list(extra)]
+            for row in perturbation_prediction_tests(pf, resamples_from_table(pf), alpha=0.05) + list(extra)]
     return registry_rows(rows, model=model, cell_type=cell_type, modality=modality, universe_size=2000,
                          negatives="non-DE universe targets", label_rule=WELCH)
 
@@ -126,7 +127,9 @@ def test_metric_map_lists_auroc_rows_with_comparable_groups():
     assert len(table) == len(pf_rows) + 2 + 2  # + the A05 delta-AUROC rows (not the AUPRC one) + A12
     assert set(table.loc[table["analysis_id"] == "A05", "effect_name"]) == {"delta_auroc"}
     assert set(table.loc[table["analysis_id"] == "A12", "auroc_field"]) == {"statistic"}
-    assert set(table.loc[table["analysis_id"] == "A01", "auroc_field"]) == {"effect"}
+    a01 = table[table["analysis_id"] == "A01"]
+    study = a01["test_id"].str.endswith(":study_wilcoxon")  # the Wilcoxon W sits in the statistic
+    assert set(a01.loc[study, "auroc_field"]) == {"effect"} and set(a01.loc[~study, "auroc_field"]) == {"statistic"}
     groups = table.groupby("comparable_group")["test_id"].apply(set)
     # the two references share label rule and negatives but not positives: never one group
     references = {"m|k562|A12:trrust:correlation", "m|k562|A12:string700:correlation"}

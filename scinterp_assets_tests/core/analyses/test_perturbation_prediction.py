@@ -1,16 +1,23 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from scinterp_assets.core.analyses.calibration_worlds import WorldShape, calibration_world
 from scinterp_assets.core.analyses.perturbation_prediction import (
     PerturbationFilter,
+    PFResamples,
     per_perturbation_auroc,
     perturbation_prediction_tests,
+    pf_auroc_wide,
+    resampled_pf_auroc,
 )
 from scinterp_assets.core.analyses.score_sets import ScoreSet, gene_level_score_sets, tf_out_degree_score_sets
+from scinterp_assets.core.stats.bootstrap import resample_counts
 
 GENES = ["A", "B", "C", "D", "E", "F"]
+RULE = PerturbationFilter(min_positives=3, min_negatives=3)
 
 
 def _labels(perturbation, positives):
@@ -54,23 +61,113 @@ def test_baselines_rank_targets_identically_for_every_source():
     assert sets["baseline_variance"][3, 0] == 5.0
 
 
-def test_tests_compare_methods_perturbation_by_perturbation():
-    rng = np.random.default_rng(1)
-    rows = []
-    for index in range(30):
-        better = 0.8 + rng.normal(0, 0.03)
-        rows += [(f"P{index}", "attention", 0, "head_mean", better, 20, 4),
-                 (f"P{index}", "correlation", -1, "none", better - 0.1 + rng.normal(0, 0.02), 20, 4),
-                 (f"P{index}", "baseline_variance", -1, "none", 0.5 + rng.normal(0, 0.05), 20, 4)]
-    table = pd.DataFrame(rows, columns=["perturbation", "method", "layer", "aggregation", "auroc", "n_targets",
-                                        "n_positives"])
-    tests = {row["test_id"]: row for row in perturbation_prediction_tests(table)}
+def resamples_from_table(pf_auroc: pd.DataFrame, n_bootstrap: int = 200, seed: int = 0) -> PFResamples:
+    """PFResamples with one target fold whose observed values are a PF AUROC table's and whose resamples
+    reweight its perturbations (targets held fixed): for tests of code that reads the resamples."""
+    wide = pf_auroc_wide(pf_auroc).sort_index()
+    point = wide.to_numpy(dtype=float)[:, None, :]
+    n = len(wide)
+    counts = resample_counts(n, n_bootstrap, seed)
+    return PFResamples(
+        keys=tuple(wide.columns), perturbations=tuple(wide.index),
+        n_positives=pf_auroc.drop_duplicates("perturbation").set_index("perturbation")
+        .loc[wide.index, "n_positives"].to_numpy(),
+        target_fold=np.zeros(1, dtype=np.int64), point=point,
+        replicates=np.broadcast_to(point, (n_bootstrap, *point.shape)).copy(),
+        perturbation_counts=counts, target_counts=np.ones((n_bootstrap, 1)),
+    )
+
+
+def _world(seed=0, n_perturbations=16, n_genes=60):
+    """A seeded calibration world: attention carries the planted pair signal, correlation is noise, and the
+    gene-level baseline ranks targets by their variance."""
+    world = calibration_world(seed, WorldShape(n_perturbations=n_perturbations, n_genes=n_genes))
+    genes = list(world.genes)
+    variance = world.features.set_index("gene").loc[genes, "variance"].to_numpy()
+    sets = [ScoreSet("attention", 0, "head_mean", world.score_set("planted").matrix),
+            ScoreSet("correlation", -1, "none", world.score_set("noise").matrix),
+            ScoreSet("baseline_variance", -1, "none", np.tile(variance, (n_genes, 1)))]
+    return world.labels, genes, sets
+
+
+def test_resampled_pf_auroc_observed_values_are_the_pf_auroc_table():
+    labels, genes, sets = _world()
+    sets[1].matrix[0, 5] = np.nan  # an undefined score ranks lowest in both
+    table = per_perturbation_auroc(labels, genes, sets, RULE)
+    resamples = resampled_pf_auroc(labels, genes, sets, RULE, n_bootstrap=40, seed=0)
+    wide = pf_auroc_wide(table)
+    assert list(resamples.perturbations) == list(wide.index)
+    for column, key in enumerate(resamples.keys):
+        np.testing.assert_allclose(resamples.point[:, 0, column], wide[key].to_numpy(), rtol=0, atol=1e-12)
+    assert (resamples.n_positives == table.drop_duplicates("perturbation")["n_positives"].to_numpy()).all()
+
+
+def test_resampled_pf_auroc_weights_targets_by_their_bootstrap_multiplicity():
+    labels, genes, sets = _world()
+    resamples = resampled_pf_auroc(labels, genes, sets, RULE, n_bootstrap=40, seed=3)
+    target_counts = resamples.target_counts
+    assert target_counts.shape == (40, len(genes)) and (target_counts.sum(axis=1) == len(genes)).all()
+    group = labels[labels["perturbation"] == resamples.perturbations[2]]
+    source, targets = genes.index(resamples.perturbations[2]), [genes.index(t) for t in group["target"]]
+    for b in (0, 17, 39):
+        expected = roc_auc_score(group["is_de"], sets[0].matrix[source, targets], sample_weight=target_counts[b, targets])
+        assert resamples.replicates[b, 2, 0, 0] == pytest.approx(expected, abs=1e-12)
+    # the resampled mean weights each perturbation's AUROC by its multiplicity
+    effect, replicated = resamples.mean(("attention", 0, "head_mean"))
+    counts = resamples.perturbation_counts[5]
+    assert replicated[5] == pytest.approx((counts * resamples.replicates[5, :, 0, 0]).sum() / counts.sum())
+    assert effect == pytest.approx(resamples.point[:, 0, 0].mean())
+
+
+def test_target_folds_split_each_perturbations_targets():
+    labels, genes, sets = _world()
+    resamples = resampled_pf_auroc(labels, genes, sets, RULE, n_bootstrap=40, seed=0, n_target_folds=3)
+    assert np.bincount(resamples.target_fold).tolist() == [20, 20, 20]
+    checked = 0
+    for p, perturbation in enumerate(resamples.perturbations):
+        group = labels[labels["perturbation"] == perturbation]
+        targets = np.array([genes.index(t) for t in group["target"]])
+        for fold in range(3):
+            cell = resamples.target_fold[targets] == fold
+            is_de = group["is_de"].to_numpy()[cell]
+            if is_de.all() or not is_de.any():
+                assert np.isnan(resamples.point[p, fold, 0])  # a cell without both classes is undefined
+                continue
+            expected = roc_auc_score(is_de, sets[0].matrix[genes.index(perturbation), targets[cell]])
+            assert resamples.point[p, fold, 0] == pytest.approx(expected, abs=1e-12)
+            checked += 1
+    assert checked > 10
+
+
+def test_tests_compare_mean_pf_auroc_with_a_two_way_bootstrap():
+    labels, genes, sets = _world()
+    table = per_perturbation_auroc(labels, genes, sets, RULE)
+    resamples = resampled_pf_auroc(labels, genes, sets, RULE, n_bootstrap=200, seed=0)
+    tests = {row["test_id"]: row for row in perturbation_prediction_tests(table, resamples, alpha=0.05)}
     a01 = tests["A01:attention_L0_head_mean_vs_correlation"]
-    assert a01["confirmatory"] and a01["n"] == 30 and a01["p_value"] < 1e-4 and a01["effect"] > 0
-    a04 = tests["A04:baseline_variance_vs_correlation"]
-    assert a04["effect"] < 0 and a04["p_value"] < 1e-4
+    wide = pf_auroc_wide(table)
+    expected = (wide[("attention", 0, "head_mean")] - wide[("correlation", -1, "none")]).mean()
+    assert a01["confirmatory"] and a01["n"] == len(wide) and a01["effect"] == pytest.approx(expected)
+    assert a01["ci_low"] > 0 and a01["p_value"] < 0.05  # the planted pair signal against noise
+    # interval and p agree: p < 0.05 exactly when the interval excludes 0
+    for row in tests.values():
+        if row["confirmatory"]:
+            assert (row["p_value"] < 0.05) == (row["ci_low"] > 0 or row["ci_high"] < 0)
+    study = tests["A01:attention_L0_head_mean_vs_correlation:study_wilcoxon"]
+    assert not study["confirmatory"] and study["statistic_name"] == "wilcoxon_W"
+    assert study["p_value"] == pytest.approx(stats.wilcoxon(wide[("attention", 0, "head_mean")],
+                                                            wide[("correlation", -1, "none")]).pvalue)
+    assert tests["A04:baseline_variance_vs_correlation"]["confirmatory"]
     chance = tests["A04:baseline_variance_vs_chance"]
-    assert not chance["confirmatory"] and chance["p_value"] > 0.01
+    assert not chance["confirmatory"] and chance["ci_low"] < chance["effect"] < chance["ci_high"]
+
+
+def test_one_target_fold_is_required_for_whole_perturbation_comparisons():
+    labels, genes, sets = _world()
+    table = per_perturbation_auroc(labels, genes, sets, RULE)
+    resamples = resampled_pf_auroc(labels, genes, sets, RULE, n_bootstrap=40, seed=0, n_target_folds=2)
+    with pytest.raises(ValueError, match="target folds"):
+        perturbation_prediction_tests(table, resamples, alpha=0.05)
 
 
 def _reference(rows, resource, relation):
@@ -100,21 +197,17 @@ def test_tf_out_degree_pf_auroc_ranks_targets_by_degree():
 
 
 def test_tf_out_degree_rows_are_descriptive_a04_rows_named_by_their_reference():
-    rng = np.random.default_rng(2)
-    rows = []
-    for index in range(20):
-        correlation = 0.7 + rng.normal(0, 0.03)
-        rows += [(f"P{index}", "attention", 0, "head_mean", correlation + rng.normal(0, 0.02), 20, 4),
-                 (f"P{index}", "correlation", -1, "none", correlation, 20, 4),
-                 (f"P{index}", "baseline_variance", -1, "none", 0.85 + rng.normal(0, 0.02), 20, 4),
-                 (f"P{index}", "tf_out_degree_trrust", -1, "none", 0.5 + rng.normal(0, 0.05), 20, 4)]
-    table = pd.DataFrame(rows, columns=["perturbation", "method", "layer", "aggregation", "auroc", "n_targets",
-                                        "n_positives"])
-    tests = {row["test_id"]: row for row in perturbation_prediction_tests(table)}
+    labels, genes, sets = _world()
+    degree = np.random.default_rng(2).integers(0, 5, len(genes)).astype(float)
+    sets = sets + [ScoreSet("tf_out_degree_trrust", -1, "none", np.tile(degree, (len(genes), 1)))]
+    table = per_perturbation_auroc(labels, genes, sets, RULE)
+    resamples = resampled_pf_auroc(labels, genes, sets, RULE, n_bootstrap=40, seed=0)
+    tests = {row["test_id"]: row for row in perturbation_prediction_tests(table, resamples, alpha=0.05)}
     counterexample = {key: row for key, row in tests.items() if "tf_out_degree_trrust" in key}
     assert set(counterexample) == {"A04:tf_out_degree_trrust_vs_correlation",
                                    "A04:tf_out_degree_trrust_vs_attention_L0_head_mean",
+                                   "A04:tf_out_degree_trrust_vs_correlation:study_wilcoxon",
+                                   "A04:tf_out_degree_trrust_vs_attention_L0_head_mean:study_wilcoxon",
                                    "A04:tf_out_degree_trrust_vs_chance"}
     assert all(row["analysis_id"] == "A04" and not row["confirmatory"] for row in counterexample.values())
-    assert counterexample["A04:tf_out_degree_trrust_vs_correlation"]["effect"] < 0
     assert tests["A04:baseline_variance_vs_correlation"]["confirmatory"]  # gene-level baselines stay confirmatory

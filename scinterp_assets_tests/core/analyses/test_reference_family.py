@@ -3,6 +3,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from scinterp_assets.core.analyses.incremental_confirmatory import ConfirmatorySettings
 from scinterp_assets.core.analyses.reference_family import ReferenceFamilySettings, reference_family_tests
 from scinterp_assets.core.analyses.score_sets import ScoreSet
 from scinterp_assets.core.edges import NO_LAYER
@@ -30,7 +31,9 @@ def test_signed_directed_and_undirected_references_get_their_analyses():
                          for layer in range(3)])
     settings = ReferenceFamilySettings(bootstrap_resamples=50, residualisation_folds=3,
                                        residualisation_models=("ols",), top_k_edges=20,
-                                       depth_trend_permutations=200, seed=0)
+                                       depth_trend_permutations=200,
+                                       beyond_features=ConfirmatorySettings(3, 2, 1, 40, 0.05), min_targets_per_tf=3,
+                                       seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rows = registry_rows(reference_family_tests(reference, genes, score_sets, features, nulls, a12, settings))
@@ -40,6 +43,9 @@ def test_signed_directed_and_undirected_references_get_their_analyses():
     assert seen["A11"] == {"trrust"}  # signed and directed only
     for analysis in ("A09", "A13", "A14", "A15"):
         assert seen[analysis] == {"trrust", "string"}, analysis
+    beyond = rows[rows["test_id"].str.endswith(":beyond_features")]  # directed references only
+    assert set(beyond["test_id"].str.split(":").str[1]) == {"trrust"} and len(beyond) == 4
+    assert set(rows.loc[rows["confirmatory"], "test_id"]) == set(beyond["test_id"])  # A09's share, A10: descriptive
     depth = rows[rows["analysis_id"] == "A12"]
     assert len(depth) and depth["test_id"].str.endswith("depth_rho").all()
     assert (depth["p_value"] == 2 / 6).all() and (depth["n"] == 3).all()  # exact over 3! orderings

@@ -97,13 +97,13 @@ def test_draws_of_another_network_are_refused(world):
         degree_null_tests(reference, genes, [scores["informative"]], nulls, resources=["trrust"])
 
 
-def test_rows_one_per_score_set_and_resource_confirmatory_for_attention_and_correlation(world):
+def test_rows_one_per_score_set_and_resource_all_descriptive(world):
     genes, reference, _, scores, nulls = world
     correlation = ScoreSet("correlation", NO_LAYER, "none", scores["informative"].matrix.T)
     score_sets = [scores["informative"], correlation, random_score_set(60, 3)]
     rows = degree_null_tests(reference, genes, score_sets, nulls)
     assert [(row["test_id"], row["confirmatory"]) for row in rows] == [
-        ("A10:planted:attention_L2_head_mean", True), ("A10:planted:correlation", True),
+        ("A10:planted:attention_L2_head_mean", False), ("A10:planted:correlation", False),
         ("A10:planted:random", False)]
     assert rows[0]["statistic_name"] == "null_z" and rows[0]["statistic"] > 3 and rows[0]["layer"] == 2
     assert_registry_rows(rows)

@@ -5,6 +5,7 @@ from sklearn.metrics import roc_auc_score
 
 from scinterp_assets.core.analyses.reference_structure import reference_auroc_tests, reference_membership
 from scinterp_assets.core.analyses.score_sets import ScoreSet, random_score_set
+from scinterp_assets.core.stats.auroc import auroc_mann_whitney_p
 
 
 def test_membership_ignores_genes_outside_and_self_pairs():
@@ -23,9 +24,32 @@ def test_reference_auroc_matches_sklearn_and_random_control_is_descriptive():
     truth = reference_membership(reference, genes)
     informative = truth * 1.0 + rng.normal(0, 0.8, (40, 40))
     rows = reference_auroc_tests(reference, "planted", genes,
-                                 [ScoreSet("attention", 2, "head_mean", informative), random_score_set(40, 0)])
+                                 [ScoreSet("attention", 2, "head_mean", informative), random_score_set(40, 0)],
+                                 n_permutations=200, seed=0)
     off = ~np.eye(40, dtype=bool)
     assert rows[0]["statistic"] == pytest.approx(roc_auc_score(truth[off], informative[off]))
-    assert rows[0]["p_value"] < 1e-6 and rows[0]["confirmatory"] and rows[0]["layer"] == 2
+    assert rows[0]["p_value"] == pytest.approx(1 / 201)  # no relabelling comes near the planted score
+    assert rows[0]["confirmatory"] and rows[0]["layer"] == 2
     assert rows[1]["test_id"] == "A12:planted:random" and not rows[1]["confirmatory"]
     assert abs(rows[1]["statistic"] - 0.5) < 0.1
+
+
+def test_gene_level_structure_unrelated_to_the_reference_is_no_evidence():
+    """Five hub TFs hold every positive; scores with a random preference per source gene, unrelated to the
+    reference, rank the hubs' pairs high or low together. Mann-Whitney, counting pairs, calls that
+    significant most of the time; relabelling genes keeps its level."""
+    genes = [f"G{i}" for i in range(50)]
+    rng = np.random.default_rng(1)
+    sources, targets = rng.integers(0, 5, 80), rng.integers(0, 50, 80)
+    keep = sources != targets
+    reference = pd.DataFrame({"source": np.array(genes)[sources[keep]], "target": np.array(genes)[targets[keep]]})
+    membership = reference_membership(reference, genes)
+    off = ~np.eye(50, dtype=bool)
+    permutation_rejections = mann_whitney_rejections = 0
+    for draw in range(60):
+        score = np.tile(rng.normal(size=50)[:, None], (1, 50)) + 0.1 * rng.normal(size=(50, 50))
+        (row,) = reference_auroc_tests(reference, "hubs", genes, [ScoreSet("attention", 0, "head_mean", score)],
+                                       n_permutations=200, seed=draw)
+        permutation_rejections += row["p_value"] < 0.05
+        mann_whitney_rejections += auroc_mann_whitney_p(membership[off], score[off])[1] < 0.05
+    assert mann_whitney_rejections >= 30 and permutation_rejections <= 9  # 9/60: above 5% by chance < 1%

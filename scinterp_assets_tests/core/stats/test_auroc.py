@@ -3,7 +3,12 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from scinterp_assets.core.stats.auroc import DegenerateScoreWarning, auroc, auroc_mann_whitney_p, resampled_auroc
+from scinterp_assets.core.stats.auroc import (
+    DegenerateScoreWarning,
+    auroc,
+    auroc_mann_whitney_p,
+    resampled_auroc,
+)
 
 
 def test_hand_checkable_literals():

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from scinterp_assets.core.stats.bootstrap import bootstrap_test, interval_rank, resample_counts
+from scinterp_assets.core.stats.bootstrap import bootstrap_test, interval_rank, resample_counts, wald_p_value, wald_test
 
 
 def test_resample_counts_are_seeded_multiplicities():
@@ -54,3 +54,19 @@ def test_nan_resamples_are_left_out_and_all_nan_is_no_evidence():
     assert bootstrap_test(values).n_resamples == 40
     empty = bootstrap_test(np.full(50, np.nan))
     assert math.isnan(empty.ci_low) and empty.p_value == 1.0 and empty.n_resamples == 0
+
+
+def test_wald_p_value_literals():
+    assert wald_p_value(0.5 + 1.959963984540054, 0.5, 1.0) == pytest.approx(0.05)
+    assert wald_p_value(0.5, 0.5, 0.0) == 1.0 and wald_p_value(0.6, 0.5, 0.0) == 0.0
+
+
+def test_wald_test_interval_and_p_agree_and_use_the_resampled_sd():
+    rng = np.random.default_rng(0)
+    for effect in (0.0, 0.01, 0.05, -0.08, 0.3):
+        replicates = effect + rng.normal(0, 0.04, 200)
+        test = wald_test(effect, replicates, 0.05)
+        sd = np.std(replicates, ddof=1)
+        assert test.ci_high - test.ci_low == pytest.approx(2 * 1.959963984540054 * sd)
+        assert (test.p_value < 0.05) == test.excludes_zero
+    assert math.isnan(wald_test(0.1, np.array([0.1, np.nan]), 0.05).p_value)  # one finite resample: no SE
