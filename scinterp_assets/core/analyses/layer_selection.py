@@ -18,7 +18,9 @@ Conventions
   cheaper read-out and the conservative choice).
 - The comparison with correlation is on the same held-out cells: mean difference over perturbations with
   the two-way bootstrap (perturbations x targets) interval and p of `perturbation_prediction`; the
-  selections are held fixed in the resamples (they were made on other blocks).
+  selections are held fixed in the resamples (they were made on other blocks). A cell holds a fifth of a
+  perturbation's targets, often a single DE one: a resample that drops it leaves the cell out of that
+  resample's mean, which widens the interval (the calibration in benchmarks/README.md includes this).
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ def layer_selection_tests(pf_auroc: pd.DataFrame, resamples: PFResamples, *, see
     """
     rows: list[dict] = []
     n_positives = int(resamples.n_positives.sum())
+    profile = layer_profile(pf_auroc).set_index(["method", "aggregation", "layer"])["mean_auroc"]
     for method, aggregation in _require_variants(pf_auroc):
         selection = nested_cv_layer_selection(resamples, method, aggregation, seed=seed, alpha=alpha)
         n_blocks = selection.n_folds ** 2
@@ -224,7 +227,6 @@ def layer_selection_tests(pf_auroc: pd.DataFrame, resamples: PFResamples, *, see
             "confirmatory": False,
             "seed": seed,
         })
-        profile = layer_profile(pf_auroc).set_index(["method", "aggregation", "layer"])["mean_auroc"]
         for layer in selection.layers:
             key = (method, layer, aggregation)
             effect, replicated = resamples.mean_difference(key, CORRELATION)
@@ -238,7 +240,7 @@ def layer_selection_tests(pf_auroc: pd.DataFrame, resamples: PFResamples, *, see
                 "aggregation": aggregation,
                 "statistic_name": "mean_pf_auroc",
                 "statistic": float(profile[(method, aggregation, layer)]),
-                "effect_name": f"mean_pf_auroc_difference({name} - correlation)",
+                "effect_name": f"mean_target_fold_auroc_difference({name} - correlation)",
                 "effect": effect,
                 "p_value": bonferroni(test.p_value, len(selection.layers)),
                 "n": len(resamples.perturbations),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from scinterp_assets.core.analyses.score_sets import BASELINE_PREFIX, TF_OUT_DEGREE_PREFIX, ScoreSet
 from scinterp_assets.core.edges import NO_LAYER
@@ -150,6 +151,8 @@ def resampled_pf_auroc(
     seeded target folds (A02's joint selection). A NaN score ranks lowest, as in `per_perturbation_auroc`."""
     if n_target_folds < 1:
         raise ValueError(f"n_target_folds must be >= 1, got {n_target_folds}")
+    if n_bootstrap < 2:
+        raise ValueError(f"n_bootstrap must be >= 2 for a bootstrap standard error, got {n_bootstrap}")
     index = pd.Index(genes)
     streams = np.random.SeedSequence(seed).spawn(3)
     target_counts = resample_counts(len(genes), n_bootstrap, int(streams[0].generate_state(1)[0]))
@@ -166,7 +169,7 @@ def resampled_pf_auroc(
                 continue
             weights = np.vstack([np.ones(int(cell.sum())), target_counts[:, targets[cell]]])
             for column, score_set in enumerate(score_sets):
-                areas = resampled_auroc(y, _nan_lowest(score_set.matrix[source, targets[cell]]), weights)
+                areas = resampled_auroc(y, _ranks_nan_lowest(score_set.matrix[source, targets[cell]]), weights)
                 point[fold, column], replicate[:, fold, column] = areas[0], areas[1:]
         perturbations.append(perturbation)
         positives.append(int(is_de.sum()))
@@ -186,13 +189,10 @@ def resampled_pf_auroc(
     )
 
 
-def _nan_lowest(values: np.ndarray) -> np.ndarray:
-    """Undefined scores rank below every defined one (ties among themselves)."""
-    defined = np.isfinite(values)
-    if defined.all():
-        return values
-    floor = values[defined].min() - 1.0 if defined.any() else 0.0
-    return np.where(defined, values, floor)
+def _ranks_nan_lowest(values: np.ndarray) -> np.ndarray:
+    """Average ranks with NaN below every value (as `auroc` ranks them); ranks are finite whatever the
+    scores (infinite or huge values included), and an AUROC depends on the scores only through them."""
+    return stats.rankdata(np.where(np.isnan(values), -np.inf, values))
 
 
 def perturbation_prediction_tests(pf_auroc: pd.DataFrame, resamples: PFResamples, *, alpha: float) -> list[dict]:

@@ -16,6 +16,22 @@ sampled, not the regression's fitting noise). Residuals are ranked, so a model t
 of a signal it can fit (boosting stops after finitely many shrunken rounds) keeps that signal's AUROC: a
 target-only score that the boosted model memorises (out-of-fold R^2 ~ 1) can keep most of its AUROC.
 Read `covariate_r2` beside the boosted rows; OLS leaves no such copy of what is linear in the covariates.
+These rows are descriptive: the study's statistic, and the share FRAMEWORK criterion 3 reads. They carry
+no p-value, because ranking a residual cannot tell a score's information beyond the covariates from what
+the regression failed to remove (a nonlinear function of the covariates keeps its association with a
+reference that depends on them).
+
+A09's confirmatory test asks the question directly, with the confirmatory incremental-value machinery of
+A05 (`incremental_confirmatory`) applied to the reference instead of the DE calls: each TF of a directed
+("regulates") reference is a "perturbation", every other gene a candidate target, membership the label.
+A flexible gene-only arm (logistic on additive cubic B-splines of both genes' covariates) is compared with
+the same arm plus the score, residualised on both genes' covariates by cross-fitted boosted trees, in folds
+grouped by TF (held-out TFs), repeated over fold seeds; the metric is the mean per-TF AUROC, with a two-way
+bootstrap of TFs x targets and a percentile interval and p that agree. A score that is any function of the
+genes' covariates, or has gene-level structure of its own, adds nothing and is rejected at most at the
+nominal rate; scores with pair-specific information are found (benchmarks/README.md, calibration). Row
+"A09:<resource>:<score>:beyond_features"; a reference with fewer usable TFs than folds gets no row and a
+warning.
 
 A13, partial Spearman correlation of score and membership given co-expression: rank the score and the
 co-expression (membership is 0/1 already), residualise both on the co-expression rank, correlate. The
@@ -24,6 +40,7 @@ p-value is the t test of a partial correlation with one controlling variable, df
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -221,11 +238,17 @@ def beyond_features_tests(reference: pd.DataFrame, resource: str, genes: Sequenc
     """A09 confirmatory rows "A09:<resource>:<score>:beyond_features" of a directed reference (module
     docstring): statistic = mean per-TF AUROC with the residualised score, effect = its difference from the
     gene-only arm (mean over CV repeats), percentile interval and p of the two-way bootstrap (agreeing by
-    construction). TFs with fewer than `min_targets` targets among `genes` are left out. Confirmatory for
-    attention and correlation scores."""
+    construction). TFs with fewer than `min_targets` targets among `genes` are left out; with fewer such TFs
+    than cross-validation folds there is nothing to test: no rows and a UserWarning saying why.
+    Confirmatory for attention and correlation scores."""
     labels = reference_labels(reference, genes, resource)
     if not labels.directed:
         raise ValueError(f"A09 beyond-features needs a directed (TF -> target) reference; {resource!r} is undirected")
+    usable = int((labels.membership.sum(axis=1) >= min_targets).sum())
+    if usable < settings.n_folds:
+        warnings.warn(f"A09 beyond-features skipped for {resource!r}: {usable} TF(s) with >= {min_targets} targets "
+                      f"among the {len(genes)} genes, fewer than the {settings.n_folds} folds over TFs", stacklevel=2)
+        return []
     covariates = features.loc[:, ["gene", *COVARIATES]]
     design = build_design(reference_label_table(labels), covariates, list(genes),
                           PerturbationFilter(min_targets, 1), COVARIATES)

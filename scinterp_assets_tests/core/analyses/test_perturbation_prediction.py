@@ -211,3 +211,17 @@ def test_tf_out_degree_rows_are_descriptive_a04_rows_named_by_their_reference():
                                    "A04:tf_out_degree_trrust_vs_chance"}
     assert all(row["analysis_id"] == "A04" and not row["confirmatory"] for row in counterexample.values())
     assert tests["A04:baseline_variance_vs_correlation"]["confirmatory"]  # gene-level baselines stay confirmatory
+
+
+def test_resampled_pf_auroc_ranks_undefined_lowest_and_infinite_or_huge_scores_as_auroc_does():
+    labels, genes, sets = _world(n_genes=40)
+    odd = sets[0].matrix.copy()
+    odd[:, :5] = np.inf
+    odd[:, 5:10] = np.nan
+    odd[:, 10:20] *= 1e17
+    sets = [ScoreSet("attention", 0, "head_mean", odd)]
+    table = per_perturbation_auroc(labels, genes, sets, RULE)
+    resamples = resampled_pf_auroc(labels, genes, sets, RULE, n_bootstrap=2, seed=0)
+    np.testing.assert_allclose(resamples.point[:, 0, 0], table["auroc"].to_numpy(), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="n_bootstrap must be >= 2"):
+        resampled_pf_auroc(labels, genes, sets, RULE, n_bootstrap=1, seed=0)

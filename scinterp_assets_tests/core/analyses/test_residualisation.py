@@ -169,6 +169,14 @@ def test_beyond_features_finds_membership_signal_and_not_a_covariate_copy():
     assert_registry_rows(rows)
 
 
+def test_beyond_features_skips_a_reference_with_fewer_tfs_than_folds(world):
+    genes, features, reference, _, scores = world
+    three_tfs = reference[reference["source"].isin(genes[:3])]
+    with pytest.warns(UserWarning, match="3 TF\\(s\\) with >= 3 targets.*fewer than the 4 folds"):
+        assert beyond_features_tests(three_tfs, "planted", genes, [scores["informative"]], features, min_targets=3,
+                                     settings=BEYOND, seed=0) == []
+
+
 def test_beyond_features_needs_a_directed_reference(world):
     genes, features, reference, _, scores = world
     undirected = reference.assign(relation="interacts")
