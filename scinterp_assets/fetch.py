@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from scinterp_assets.config import CONFIG_ENV_VAR, get_config
+from scinterp_assets.core.files import fsync_folder, write_atomically
 
 MANIFEST_NAME = "CHECKSUMS.sha256"
 SIDECAR_NAME = "CHECKSUMS.json"
@@ -382,19 +383,11 @@ class Manifest:
         self.hashes[relative_path] = sha256
         self.details[relative_path] = {"sha256": sha256, **details}
         lines = "".join(f"{self.hashes[path]}  {path}\n" for path in sorted(self.hashes))
-        _write_atomically(self.root / MANIFEST_NAME, lines)
+        write_atomically(self.root / MANIFEST_NAME, lambda staged: staged.write_text(lines))
         files = {path: self.details[path] for path in sorted(self.details)}
         sidecar = {"format": "scinterp-fetch/1", "files": files}
-        _write_atomically(self.root / SIDECAR_NAME, json.dumps(sidecar, indent=2) + "\n")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+        write_atomically(self.root / SIDECAR_NAME,
+                         lambda staged: staged.write_text(json.dumps(sidecar, indent=2) + "\n"))
 
 
 # ------------------------------------------------------------------------------------ fetch and verify
@@ -478,7 +471,7 @@ def _fetch_file(dataset: Dataset, remote: RemoteFile, dest: Path, manifest: Mani
     except BaseException:
         part.unlink(missing_ok=True)  # never leave a partial file, also on Ctrl-C
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
     record(digest, md5=digest.md5, downloaded_at=_now(), origin="downloaded")
     verified = "md5 verified, " if remote.md5 else ("sha256 verified, " if expected else "")
     log(f"{relative_path}: downloaded {human_size(digest.size_bytes)}, {verified}sha256 recorded")
@@ -573,19 +566,6 @@ def _check_free_space(folder: Path, remote: RemoteFile) -> None:
             f"{human_size(free)} free; free space or pass --dest DIR"
         )
 
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _now() -> str:

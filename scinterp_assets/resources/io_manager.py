@@ -10,20 +10,16 @@ by the value's type:
 
 `<partition>` is the partition key (`|` of multi-partition keys becomes `__`) or `__unpartitioned__`.
 
-A value is written inside a private staging folder next to its destination, fsynced, then moved into place
-with os.replace, so readers see the previous file or the new one, never a mix. A writer killed before the
-rename (SIGKILL, out of memory) leaves only its staging folder, which the next write to that asset sweeps.
+A value is written by `core.files.write_atomically`: inside a private staging folder next to its destination,
+fsynced, then moved into place with os.replace, so readers see the previous file or the new one, never a
+mix, with the umask's permissions. A writer killed before the rename (SIGKILL, out of memory) leaves only its
+staging folder, which the next write to that asset sweeps.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import secrets
-import shutil
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,16 +29,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from scinterp_assets.core.files import sweep_dead_staging, write_atomically
+
 UNPARTITIONED = "__unpartitioned__"
 _NPZ_TYPES: dict[str, type] = {}
 # Tags carry no dot, so a file name splits into partition and format in exactly one way.
 _NPZ_TAG = re.compile(r"[a-z0-9_]+")
 _PARTITION_STEM = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _SINGLE_SUFFIXES = ("parquet", "h5ad", "json")
-# Staging folders are named by writer process and host, so a sweep removes only folders of dead writers
-# on this host and never those of a live writer on another machine sharing the volume.
-_HOST = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]
-_STAGING = re.compile(r"\.staging-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[0-9a-f]+")
 
 
 def register_npz_type(tag: str, cls: type) -> None:
@@ -77,8 +71,8 @@ class AtomicFilesystemIOManager(dg.ConfigurableIOManager):
         stem = _partition_stem(context.asset_partition_key if context.has_asset_partitions else UNPARTITIONED)
         path = directory / f"{stem}.{_suffix_for(obj)}"
         directory.mkdir(parents=True, exist_ok=True)
-        _sweep_dead_staging(directory)
-        _write_atomically(obj, path)
+        sweep_dead_staging(directory)
+        write_atomically(path, lambda staged: _write(obj, staged))
         for stale in _stored_files(directory).get(stem, []):
             if stale != path:  # an earlier materialisation in another format would make loading ambiguous
                 stale.unlink(missing_ok=True)
@@ -172,24 +166,6 @@ def _suffix_for(obj: Any) -> str:
     raise TypeError(f"AtomicFilesystemIOManager cannot store a {type(obj).__qualname__}: {hint}")
 
 
-def _write_atomically(obj: Any, path: Path) -> None:
-    staging = path.parent / f".staging-{os.getpid()}-{_HOST}-{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
-        staged = staging / path.name
-        _write(obj, staged)
-        with open(staged, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(staged, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # makes the rename itself survive a power loss
-        finally:
-            os.close(directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def _write(obj: Any, path: Path) -> None:
     suffix = _suffix_of(path.name)
     if suffix == "parquet":
@@ -256,19 +232,4 @@ def _single_file(stored: dict[str, list[Path]], stem: str, directory: Path) -> P
     return matches[0]
 
 
-def _sweep_dead_staging(directory: Path) -> None:
-    """Remove staging folders left by writers on this host that died before their rename."""
-    for entry in directory.iterdir():
-        match = _STAGING.fullmatch(entry.name)
-        if match and match["host"] == _HOST and not _process_alive(int(match["pid"])):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
     return True

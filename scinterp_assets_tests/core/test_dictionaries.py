@@ -85,3 +85,30 @@ def test_non_dict_and_corrupt_files_are_refused(tmp_path):
         load_pickled_dictionary(truncated)
     with pytest.raises(ModelLoadError, match="cannot read"):
         load_pickled_dictionary(tmp_path / "absent.pkl")
+
+
+def test_a_self_referencing_pickle_is_refused_not_walked_forever(tmp_path):
+    cycle = []
+    cycle.append(cycle)
+    path = tmp_path / "token_dictionary.pkl"
+    path.write_bytes(pickle.dumps({"<pad>": cycle}))
+    with pytest.raises(ModelLoadError, match=r"token_dictionary\.pkl: nests containers more than 32 levels"):
+        load_pickled_dictionary(path)
+
+
+def test_a_tiny_pickle_of_exponentially_many_shared_references_is_refused(tmp_path):
+    """40 levels of a list holding its predecessor twice: a few hundred bytes, 2^40 leaves when walked."""
+    nested = [0]
+    for _ in range(40):
+        nested = [nested, nested]
+    path = tmp_path / "gene_median_dictionary.pkl"
+    path.write_bytes(pickle.dumps({"ENSG1": nested}))
+    assert path.stat().st_size < 1000
+    with pytest.raises(ModelLoadError, match="gene_median_dictionary.pkl: (holds more than|nests containers)"):
+        load_pickled_dictionary(path)
+    wide = [[0] * 10 for _ in range(10)]
+    for _ in range(7):  # shallow but huge: 10^9 references
+        wide = [wide] * 10
+    path.write_bytes(pickle.dumps({"ENSG1": wide}))
+    with pytest.raises(ModelLoadError, match=r"holds more than 5,000,000 values"):
+        load_pickled_dictionary(path)

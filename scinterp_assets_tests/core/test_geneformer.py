@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import pickle
 
@@ -298,3 +299,30 @@ def test_h5ad_whose_symbols_map_to_no_token_gets_a_coverage_error(tmp_path):
     screen = anndata.read_h5ad(path)
     with pytest.raises(GeneCoverageError, match=r"0 of 3 genes \(0\.0%\).*Fix: add var\['ensembl_id'\]"):
         model.attention_scores(screen, ["Actb", "Gapdh"])
+
+
+RELEASED_V2 = Path(__file__).resolve().parents[3] / "shared" / "models" / "geneformer" / "V2"
+
+
+def test_v2_symbol_var_names_keep_every_gene_the_official_tokenizer_keeps():
+    """Geneformer's tokeniser maps var ids through the Ensembl mapping after upper-casing them, and V2's
+    mapping lists symbols in upper case: mixed-case symbols (C1orf198, C10orf90) must not be dropped."""
+    released = {stem: load_pickled_dictionary(RELEASED_V2 / f"{stem}_gc104M.pkl")
+                for stem in ("token_dictionary", "gene_median_dictionary", "gene_name_id_dict", "ensembl_mapping_dict")}
+    tokenizer = RankValueTokenizer(released["token_dictionary"], released["gene_median_dictionary"],
+                                   released["gene_name_id_dict"], 4094, released["ensembl_mapping_dict"])
+    mapping, tokens = released["ensembl_mapping_dict"], released["token_dictionary"]
+    mixed = [s for s in ("C1orf198", "C10orf90", "C2orf88", "C11orf58", "C12orf57") if mapping.get(s.upper()) in tokens]
+    upper = ["GAPDH", "ACTB", "MALAT1", "TP53", "MYC", "EEF1A1", "RPL13", "B2M", "TMSB4X", "FTL", "VIM"]
+    # aliases that only the Ensembl mapping knows (not gene_name_id_dict): with them the names read as ids
+    known_symbols = {name.upper() for name in released["gene_name_id_dict"]}
+    aliases = sorted(key for key, ensembl in mapping.items() if not key.startswith("ENSG") and
+                     key not in known_symbols and ensembl in tokens and released["gene_median_dictionary"].get(ensembl, 0) > 0)[:20]
+    symbols = mixed + upper + aliases
+    assert len(mixed) >= 3 and len(aliases) == 20
+    kept_officially = [s for s in symbols if mapping.get(s.upper()) in tokens]
+    cells = AnnData(X=np.ones((1, len(symbols))), var=pd.DataFrame(index=symbols))
+    genes = tokenizer.map_genes(cells)
+    kept_here = [s for s, token in zip(symbols, genes.tokens) if token >= 0]
+    assert set(kept_officially) <= set(kept_here)
+    assert set(mixed) <= set(kept_here)

@@ -27,6 +27,7 @@ from scinterp_assets.core.models.scgpt_pretrain import TinyScGPTSpec, train_tiny
 from scinterp_assets.core.models.training import TrainingTimeCapError
 from scinterp_assets.resources.model_store import fingerprint_folder
 from scinterp_assets_tests.core.tiny_models import (
+    SCGPT_OUT_PROJ_NAMES,
     SCGPT_QKV_NAMES,
     build_tiny_scgpt,
     differing_files,
@@ -221,10 +222,13 @@ def reference_layers(state: dict, qkv_names: str, n_layers: int = 2) -> list[tor
     for i in range(n_layers):
         prefix = f"transformer_encoder.layers.{i}."
         qkv = prefix + SCGPT_QKV_NAMES[qkv_names]
+        out_proj = prefix + SCGPT_OUT_PROJ_NAMES[qkv_names]
         layer = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval()
-        own = {key: state[prefix + key] for key in layer.state_dict() if "in_proj" not in key}
+        own = {key: state[prefix + key] for key in layer.state_dict() if "self_attn." not in key}
         own["self_attn.in_proj_weight"] = state[qkv.format("weight")]
         own["self_attn.in_proj_bias"] = state[qkv.format("bias")]
+        own["self_attn.out_proj.weight"] = state[out_proj.format("weight")]
+        own["self_attn.out_proj.bias"] = state[out_proj.format("bias")]
         layer.load_state_dict(own)
         layers.append(layer)
     return layers
@@ -407,3 +411,20 @@ def test_tiny_pretraining_that_reaches_its_time_cap_is_refused_and_writes_nothin
     with pytest.raises(TrainingTimeCapError, match=r"max_seconds=1e-09 after 0 of 50 steps.*Fix: raise max_"):
         train_tiny_scgpt(adatas, tmp_path / "tiny", spec=spec, log=lambda _: None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_vocabulary_without_specials_is_completed_as_scgpts_loader_does(tmp_path):
+    """Official scGPT appends <pad>, <cls>, <eoc> (in that order) when vocab.json lacks them; the embedding
+    rows are there, so the model is the same."""
+    folder = build_tiny_scgpt(tmp_path / "full")
+    adata = tiny_counts(n_cells=6)
+    genes = list(adata.var_names[:8])
+    expected = load_model(folder).attention_scores(adata, genes, seed=0)
+    vocab = json.loads((folder / "vocab.json").read_text())
+    (folder / "vocab.json").write_text(json.dumps({k: v for k, v in vocab.items() if not k.startswith("<")}))
+    with pytest.warns(UserWarning, match=r"lacks <pad>, <cls>, <eoc>; appended with ids 30, 31, 32"):
+        model = load_model(folder)
+    np.testing.assert_array_equal(model.attention_scores(adata, genes, seed=0).sum, expected.sum)
+    (folder / "vocab.json").write_text(json.dumps({k: v for k, v in vocab.items() if k not in ("<cls>", "<eoc>", "GENE1")}))
+    with pytest.raises(ModelLoadError, match="expected 33 tokens, found 30"):  # a gene row is missing too
+        load_model(folder)

@@ -115,6 +115,11 @@ SCGPT_QKV_NAMES = {  # how a checkpoint may name layer i's fused q/k/v projectio
     "Wqkv": "self_attn.Wqkv.{}",
     "impl_Wqkv": "self_attn._impl.Wqkv.{}",
 }
+SCGPT_OUT_PROJ_NAMES = {  # and its output projection: the current FlashMHA wrapper nests both under _impl
+    "in_proj": "self_attn.out_proj.{}",
+    "Wqkv": "self_attn.out_proj.{}",
+    "impl_Wqkv": "self_attn._impl.out_proj.{}",
+}
 
 
 def tiny_scgpt_state(
@@ -159,11 +164,12 @@ def tiny_scgpt_state(
     for i in range(n_layers):
         prefix = f"transformer_encoder.layers.{i}."
         qkv = prefix + SCGPT_QKV_NAMES[qkv_names]
+        out_proj = prefix + SCGPT_OUT_PROJ_NAMES[qkv_names]
         state |= {
             qkv.format("weight"): matrix(3 * width, width),
             qkv.format("bias"): vector(3 * width),
-            prefix + "self_attn.out_proj.weight": matrix(width, width),
-            prefix + "self_attn.out_proj.bias": vector(width),
+            out_proj.format("weight"): matrix(width, width),
+            out_proj.format("bias"): vector(width),
             prefix + "linear1.weight": matrix(d_hid, width),
             prefix + "linear1.bias": vector(d_hid),
             prefix + "linear2.weight": matrix(width, d_hid),

@@ -308,3 +308,25 @@ def test_npz_tags_are_checked_on_registration():
 
     with pytest.raises(ValueError, match="already registered"):
         register_npz_type("accumulator", Impostor)
+
+
+def test_every_writer_follows_the_umask(tmp_path):
+    """Parquet through the IO manager, npz outputs (attention, nulls, embeddings) and fetch's manifests
+    take one write path: files get the umask's permissions (mkstemp's 0600 hid them from colleagues)."""
+    from scinterp_assets.core.attention.scores import save_npz_atomically
+    from scinterp_assets.core.files import write_atomically
+
+    previous = os.umask(0o022)
+    try:
+        written = [save_npz_atomically(tmp_path / "scores.npz", x=np.zeros(3)),
+                   write_atomically(tmp_path / "MANIFEST.sha256", lambda staged: staged.write_text("x\n"))]
+        manager = AtomicFilesystemIOManager(base_dir=str(tmp_path / "storage"))
+        manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("table")), pd.DataFrame({"a": [1]}))
+        written += list((tmp_path / "storage").rglob("*.parquet"))
+        assert len(written) == 3 and {path.stat().st_mode & 0o777 for path in written} == {0o644}
+        os.umask(0o077)
+        private = save_npz_atomically(tmp_path / "private.npz", x=np.zeros(3))
+        assert private.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(previous)
+    assert not [entry for entry in tmp_path.iterdir() if entry.name.startswith(".staging-")]

@@ -9,12 +9,12 @@ vectors (softmax(QK^T / sqrt(d)) V); `provenance["score"]` says which of the two
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from scinterp_assets.core.files import write_atomically
 
 # provenance["score"] of the two kinds of accumulated quantity
 ATTENTION_PROBABILITY = "attention_probability"
@@ -22,18 +22,13 @@ VALUE_WEIGHTED_COSINE = "value_weighted_cosine"
 
 
 def save_npz_atomically(path: str | Path, **arrays: np.ndarray) -> Path:
-    """np.savez into a temp file in the target folder, then rename: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    """np.savez through `core.files.write_atomically`: readers see the old file or the new one."""
+
+    def write(staged: Path) -> None:
+        with open(staged, "wb") as stream:
             np.savez(stream, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomically(path, write)
 
 
 @dataclass(frozen=True)

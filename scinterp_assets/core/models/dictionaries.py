@@ -23,6 +23,9 @@ except ImportError:  # numpy < 2 keeps the reconstructor under numpy.core
 # Numeric dtype kinds a numpy scalar in a dictionary may have: bool, int, uint, float.
 _SCALAR_KINDS = frozenset("biuf")
 _PLAIN_TYPES = (str, int, float, bool, type(None))
+# Released dictionaries are flat (one entry per gene or alias: at most a few hundred thousand keys and values).
+MAX_DICTIONARY_NODES = 5_000_000
+MAX_DICTIONARY_DEPTH = 32
 
 
 class ModelLoadError(ValueError):
@@ -76,15 +79,28 @@ class _DictionaryUnpickler(pickle.Unpickler):
 
 
 def _check_plain(value: Any, path: Path) -> None:
-    """Second line of defence: the loaded object holds only the admitted types (sets, bytes are refused)."""
-    stack = [value]
+    """Second line of defence: the loaded object holds only the admitted types (sets, bytes are refused),
+    nests at most MAX_DICTIONARY_DEPTH levels and holds at most MAX_DICTIONARY_NODES values counted with
+    repetition. A pickle's memo lets a few hundred bytes refer to one list from itself (a cycle) or build
+    2^40 references to shared leaves; both are refused here instead of walked forever."""
+    stack = [(value, 0)]
+    visited = 0
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+        item, depth = stack.pop()
+        visited += 1
+        if visited > MAX_DICTIONARY_NODES:
+            raise ModelLoadError(
+                f"{path}: holds more than {MAX_DICTIONARY_NODES:,} values (counting shared references); a "
+                "checkpoint dictionary has one entry per gene. Replace the file with the dictionary that ships "
+                "with the model.")
+        if isinstance(item, (dict, list, tuple)):
+            if depth >= MAX_DICTIONARY_DEPTH:
+                raise ModelLoadError(
+                    f"{path}: nests containers more than {MAX_DICTIONARY_DEPTH} levels deep (or refers to itself); "
+                    "a checkpoint dictionary maps names to values. Replace the file with the dictionary that "
+                    "ships with the model.")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
         elif isinstance(item, np.generic):
             if item.dtype.kind not in _SCALAR_KINDS:
                 raise ModelLoadError(f"{path}: holds a numpy {item.dtype} value; only numeric scalars pass")

@@ -171,13 +171,15 @@ class RankValueTokenizer:
 
     def _lookup(self, ensembl_id: str | None) -> int | None:
         """Token of an Ensembl id (through the Ensembl mapping when the model ships one), trying it without a
-        version suffix (ENSG...12.3 -> ENSG...12) too."""
+        version suffix (ENSG...12.3 -> ENSG...12) too, and upper-cased, as Geneformer's tokeniser looks ids
+        up (V2's mapping lists gene symbols in upper case, so a symbol such as C1orf198 maps as C1ORF198)."""
         if ensembl_id is None:
             return None
         for candidate in (ensembl_id, _VERSION_SUFFIX.sub("", ensembl_id)):
-            token = self._gene_tokens.get(self.ensembl_mapping.get(candidate, candidate))
-            if token is not None:
-                return token
+            for key in (candidate, candidate.upper()):
+                token = self._gene_tokens.get(self.ensembl_mapping.get(key, key))
+                if token is not None:
+                    return token
         return None
 
     def map_genes(self, adata: AnnData) -> GeneMapping:

@@ -5,7 +5,8 @@ id) and best_model.pt (a plain state dict). The PyPI `scgpt` package does not im
 the encoder half of its TransformerModel is re-implemented here under the same parameter names: gene
 embedding + LayerNorm, continuous value encoder, optional BatchNorm over the summed embeddings, and a
 post-norm ReLU transformer encoder. Released weights name the fused q/k/v projection as flash-attention
-does (`self_attn.Wqkv.*`, sometimes `self_attn._impl.Wqkv.*`); that is a pure rename of `self_attn.in_proj_*`.
+does (`self_attn.Wqkv.*`, or `self_attn._impl.Wqkv.*` with `self_attn._impl.out_proj.*` from the current
+FlashMHA wrapper); that is a pure rename of `self_attn.in_proj_*` and `self_attn.out_proj.*`.
 
 Tokenisation (FRAMEWORK.md section 4): per cell, the non-zero values of the genes the vocabulary knows are
 binned into `n_bins - 1` quantile bins of that cell (ties broken at random, seeded), `<cls>` is prepended,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +68,8 @@ FALLBACK_PAD_ID = 0
 VALUE_CLIP = 512.0  # scGPT's continuous value encoder clips its input at 512
 BATCH_NORM_EPS = 6.1e-5  # scGPT's BatchNorm1d over the summed embeddings
 _QKV_ALIAS = re.compile(r"^(transformer_encoder\.layers\.\d+\.self_attn\.)(?:_impl\.)?Wqkv\.(weight|bias)$")
+# the current FlashMHA wrapper nests the output projection as well: self_attn._impl.out_proj.*
+_OUT_PROJ_ALIAS = re.compile(r"^(transformer_encoder\.layers\.\d+\.self_attn\.)_impl\.(out_proj\.(?:weight|bias))$")
 _LAYER_KEY = re.compile(r"^transformer_encoder\.layers\.(\d+)\.")
 
 
@@ -315,6 +319,19 @@ def read_vocab(path: Path) -> dict[str, int]:
     return {str(key): int(value) for key, value in raw.items()}
 
 
+def with_missing_specials(vocab: dict[str, int], n_rows: int, pad_token: str, path: Path) -> dict[str, int]:
+    """The vocabulary as scGPT's own loader completes it: special tokens it lacks (the pad token, <cls>,
+    <eoc>, in that order) are appended with the next ids, when the embedding has exactly those extra rows.
+    Says so with a UserWarning naming the tokens and ids; otherwise returns the vocabulary unchanged."""
+    missing = [token for token in dict.fromkeys((pad_token, CLS, EOC)) if token not in vocab]
+    if not missing or len(vocab) + len(missing) != n_rows or max(vocab.values()) != len(vocab) - 1:
+        return vocab
+    appended = {token: len(vocab) + offset for offset, token in enumerate(missing)}
+    warnings.warn(f"{path}: lacks {', '.join(missing)}; appended with ids "
+                  f"{', '.join(str(i) for i in appended.values())}, as scGPT's loader does", stacklevel=2)
+    return {**vocab, **appended}
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """best_model.pt as a dict of float32 tensors, loaded weights-only (no code from the file can run)."""
     if not path.is_file():
@@ -351,7 +368,7 @@ def canonical_weights(state: dict[str, torch.Tensor], n_heads: int, path: Path) 
     renamed: dict[str, torch.Tensor] = {}
     original: dict[str, str] = {}
     for key, value in state.items():
-        canonical = _QKV_ALIAS.sub(r"\1in_proj_\2", key)
+        canonical = _OUT_PROJ_ALIAS.sub(r"\1\2", _QKV_ALIAS.sub(r"\1in_proj_\2", key))
         if canonical in renamed:
             raise ModelLoadError(
                 f"{path}: holds both {original[canonical]} and {key}, two names of the one tensor "
@@ -407,6 +424,7 @@ def load_scgpt(folder: str | Path) -> ScGPTModel:
     vocab = read_vocab(folder / VOCAB_FILE)
     state = load_state_dict(folder / WEIGHTS_FILE)
     shape, weights = canonical_weights(state, args.n_heads, folder / WEIGHTS_FILE)
+    vocab = with_missing_specials(vocab, shape.vocab_size, args.pad_token, folder / VOCAB_FILE)
     if len(vocab) != shape.vocab_size or max(vocab.values()) >= shape.vocab_size:
         raise ModelLoadError(
             f"{folder}: {VOCAB_FILE} holds {len(vocab)} tokens (ids up to {max(vocab.values())}) but "
