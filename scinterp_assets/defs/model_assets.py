@@ -28,6 +28,7 @@ from scinterp_assets.core.attention.edges import attention_edge_table, evaluable
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.datasets.screens import check_raw_counts
 from scinterp_assets.core.edges import validate_edges
+from scinterp_assets.core.models import GeneCoverageError
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
@@ -107,12 +108,18 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     def attention_extraction(context: dg.AssetExecutionContext, control_cells: ad.AnnData,
                              gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                              model_store: dg.ResourceParam[ModelStore]):
-        model_key, _ = model_and_cell_type(context)
+        model_key, cell_type = model_and_cell_type(context)
         settings = project.attention
         model = _model_for(model_store, model_key, control_cells)
         genes = gene_universe["gene"].tolist()
         cells = _subsample_cells(control_cells, settings.max_cells, project.seeds.attention)
         coverage = model.coverage(cells[:, genes])
+        try:  # before the forward pass: a vocabulary that misses the universe fails here, storing nothing
+            coverage.require(project.contracts.min_evaluable_fraction, f"{model_key} on cell type {cell_type}")
+        except GeneCoverageError as error:
+            raise dg.Failure(description=str(error), metadata={
+                "vocabulary_coverage": float(coverage.fraction), "universe_genes": coverage.n_genes,
+                "unmapped_examples": ", ".join(coverage.unmapped[:10])}) from None
         started = time.perf_counter()
         scores, value_weighted = model.attention_scores(
             cells, genes, layers=settings.layers, batch_size=settings.batch_size, seed=project.seeds.attention,
@@ -145,7 +152,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                         project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
         """One embedding per control cell (final layer; <cls> where the model has one, else the mean over the
         cell's gene tokens), for cell-state stratification."""
-        model_key, _ = model_and_cell_type(context)
+        model_key, cell_type = model_and_cell_type(context)
         settings = project.attention
         model = _model_for(model_store, model_key, control_cells)
         embeddings = model.cell_embeddings(

@@ -326,3 +326,14 @@ def test_v2_symbol_var_names_keep_every_gene_the_official_tokenizer_keeps():
     kept_here = [s for s, token in zip(symbols, genes.tokens) if token >= 0]
     assert set(kept_officially) <= set(kept_here)
     assert set(mixed) <= set(kept_here)
+
+
+def test_coverage_below_the_minimum_is_refused_before_any_forward_pass():
+    from scinterp_assets.core.models import GeneCoverageError
+    from scinterp_assets.core.models.geneformer import GeneCoverage
+
+    coverage = GeneCoverage(n_genes=8, n_mapped=2, fraction=0.25, unmapped=tuple(f"X{i}" for i in range(6)))
+    coverage.require(0.25, "m on c")  # at the minimum: fine
+    with pytest.raises(GeneCoverageError, match=r"m on c: 2 of 8 genes \(25.0%\).*below the configured minimum 50%"
+                                                r".*unmapped: X0, X1.*Nothing was computed or stored"):
+        coverage.require(0.5, "m on c")

@@ -1,6 +1,8 @@
 """A screen the user declares in the configuration (any h5ad with a perturbation column) and a reference in
 a published format become a `cell_type` partition and run through the same assets as the synthetic ones."""
 
+import re
+
 import anndata as ad
 import dagster as dg
 import pandas as pd
@@ -32,6 +34,13 @@ cell_types:
     control_label: NTC
     modality: CRISPRi
     ensembl_id_column: gene_ids
+  unknown_ids:
+    kind: h5ad
+    path: downloads/my_screen.h5ad
+    perturbation_column: target_gene
+    control_label: NTC
+    modality: CRISPRi
+    ensembl_id_column: made_up_ids
 references:
   planted_trrust:
     format: trrust
@@ -53,7 +62,8 @@ def _write_user_files(folder):
     folder.mkdir(parents=True)
     labels = world.obs["perturbation"].astype(str).replace({world.uns["control_label"]: "NTC"})
     ad.AnnData(X=world.X, obs=pd.DataFrame({"target_gene": labels.to_numpy()}, index=world.obs_names),
-               var=pd.DataFrame({"gene_ids": world.var["ensembl_id"].to_numpy()}, index=world.var_names)
+               var=pd.DataFrame({"gene_ids": world.var["ensembl_id"].to_numpy(),
+                                 "made_up_ids": [f"ENSG9{i:010d}" for i in range(world.n_vars)]}, index=world.var_names)
                ).write_h5ad(folder / "my_screen.h5ad")
     truth = pd.DataFrame(world.uns["truth_edges"])
     mode = truth["sign"].map({1: "Activation", -1: "Repression"})
@@ -62,8 +72,10 @@ def _write_user_files(folder):
     return truth
 
 
-def test_a_declared_screen_runs_through_the_same_assets(tmp_path):
-    root = tmp_path / "project"
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """The declared project with its tiny checkpoint built and registered and the references read."""
+    root = tmp_path_factory.mktemp("user_screen") / "project"
     truth = _write_user_files(root / "downloads")
     config = write_project(root, PROJECT)
     build_embedded_checkpoints(config, log=lambda message: None)
@@ -71,22 +83,41 @@ def test_a_declared_screen_runs_through_the_same_assets(tmp_path):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("model", ["tiny-geneformer"])
         _run(defs, "reference_job", instance)
-        _run(defs, "cell_type_job", instance, "my_screen")
         _run(defs, "checkpoint_job", instance, "tiny-geneformer")
-        _run(defs, "model_evaluation_job", instance, dg.MultiPartitionKey({"model": "tiny-geneformer", "cell_type": "my_screen"}))
-        storage = config.storage_dir
-        networks = pd.read_parquet(storage / "reference_networks" / "__unpartitioned__.parquet")
-        assert len(networks) == len(truth) and set(networks["resource"]) == {"planted_trrust"}
-        reference = pd.read_parquet(storage / "reference_edges" / "my_screen.parquet")
-        universe = set(pd.read_parquet(storage / "gene_universe" / "my_screen.parquet")["gene"])
-        inside = truth[truth["source"].isin(universe) & truth["target"].isin(universe)]
-        targets_inside = inside.groupby("source")["target"].nunique()
-        kept_tfs = set(targets_inside.index[targets_inside >= 3])  # the TF rule, counted independently
-        assert len(reference) == inside["source"].isin(kept_tfs).sum() > 0
-        materialization = instance.fetch_materializations(dg.AssetKey("reference_edges"), limit=1).records[0]
-        assert "tf_min_targets" in materialization.asset_materialization.metadata["survival"].value
-        null = instance.fetch_materializations(dg.AssetKey("reference_null"), limit=1).records[0]
-        assert null.asset_materialization.metadata["median_jaccard_distance_planted_trrust"].value > 0.2
-        reference_tests = pd.read_parquet(storage / "reference_structure" / "my_screen__tiny-geneformer.parquet")
-        assert (reference_tests["cell_type"] == "my_screen").all()
-        assert reference_tests["test_id"].str.contains("planted_trrust:correlation").any()
+        yield config, defs, instance, truth
+
+
+def test_a_declared_screen_runs_through_the_same_assets(project):
+    config, defs, instance, truth = project
+    _run(defs, "cell_type_job", instance, "my_screen")
+    _run(defs, "model_evaluation_job", instance, dg.MultiPartitionKey({"model": "tiny-geneformer", "cell_type": "my_screen"}))
+    storage = config.storage_dir
+    networks = pd.read_parquet(storage / "reference_networks" / "__unpartitioned__.parquet")
+    assert len(networks) == len(truth) and set(networks["resource"]) == {"planted_trrust"}
+    reference = pd.read_parquet(storage / "reference_edges" / "my_screen.parquet")
+    universe = set(pd.read_parquet(storage / "gene_universe" / "my_screen.parquet")["gene"])
+    inside = truth[truth["source"].isin(universe) & truth["target"].isin(universe)]
+    targets_inside = inside.groupby("source")["target"].nunique()
+    kept_tfs = set(targets_inside.index[targets_inside >= 3])  # the TF rule, counted independently
+    assert len(reference) == inside["source"].isin(kept_tfs).sum() > 0
+    materialization = instance.fetch_materializations(dg.AssetKey("reference_edges"), limit=1).records[0]
+    assert "tf_min_targets" in materialization.asset_materialization.metadata["survival"].value
+    null = instance.fetch_materializations(dg.AssetKey("reference_null"), limit=1).records[0]
+    assert null.asset_materialization.metadata["median_jaccard_distance_planted_trrust"].value > 0.2
+    reference_tests = pd.read_parquet(storage / "reference_structure" / "my_screen__tiny-geneformer.parquet")
+    assert (reference_tests["cell_type"] == "my_screen").all()
+    assert reference_tests["test_id"].str.contains("planted_trrust:correlation").any()
+
+
+def test_a_vocabulary_that_misses_the_screen_fails_before_the_forward_pass_and_stores_nothing(project):
+    config, defs, instance, _ = project
+    _run(defs, "cell_type_job", instance, "unknown_ids")
+    result = defs.resolve_job_def("model_evaluation_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        partition_key=dg.MultiPartitionKey({"model": "tiny-geneformer", "cell_type": "unknown_ids"}))
+    assert not result.success
+    failure = next(event for event in result.all_events if event.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert re.search(r"tiny-geneformer on cell type unknown_ids: 0 of \d+ genes \(0\.0%\) map to the model's "
+                     r"vocabulary.*Nothing was computed or stored", message, re.S)
+    assert not list((config.storage_dir / "attention_scores").glob("*unknown_ids*"))

@@ -84,6 +84,18 @@ class GeneCoverage:
         if not np.isclose(self.fraction, expected):
             raise ValueError(f"GeneCoverage.fraction {self.fraction} != n_mapped / n_genes = {expected}")
 
+    def require(self, minimum: float, what: str) -> None:
+        """Raise GeneCoverageError unless at least `minimum` of the genes map to the vocabulary. Called before
+        any forward pass: evaluable genes are a subset of the mapped ones, so a shortfall here means the
+        extraction could only fail its coverage check afterwards."""
+        if self.fraction < minimum:
+            raise GeneCoverageError(
+                f"{what}: {self.n_mapped} of {self.n_genes} genes ({self.fraction:.1%}) map to the model's "
+                f"vocabulary, below the configured minimum {minimum:.0%} (contracts.min_evaluable_fraction); "
+                f"e.g. unmapped: {', '.join(self.unmapped[:10])}. Nothing was computed or stored. Fix: give the "
+                "genes as the model names them (Ensembl ids in var['ensembl_id'] for Geneformer, symbols for "
+                "scGPT), or use a checkpoint whose vocabulary covers this screen")
+
 
 @dataclass(frozen=True)
 class GeneMapping:
