@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from scinterp_assets.config import H5adCellType, ScinterpConfig, SyntheticCellType, TenxCellType
-from scinterp_assets.core.datasets.de_labels import DELabelRule, compute_de_labels
+from scinterp_assets.core.datasets.de_labels import DELabelRule, compute_de_labels, on_target_overview
 from scinterp_assets.core.datasets.preprocessing import (
     LOG_LAYER,
     gene_level_features,
@@ -156,6 +156,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
             )
         summary = result.summary
         enough = summary[(summary["n_positives"] >= rule.min_positives) & (summary["n_negatives"] >= rule.min_negatives)]
+        status_counts, on_target = on_target_overview(summary)
         return dg.Output(
             result.labels,
             metadata={
@@ -163,8 +164,8 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                 "label_rule": project.label_rule(context.partition_key),
                 "perturbations_tested": int(summary["tested"].sum()),
                 "perturbations_with_enough_labels": len(enough),
-                "on_target_not_moved": dg.MetadataValue.text(
-                    ", ".join(summary.loc[summary["on_target_status"] == "not_moved", "perturbation"]) or "none"),
+                "on_target_not_moved": dg.MetadataValue.text(on_target),
+                "on_target_status_counts": dg.MetadataValue.json(status_counts),
                 "perturbation_summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
             },
         )

@@ -100,3 +100,17 @@ def test_relabelling_within_a_smaller_universe_recomputes_bh():
     relabelled = relabel_within(full.labels, smaller, rule)
     direct = compute_de_labels(screen, controls, ["KD", *smaller], rule, 1e4).labels
     pd.testing.assert_frame_equal(relabelled[list(direct.columns)], direct, check_dtype=False)
+
+
+def test_on_target_overview_never_reads_unmeasured_targets_as_success():
+    from scinterp_assets.core.datasets.de_labels import on_target_overview
+
+    def summary(statuses):
+        return pd.DataFrame({"perturbation": [f"P{i}" for i in range(len(statuses))], "on_target_status": statuses})
+
+    counts, line = on_target_overview(summary(["not_measured", "not_measured", "too_few_cells"]))
+    assert counts == {"moved": 0, "not_moved": 0, "too_few_cells": 1, "not_measured": 2}
+    assert line.startswith("unverified: none of the 3 perturbed genes could be measured")
+    assert on_target_overview(summary(["moved", "moved", "not_measured"]))[1] == "none: all 2 measured targets moved"
+    assert on_target_overview(summary(["moved", "not_moved", "not_moved"]))[1] == (
+        "2 of 3 measured targets did not move: P1, P2")

@@ -54,6 +54,25 @@ class DELabels:
     summary: pd.DataFrame
 
 
+ON_TARGET_STATUSES = ("moved", "not_moved", "too_few_cells", "not_measured")
+
+
+def on_target_overview(summary: pd.DataFrame) -> tuple[dict[str, int], str]:
+    """(perturbations per on-target status, one line for the asset's metadata). The line lists the
+    perturbations whose target did not move; it says "none" only when some targets were measured and all of
+    those moved, and says so plainly when no target could be measured (then nothing was verified)."""
+    counts = {status: int((summary["on_target_status"] == status).sum()) for status in ON_TARGET_STATUSES}
+    measured = counts["moved"] + counts["not_moved"]
+    if measured == 0:
+        return counts, (f"unverified: none of the {len(summary)} perturbed genes could be measured "
+                        f"({counts['not_measured']} not among the screen's genes, {counts['too_few_cells']} "
+                        "with too few cells)")
+    not_moved = summary.loc[summary["on_target_status"] == "not_moved", "perturbation"].astype(str).tolist()
+    if not not_moved:
+        return counts, f"none: all {measured} measured targets moved"
+    return counts, f"{len(not_moved)} of {measured} measured targets did not move: {', '.join(not_moved)}"
+
+
 def two_sample_test(perturbed: np.ndarray, control: np.ndarray, test: str) -> tuple[np.ndarray, np.ndarray]:
     """(statistic, p) per column of two (cells x genes) matrices; p = 1 where a gene is constant in both."""
     with np.errstate(invalid="ignore", divide="ignore"):
