@@ -226,3 +226,25 @@ def edit_json(path: Path, **changes: object) -> None:
         else:
             value[key] = new
     path.write_text(json.dumps(value))
+
+
+def float32_sum_tolerance(count: np.ndarray, n_layers: int, reduction_length: int) -> np.ndarray:
+    """Largest difference two float32 computations of a per-cell score in [-1, 1] (an attention probability,
+    a cosine) may show once summed over `count` cells in float64. A value passes through `n_layers` layers
+    whose longest float32 reduction (a dot product over the width, the feed-forward size or the tokens) has
+    `reduction_length` terms; by Higham's bound each reduction carries a relative error of at most
+    reduction_length * eps32 to first order, so one computation is within n_layers * reduction_length * eps32,
+    two of them (batched and padded, or one cell at a time) within twice that, and the sum over `count`
+    cells within `count` times that. Broadcasts over `count` ((G, G) pair counts)."""
+    return 2 * np.asarray(count, dtype=np.float64) * n_layers * reduction_length * float(np.finfo(np.float32).eps)
+
+
+def assert_within(actual: np.ndarray, expected: np.ndarray, tolerance: np.ndarray) -> None:
+    """|actual - expected| <= tolerance elementwise (NaN where both are NaN), with the worst offender named."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    both_nan = np.isnan(actual) & np.isnan(expected)
+    excess = np.where(both_nan, -np.inf, np.abs(actual - expected) - np.broadcast_to(tolerance, actual.shape))
+    worst = np.unravel_index(np.argmax(excess), excess.shape)
+    assert excess[worst] <= 0, (f"{actual[worst]} vs {expected[worst]} at {worst}: off by "
+                                f"{abs(actual[worst] - expected[worst]):.3g}, tolerance "
+                                f"{np.broadcast_to(tolerance, actual.shape)[worst]:.3g}")
