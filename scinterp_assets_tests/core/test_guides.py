@@ -98,3 +98,27 @@ def test_guide_section_errors_name_the_field(tmp_path):
         load_screen_file(ScreenSpec(path=GASPERINI, modality="CRISPRi", guides=GuideSpec(counts_key="guides")))
     with pytest.raises(ScreenFormatError, match="no guide .* has a control type"):
         load_screen_file(ScreenSpec(path=GASPERINI, modality="CRISPRi", guides=GuideSpec(control_types=("NT",))))
+
+
+def test_sceptre_layout_reads_sceptres_own_names(tmp_path):
+    """sceptre names its guide table grna_group_table with grna_id / grna_group and no type column; its
+    non-targeting guides share the group "non-targeting". `layout: sceptre` reads that without overrides and
+    assigns every cell as the default layout assigns the same screen."""
+    if not GASPERINI.is_file():
+        pytest.skip(f"{GASPERINI} is not available")
+    raw = read_h5ad(GASPERINI)
+    table = pd.DataFrame(raw.uns.pop("grna_groups_table"))
+    control = table["gRNA_type"] == "non_target"
+    raw.uns["grna_group_table"] = pd.DataFrame({
+        "grna_id": table["gRNA_id"], "grna_group": table["gRNA_group"].where(~control, "non-targeting")})
+    sceptre_file = tmp_path / "sceptre_layout.h5ad"
+    raw.write_h5ad(sceptre_file)
+    common = {"modality": "CRISPRi", "gene_symbol_column": "gene_symbol_gencode_v44"}
+    sceptre = load_screen_file(ScreenSpec(path=sceptre_file, guides=GuideSpec(layout="sceptre",
+                                                                               target_pattern=TSS_PATTERN), **common))
+    default = load_screen_file(ScreenSpec(path=GASPERINI, guides=GuideSpec(target_pattern=TSS_PATTERN), **common))
+    assert sceptre.obs["perturbation"].tolist() == default.obs["perturbation"].tolist()
+    with pytest.raises(ScreenFormatError, match="grna_groups_table"):  # the default names do not fit it
+        load_screen_file(ScreenSpec(path=sceptre_file, guides=GuideSpec(target_pattern=TSS_PATTERN), **common))
+    with pytest.raises(ValueError, match="guides layout must be one of"):
+        GuideSpec(layout="cellranger")

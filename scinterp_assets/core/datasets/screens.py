@@ -58,16 +58,30 @@ LAYOUT_DEFAULTS = {
 }
 
 
+# Guide-table names per layout; a field set explicitly wins. "sceptre": sceptre's own names (its grna
+# table has no type column: non-targeting guides are told by their group, "non-targeting").
+GUIDE_LAYOUTS = {
+    "default": {"table_key": "grna_groups_table", "id_column": "gRNA_id", "group_column": "gRNA_group",
+                "type_column": "gRNA_type"},
+    "sceptre": {"table_key": "grna_group_table", "id_column": "grna_id", "group_column": "grna_group",
+                "type_column": ""},
+}
+
+
 @dataclass(frozen=True)
 class GuideSpec:
-    """Where a screen keeps per-cell guide UMI counts and how cells are assigned (see guides.py)."""
+    """Where a screen keeps per-cell guide UMI counts and how cells are assigned (see guides.py).
 
+    table_key, id_column, group_column, type_column: None takes the layout's name (GUIDE_LAYOUTS); an empty
+    type_column means the table has none, and control guides are told by their group name."""
+
+    layout: str = "default"
     counts_key: str = "grna_counts"  # obsm: cells x guides counts
     ids_key: str = "grna_ids"  # uns: guide ids in obsm column order
-    table_key: str = "grna_groups_table"  # uns: guide id -> group (target) and type
-    id_column: str = "gRNA_id"
-    group_column: str = "gRNA_group"
-    type_column: str | None = "gRNA_type"
+    table_key: str | None = None  # uns: guide id -> group (target) and type
+    id_column: str | None = None
+    group_column: str | None = None
+    type_column: str | None = None
     control_types: tuple[str, ...] = ("non_target", "non-targeting", "non_targeting", "negative_control")
     target_pattern: str | None = None  # regex with a named group 'gene' mapping a group name to its gene
     min_umis: int = 5
@@ -75,6 +89,11 @@ class GuideSpec:
     dominant_fraction: float = 0.8
 
     def __post_init__(self) -> None:
+        if self.layout not in GUIDE_LAYOUTS:
+            raise ValueError(f"guides layout must be one of {sorted(GUIDE_LAYOUTS)}, got {self.layout!r}")
+        for name, value in GUIDE_LAYOUTS[self.layout].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         if self.multiple not in ("drop", "dominant"):
             raise ValueError(f"multiple must be 'drop' or 'dominant', got {self.multiple!r}")
         if self.min_umis < 1:
