@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import warnings
 
-import zlib
-
 import numpy as np
 import pandas as pd
 
+from scinterp_assets.core.analyses.per_tf import score_seed
 from scinterp_assets.core.analyses.score_sets import ScoreSet
 from scinterp_assets.core.edges import NO_LAYER
 from scinterp_assets.core.stats.auroc import DegenerateScoreWarning
@@ -54,8 +53,8 @@ def reference_auroc_tests(
         values = score_set.matrix[off_diagonal]
         if np.isnan(values).all() or np.all(values == values[0]):
             warnings.warn(f"{score_set.label}: constant score; AUROC 0.5", DegenerateScoreWarning, stacklevel=2)
-        stream = np.random.SeedSequence([seed, zlib.crc32(resource.encode()), zlib.crc32(name.encode())])
-        result = gene_permutation_auroc(membership, score_set.matrix, n_permutations=n_permutations, seed=stream)
+        result = gene_permutation_auroc(membership, score_set.matrix, n_permutations=n_permutations,
+                                        seed=score_seed(seed, resource, name))
         rows.append(
             {
                 "analysis_id": "A12",
