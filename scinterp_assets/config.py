@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scinterp_assets.core.datasets.de_labels import DELabelRule
 from scinterp_assets.core.datasets.screens import GuideSpec, ScreenSpec
 from scinterp_assets.core.datasets.tenx import TenxSpec
+from scinterp_assets.core.networks.null import DEFAULT_MAX_IDENTICAL_FRACTION, DEFAULT_MIN_MEDIAN_DISTANCE
 
 CONFIG_ENV_VAR = "SCINTERP_CONFIG"
 PARTITION_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -135,6 +136,9 @@ class ReferenceSource(_Strict):
     resources: tuple[str, ...] | None = None  # omnipath: keep rows from these primary resources
     relation: Literal["regulates", "interacts"] | None = None  # beeline: ChIP networks regulate, STRING interacts
     cell_lines: tuple[str, ...] | None = None  # chip target sets of these cell lines
+    # a cell type where this reference keeps fewer than contracts.min_reference_edges edges fails instead of
+    # reporting it as not evaluable and evaluating the others
+    required: bool = False
 
     @model_validator(mode="after")
     def _check_options(self) -> ReferenceSource:
@@ -172,6 +176,9 @@ class ReferenceNullConfig(_Strict):
 
     n_draws: int = Field(default=1000, ge=1)
     relations: tuple[Literal["regulates", "interacts"], ...] = ("regulates",)  # which resources get a null
+    # draws that barely move leave a reference's null tests without power; their rows say so (null.py)
+    min_median_jaccard_distance: float = Field(default=DEFAULT_MIN_MEDIAN_DISTANCE, ge=0, le=1)
+    max_identical_fraction: float = Field(default=DEFAULT_MAX_IDENTICAL_FRACTION, ge=0, le=1)
 
 
 class PreprocessingConfig(_Strict):

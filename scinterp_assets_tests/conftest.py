@@ -36,8 +36,8 @@ cell_types:
 preprocessing: {n_control_cells: 300, n_hvg: 150}
 attention: {batch_size: 16, max_cells: 120}
 # the full battery runs, with the cheaper model and fewer resamples (the configuration decides, not the code)
-analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 50, bootstrap_resamples: 200,
-           incremental_value_repeats: 2, threads: 1,
+analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 40, bootstrap_resamples: 100,
+           incremental_value_repeats: 1, incremental_value_folds: 3, residualisation_folds: 3, threads: 1,
            sensitivity_lfc: [0.5, 1.0], sensitivity_n_ctrl: [300], sensitivity_n_hvg: [75, 150]}
 reference_null: {n_draws: 200}
 tiny_checkpoints:

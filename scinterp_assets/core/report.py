@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from scinterp_assets.core.analyses.perturbation_prediction import ATTENTION_METHODS
+from scinterp_assets.core.analyses.reference_structure import NOT_EVALUABLE
 from scinterp_assets.core.edges import NO_LAYER
 
 
@@ -121,7 +122,16 @@ ANALYSIS_SECTIONS = {
     "A22": "HVG-protocol confound (forced perturbed genes vs plain HVGs)",
 }
 ANALYSIS_COLUMNS = ["model", "cell_type", "test", "statistic_name", "statistic", "effect", "ci_low", "ci_high",
-                    "p_value", "q_value", "confirmatory"]
+                    "p_value", "q_value", "confirmatory", "note"]
+
+
+def _not_evaluable_section(registry: pd.DataFrame) -> list[str]:
+    rows = registry[registry["statistic_name"] == NOT_EVALUABLE]
+    if not len(rows):
+        return []
+    return ["## References not evaluable", "",
+            "Left out of every reference analysis of that model and cell type; the other references proceed.", "",
+            _table(rows[["model", "cell_type", "note"]]), ""]
 
 
 def _provisional_note(missing_partitions: Sequence[str]) -> list[str]:
@@ -161,11 +171,12 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
         "",
         _table(context_summary(registry, pf_auroc)),
         "",
+        *_not_evaluable_section(registry),
         "## Reference structure (A12): per-layer AUROC against the reference network",
         "",
         f"![reference AUROC by layer]({reference_plot.name})",
         "",
-        _table(registry.loc[registry["analysis_id"] == "A12",
+        _table(registry.loc[(registry["analysis_id"] == "A12") & (registry["statistic_name"] != NOT_EVALUABLE),
                             ["model", "cell_type", "test", "statistic", "p_value", "q_value", "n_positives"]]),
         "",
         "## Perturbation prediction (A01, A04): PF AUROC, edges vs gene-level baselines",

@@ -124,7 +124,8 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
                 ReferenceFamilySettings(settings.bootstrap_resamples, settings.residualisation_folds,
                                         settings.residualisation_models, settings.top_k_edges,
                                         settings.depth_trend_permutations, confirmatory_settings(settings),
-                                        project.reference_restriction.min_targets_per_tf, seed),
+                                        project.reference_restriction.min_targets_per_tf,
+                                        project.contracts.min_reference_edges, seed),
             )
         registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
                                   label_rule="reference membership", seed=seed)

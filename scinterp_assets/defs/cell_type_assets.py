@@ -35,9 +35,11 @@ from scinterp_assets.core.networks.reference_formats import (
 )
 from scinterp_assets.core.networks.reference_nulls import reference_nulls
 from scinterp_assets.core.networks.references import (
-    check_overlap,
+    ReferenceOverlapError,
     empty_reference,
     harmonise_gene_ids,
+    reference_evaluability,
+    require_evaluable,
     restrict_reference,
     validate_reference,
 )
@@ -196,9 +198,12 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
             "edge_table", edges, parameters={"max_null_score_fraction": project.contracts.max_null_score_fraction})
         yield contracts.check_result(result)
 
-    @dg.asset(
+    @dg.multi_asset(
         partitions_def=partitions,
         group_name=GROUP,
+        outs={"reference_edges": dg.AssetOut(description="Evaluable references restricted to the universe."),
+              "reference_evaluability": dg.AssetOut(description="Per configured reference: edges kept in the "
+                                                    "universe, evaluable or not, and why not.")},
         check_specs=[contract_check_spec("reference_edges", "reference_edges")],
     )
     def reference_edges(context: dg.AssetExecutionContext, screen_data: ad.AnnData, gene_universe: pd.DataFrame,
@@ -206,11 +211,16 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                         contracts: dg.ResourceParam[ContractRunner]):
         """Reference networks restricted to the universe (FRAMEWORK section 5): ordered gene pairs, self pairs
         and duplicates dropped, TFs with enough targets inside the universe. Synthetic cell types: the planted
-        network."""
+        network. A reference that keeps fewer than contracts.min_reference_edges edges is not evaluable for
+        this cell type: `reference_evaluability` says why, its edges are left out and the others proceed
+        (unless it is `required`, which fails the step and stores nothing)."""
         universe = gene_universe["gene"].tolist()
         names = project.references_of(context.partition_key)
+        min_edges = project.contracts.min_reference_edges
         if not names:
-            reference = planted_reference_edges(screen_data, universe)
+            restricted = planted_reference_edges(screen_data, universe)
+            evaluability = reference_evaluability(restricted, sorted(restricted["resource"].unique()), min_edges,
+                                                  where=f"in a universe of {len(universe):,} genes")
             metadata = {}
         else:
             restriction = project.reference_restriction
@@ -220,25 +230,41 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                 symbol_of_id=None if ensembl is None else dict(zip(ensembl, screen_data.var_names)),
                 aliases=read_gene_aliases(restriction.gene_aliases) if restriction.gene_aliases else None,
             )
-            restricted = restrict_reference(
+            restriction_result = restrict_reference(
                 harmonised, universe, min_targets_per_tf=restriction.min_targets_per_tf,
                 tfs=read_beeline_tfs(restriction.tf_list) if restriction.tf_list else None,
                 gene_set_size=(restriction.gene_set_min_size, restriction.gene_set_max_size),
             )
-            for name in names:
-                check_overlap(restricted, name, minimum=1)
-            reference = restricted.edges
+            evaluability = reference_evaluability(
+                restriction_result.edges, names, min_edges, overlap=restriction_result.overlap,
+                where=f"in a universe of {restriction_result.universe_size:,} genes")
+            try:  # before anything is stored: a required reference decides whether the cell type can run
+                require_evaluable(evaluability, [name for name in names if project.references[name].required],
+                                  f"cell type {context.partition_key}")
+            except ReferenceOverlapError as error:
+                raise dg.Failure(description=f"{error}. Nothing was stored", metadata={
+                    "evaluability": dg.MetadataValue.md(evaluability.to_markdown(index=False))}) from None
+            restricted = restriction_result.edges
             metadata = {
                 "survival": dg.MetadataValue.md(
-                    restricted.survival.pivot(index="step", columns="resource", values="edges").to_markdown()),
-                "overlap": dg.MetadataValue.md(restricted.overlap.to_markdown(index=False)),
+                    restriction_result.survival.pivot(index="step", columns="resource", values="edges").to_markdown()),
+                "overlap": dg.MetadataValue.md(restriction_result.overlap.to_markdown(index=False)),
             }
+        evaluable = evaluability.loc[evaluability["evaluable"], "resource"].tolist()
+        reference = restricted[restricted["resource"].isin(evaluable)].reset_index(drop=True)
+        not_evaluable = evaluability[~evaluability["evaluable"]]
         counts = reference["resource"].value_counts()
-        yield dg.Output(reference, metadata={**frame_metadata(reference), **metadata,
-                                             **{f"edges_{name}": int(count) for name, count in counts.items()}})
-        result = contracts.validate(
-            "reference_edges", reference, parameters={"min_reference_edges": project.contracts.min_reference_edges})
-        yield contracts.check_result(result)
+        yield dg.Output(reference, output_name="reference_edges", metadata={
+            **frame_metadata(reference), **metadata, **{f"edges_{name}": int(count) for name, count in counts.items()},
+            "not_evaluable": dg.MetadataValue.json(dict(zip(not_evaluable["resource"], not_evaluable["reason"]))),
+        })
+        yield dg.Output(evaluability, output_name="reference_evaluability", metadata={
+            "evaluable": ", ".join(evaluable) or "none",
+            "not_evaluable": ", ".join(not_evaluable["resource"]) or "none",
+            "table": dg.MetadataValue.md(evaluability.to_markdown(index=False)),
+        })
+        result = contracts.validate("reference_edges", reference, parameters={"min_reference_edges": min_edges})
+        yield contracts.check_result(result, asset_key="reference_edges")
 
     @dg.asset(
         partitions_def=partitions,
@@ -250,10 +276,13 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                        project: dg.ResourceParam[ScinterpConfig]):
         """Verified degree-preserving null draws of each restricted reference (FRAMEWORK section 5): out- and
         in-degrees kept, no self edges, every draw checked; Jaccard distance from the observed network and the
-        mixing curve as metadata."""
+        mixing curve as metadata. Draws that barely move (a small or saturated network) are kept but flagged:
+        the check warns and the reference's null-based rows say why they cannot test anything."""
         settings = project.reference_null
         nulls = reference_nulls(reference_edges, gene_universe["gene"].tolist(), n_draws=settings.n_draws,
-                                seed=project.seeds.reference_null, relations=settings.relations)
+                                seed=project.seeds.reference_null, relations=settings.relations,
+                                min_median_distance=settings.min_median_jaccard_distance,
+                                max_identical_fraction=settings.max_identical_fraction)
         summaries = nulls.summaries
         curve_table = (nulls.mixing_curves.pivot(index="trades", columns="resource", values="mean_jaccard_distance")
                        if len(nulls.mixing_curves) else pd.DataFrame())
@@ -265,15 +294,18 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                for row in summaries.itertuples()},
         })
         valid = bool(summaries["passed"].all()) if len(summaries) else True
-        mixing = bool((~summaries["low_mixing"]).all()) if len(summaries) else True
+        uninformative = nulls.uninformative()
         yield dg.AssetCheckResult(
             check_name="check_null_verified",
-            passed=valid and mixing,
+            passed=valid and not uninformative,
             # invalid draws are an error; draws too close to the observed network are a warning to read
             severity=dg.AssetCheckSeverity.ERROR if not valid else dg.AssetCheckSeverity.WARN,
-            metadata={"margins_preserved_and_simple": valid, "enough_mixing": mixing,
+            metadata={"margins_preserved_and_simple": valid, "enough_mixing": not uninformative,
+                      "barely_moving": dg.MetadataValue.json(uninformative),
                       "min_median_jaccard_distance": float(summaries["median_jaccard_distance"].min())
-                      if len(summaries) else float("nan")},
+                      if len(summaries) else float("nan"),
+                      "max_identical_to_observed": int(summaries["identical_to_observed"].max())
+                      if len(summaries) else 0},
         )
 
     return [screen_data, control_cells, gene_universe, de_labels, gene_features, correlation_edges, reference_edges,

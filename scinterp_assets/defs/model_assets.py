@@ -15,7 +15,7 @@ from scinterp_assets.core.analyses.perturbation_prediction import (
     perturbation_prediction_tests,
     resampled_pf_auroc,
 )
-from scinterp_assets.core.analyses.reference_structure import reference_auroc_tests
+from scinterp_assets.core.analyses.reference_structure import NOT_EVALUABLE, reference_structure_tests
 from scinterp_assets.core.analyses.score_sets import (
     TF_OUT_DEGREE_PREFIX,
     ScoreSet,
@@ -241,22 +241,26 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
     def reference_structure(context: dg.AssetExecutionContext, attention_scores: AttentionScores,
                             attention_edges: pd.DataFrame, correlation_edges: pd.DataFrame,
-                            reference_edges: pd.DataFrame, gene_universe: pd.DataFrame,
-                            project: dg.ResourceParam[ScinterpConfig],
+                            reference_edges: pd.DataFrame, reference_evaluability: pd.DataFrame,
+                            gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                             model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
         """Registry rows for per-layer reference AUROC (part of A12) with correlation and a random control; p of
-        AUROC = 0.5 by relabelling genes."""
+        AUROC = 0.5 by relabelling genes. A reference not evaluable for the cell type, or with too few pairs
+        among the genes the model can score, gets one descriptive `not_evaluable` row saying why."""
         genes = evaluable_genes(attention_scores)
         score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
         score_sets.append(random_score_set(len(genes), project.seeds.random_scores))
         permutations = project.analyses.reference_permutations
-        rows = []
-        for resource, reference in reference_edges.groupby("resource"):
-            rows += reference_auroc_tests(reference, str(resource), genes, score_sets, n_permutations=permutations,
-                                          seed=project.seeds.reference_permutation)
+        rows = reference_structure_tests(reference_edges, reference_evaluability, genes, score_sets,
+                                         min_edges=project.contracts.min_reference_edges,
+                                         n_permutations=permutations,
+                                         seed=project.seeds.reference_permutation)
         table = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
                                label_rule="reference membership", seed=project.seeds.reference_permutation)
-        return dg.Output(table, metadata={**frame_metadata(table), "gene_permutations": permutations})
+        not_evaluable = table.loc[table["statistic_name"] == NOT_EVALUABLE, "note"].tolist()
+        return dg.Output(table, metadata={**frame_metadata(table), "gene_permutations": permutations,
+                                          "not_evaluable": dg.MetadataValue.md("\n".join(f"- {note}" for note in not_evaluable)
+                                                                               or "none")})
 
     return [model_checkpoint, attention_extraction, cell_embeddings, attention_edges, perturbation_auroc, perturbation_prediction,
             reference_structure]

@@ -51,3 +51,18 @@ def test_report_says_its_q_values_are_provisional_and_which_partitions_are_missi
     text = path.read_text()
     (line,) = [line for line in text.splitlines() if "provisional" in line]
     assert "2 registered model x cell type partition(s) are missing" in line and "`c|m2`, `d|m`" in line
+
+
+def test_references_not_evaluable_have_a_section_with_their_reason_and_stay_out_of_the_a12_table(tmp_path):
+    registry, pf = _inputs()
+    note = "reference 'trrust' not evaluable: keeps 0 edges (minimum 10) in a universe of 290 genes"
+    left_out = registry_rows([{"analysis_id": "A12", "test_id": "m|c|A12:trrust:not_evaluable",
+                               "statistic_name": "not_evaluable", "n_positives": 0, "note": note}],
+                             model="m", cell_type="c")
+    text = render_report(apply_framework_bh(pd.concat([registry, left_out], ignore_index=True)), pf,
+                         tmp_path / "report", "abc123").read_text()
+    section = text.split("## References not evaluable")[1].split("\n## ")[0]
+    assert f"| m | c | {note} |" in section
+    a12_table = text.split("## Reference structure (A12)")[1].split("\n## ")[0]
+    assert "A12:planted:correlation" in a12_table and "not_evaluable" not in a12_table
+    assert "## References not evaluable" not in render_report(registry, pf, tmp_path / "plain", "abc123").read_text()

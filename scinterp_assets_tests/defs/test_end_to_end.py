@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from scinterp_assets.core.stats.registry import REGISTRY_COLUMNS
-from scinterp_assets.demo import build_embedded_checkpoints, materialize_everything
+from scinterp_assets.definitions import build_definitions
+from scinterp_assets.demo import _run, build_embedded_checkpoints, materialize_everything
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,12 @@ def demo_run(tmp_path_factory):
         materialize_everything(config, instance)
         registry_path = config.storage_dir / "test_registry" / "__unpartitioned__.parquet"
         first = pd.read_parquet(registry_path)
-        materialize_everything(config, instance)  # the demo run a second time, same configuration
+        # one cell type and one model x cell type again, same configuration, then the fan-in: the registry
+        # must not change (two whole demo runs from fresh clones are compared in the issue notes)
+        defs = build_definitions(config)
+        _run(defs, "cell_type_job", instance, "synthetic_b")
+        _run(defs, "model_evaluation_job", instance, dg.MultiPartitionKey({"model": "tiny-scgpt", "cell_type": "synthetic_b"}))
+        _run(defs, "summary_job", instance)
         second = pd.read_parquet(registry_path)
         yield config, first, second, instance
 
@@ -56,8 +62,14 @@ def test_positive_and_negative_controls_on_the_planted_network(demo_run):
         assert abs(random["statistic"] - 0.5) < 0.05
 
 
-def test_demo_twice_gives_an_identical_registry(demo_run):
-    _, first, second, _ = demo_run
+def test_rerunning_a_cell_type_and_a_model_partition_gives_an_identical_registry(demo_run):
+    import dagster as dg
+
+    _, first, second, instance = demo_run
+    partition = str(dg.MultiPartitionKey({"model": "tiny-scgpt", "cell_type": "synthetic_b"}))
+    for asset in ("attention_scores", "incremental_value", "reference_battery", "test_registry"):
+        records = instance.fetch_materializations(dg.AssetKey(asset), limit=20).records
+        assert sum(record.partition_key in (partition, None) for record in records) == 2, asset  # really rerun
     pd.testing.assert_frame_equal(first, second)
 
 

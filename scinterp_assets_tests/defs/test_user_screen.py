@@ -45,6 +45,9 @@ references:
   planted_trrust:
     format: trrust
     path: downloads/planted_trrust.tsv
+  other_species:  # genes the screen does not have: not evaluable, reported, the other reference proceeds
+    format: trrust
+    path: downloads/other_species.tsv
 preprocessing: {n_control_cells: 300, n_hvg: 150}
 attention: {batch_size: 16, max_cells: 120}
 analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 50, bootstrap_resamples: 200,
@@ -69,6 +72,8 @@ def _write_user_files(folder):
     mode = truth["sign"].map({1: "Activation", -1: "Repression"})
     pd.DataFrame({"tf": truth["source"], "target": truth["target"], "mode": mode, "pmids": "1"}).to_csv(
         folder / "planted_trrust.tsv", sep="\t", header=False, index=False)
+    pd.DataFrame({"tf": ["Tf1"] * 12, "target": [f"Gene{i}" for i in range(12)], "mode": "Activation",
+                  "pmids": "1"}).to_csv(folder / "other_species.tsv", sep="\t", header=False, index=False)
     return truth
 
 
@@ -93,7 +98,7 @@ def test_a_declared_screen_runs_through_the_same_assets(project):
     _run(defs, "model_evaluation_job", instance, dg.MultiPartitionKey({"model": "tiny-geneformer", "cell_type": "my_screen"}))
     storage = config.storage_dir
     networks = pd.read_parquet(storage / "reference_networks" / "__unpartitioned__.parquet")
-    assert len(networks) == len(truth) and set(networks["resource"]) == {"planted_trrust"}
+    assert len(networks) == len(truth) + 12 and set(networks["resource"]) == {"planted_trrust", "other_species"}
     reference = pd.read_parquet(storage / "reference_edges" / "my_screen.parquet")
     universe = set(pd.read_parquet(storage / "gene_universe" / "my_screen.parquet")["gene"])
     inside = truth[truth["source"].isin(universe) & truth["target"].isin(universe)]
@@ -107,6 +112,13 @@ def test_a_declared_screen_runs_through_the_same_assets(project):
     reference_tests = pd.read_parquet(storage / "reference_structure" / "my_screen__tiny-geneformer.parquet")
     assert (reference_tests["cell_type"] == "my_screen").all()
     assert reference_tests["test_id"].str.contains("planted_trrust:correlation").any()
+    (left_out,) = reference_tests[reference_tests["statistic_name"] == "not_evaluable"].itertuples()
+    assert left_out.test_id.endswith("|A12:other_species:not_evaluable") and not left_out.confirmatory
+    assert left_out.note.startswith("reference 'other_species' not evaluable: keeps 0 edges (minimum 10) in a "
+                                    f"universe of {len(universe)} genes: 0 of its 13 genes are in the universe")
+    battery = pd.read_parquet(storage / "reference_battery" / "my_screen__tiny-geneformer.parquet")
+    assert battery["test_id"].str.contains(":planted_trrust:").any()
+    assert not battery["test_id"].str.contains("other_species").any()
 
 
 def test_a_vocabulary_that_misses_the_screen_fails_before_the_forward_pass_and_stores_nothing(project):

@@ -23,7 +23,7 @@ from scinterp_assets.core.analyses.reference_battery import (
     top_k_enrichment_tests,
 )
 from scinterp_assets.core.analyses.reference_nulls_analysis import degree_null_tests
-from scinterp_assets.core.analyses.reference_structure import per_layer_reference_auroc
+from scinterp_assets.core.analyses.reference_structure import evaluable_references, per_layer_reference_auroc
 from scinterp_assets.core.analyses.incremental_confirmatory import ConfirmatorySettings
 from scinterp_assets.core.analyses.residualisation import (
     beyond_features_tests,
@@ -43,6 +43,7 @@ class ReferenceFamilySettings:
     depth_trend_permutations: int  # A12 depth trend, models deeper than the exact-enumeration limit
     beyond_features: ConfirmatorySettings  # A09 confirmatory: folds, repeats, two-way resamples, alpha
     min_targets_per_tf: int  # A09 confirmatory: TFs with fewer targets among the genes are left out
+    min_reference_edges: int  # references with fewer pairs among the genes are left out (A12 says why)
     seed: int
 
 
@@ -51,10 +52,12 @@ def reference_family_tests(reference_edges: pd.DataFrame, genes: Sequence[str], 
                            settings: ReferenceFamilySettings) -> list[dict]:
     """Registry rows (without shared fields). score_sets: attention variants and correlation over `genes`
     (the correlation set doubles as the co-expression control of A13/A16); a12_rows: this partition's
-    A12 registry rows (per-layer reference AUROCs)."""
+    A12 registry rows (per-layer reference AUROCs). References with fewer than `min_reference_edges` pairs
+    among `genes` are left out (`reference_structure.evaluable_references`; their A12 row says why)."""
     coexpression = next(score_set for score_set in score_sets if score_set.method == "correlation")
+    reference_edges, _ = evaluable_references(reference_edges, genes, settings.min_reference_edges)
     resources = sorted(reference_edges["resource"].unique())
-    rows = degree_null_tests(reference_edges, genes, score_sets, nulls)
+    rows = degree_null_tests(reference_edges, genes, score_sets, nulls, resources=sorted(set(resources) & set(nulls.codes)))
     rows += coexpression_mapping_tests(reference_edges, resources, genes, score_sets, coexpression)
     rows += depth_correlation_tests(per_layer_reference_auroc(a12_rows[a12_rows["analysis_id"] == "A12"]),
                                     n_permutations=settings.depth_trend_permutations, seed=settings.seed)

@@ -153,8 +153,11 @@ def degree_null_tests(reference: pd.DataFrame, genes: Sequence[str], score_sets:
                       nulls: ReferenceNulls, resources: Sequence[str] | None = None) -> list[dict]:
     """A10 registry rows, one per score set and resource with null draws ("A10:<resource>:<score>"):
     statistic = z against the null, effect = residual component (observed - mean null AUROC), p = permutation
-    p (>= observed). Descriptive (module docstring); FRAMEWORK section 8, criterion 3 reads the z."""
-    return [_row(result, score_set)
+    p (>= observed). Descriptive (module docstring); FRAMEWORK section 8, criterion 3 reads the z. The rows
+    of a resource whose draws barely move (`ReferenceNulls.uninformative`) say so in their note: their z and
+    p cannot show anything."""
+    barely_moving = nulls.uninformative()
+    return [_row(result, score_set, barely_moving.get(result.resource, ""))
             for result, score_set in _decompositions(reference, genes, score_sets, nulls, resources)]
 
 
@@ -178,9 +181,11 @@ def _decompositions(reference, genes, score_sets, nulls, resources):
             yield degree_null_decomposition(score_set, labels, nulls.genes, nulls.codes[resource]), score_set
 
 
-def _row(result: NullDecomposition, score_set: ScoreSet) -> dict:
+def _row(result: NullDecomposition, score_set: ScoreSet, mixing_problem: str) -> dict:
+    note = (f"the null of {result.resource!r} cannot test anything: its draws barely move ({mixing_problem})"
+            if mixing_problem else "")
     return registry_row(
         "A10", f"A10:{result.resource}:{score_name(score_set)}", score_set, statistic_name="null_z",
         statistic=result.z, effect_name="residual_component(observed - mean null auroc)", effect=result.residual,
         p_value=result.p_value, n=result.n_pairs, n_positives=result.n_positives,
-        confirmatory=False, negatives=f"{ALL_NEGATIVES}; null: {result.n_draws} degree-preserving draws")
+        confirmatory=False, negatives=f"{ALL_NEGATIVES}; null: {result.n_draws} degree-preserving draws", note=note)

@@ -10,11 +10,16 @@ pairs share its column: a score with gene-level structure unrelated to the refer
 target, say) then reaches p < 0.05 far more often than 5%. A cluster-robust SE over source and target
 genes does better but is itself too small with the few TFs of a real reference (both measured in
 benchmarks/README.md, calibration). No interval is reported; the p-value is the permutation test's.
+
+A reference is evaluated only where it has enough pairs: `reference_evaluability` decides per cell type
+(the universe), `evaluable_references` again among the genes a model can score. Each reference left out
+gets one descriptive row, `A12:<resource>:not_evaluable`, whose note says why.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +27,9 @@ import pandas as pd
 from scinterp_assets.core.analyses.per_tf import score_seed
 from scinterp_assets.core.analyses.score_sets import ScoreSet
 from scinterp_assets.core.edges import NO_LAYER
+from scinterp_assets.core.networks.references import reference_evaluability
+
+NOT_EVALUABLE = "not_evaluable"  # statistic_name (and test id suffix) of a row saying why a reference was left out
 from scinterp_assets.core.stats.auroc import DegenerateScoreWarning
 from scinterp_assets.core.stats.permutation import gene_permutation_auroc
 
@@ -73,6 +81,42 @@ def reference_auroc_tests(
                 "negatives": "all non-reference ordered pairs",
             }
         )
+    return rows
+
+
+def evaluable_references(reference_edges: pd.DataFrame, genes: Sequence[str],
+                         min_edges: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(edges of the references with at least `min_edges` pairs among `genes`, the evaluability rows of
+    the others): a reference evaluable in the universe may keep too few pairs among the genes a model can
+    score (its evaluable genes)."""
+    inside = reference_edges["source"].isin(genes) & reference_edges["target"].isin(genes)
+    evaluability = reference_evaluability(
+        reference_edges[inside], sorted(reference_edges["resource"].unique()), min_edges,
+        where=f"among the {len(genes):,} universe genes the model can score")
+    kept = reference_edges["resource"].isin(evaluability.loc[evaluability["evaluable"], "resource"])
+    return reference_edges[kept], evaluability[~evaluability["evaluable"]]
+
+
+def not_evaluable_rows(evaluability: pd.DataFrame) -> list[dict]:
+    """One descriptive A12 row per reference that `evaluability` (EVALUABILITY_COLUMNS) marks not
+    evaluable: no statistic, n_positives = the edges it keeps, the reason as note."""
+    return [{"analysis_id": "A12", "test_id": f"A12:{row.resource}:{NOT_EVALUABLE}", "family": "R",
+             "statistic_name": NOT_EVALUABLE, "n_positives": int(row.edges), "confirmatory": False,
+             "note": f"reference {row.resource!r} not evaluable: {row.reason}"}
+            for row in evaluability[~evaluability["evaluable"]].itertuples()]
+
+
+def reference_structure_tests(reference_edges: pd.DataFrame, evaluability: pd.DataFrame, genes: list[str],
+                              score_sets: list[ScoreSet], *, min_edges: int, n_permutations: int,
+                              seed: int) -> list[dict]:
+    """A12 rows of one model x cell type: `reference_auroc_tests` for every reference with at least
+    `min_edges` pairs among `genes`, a `not_evaluable` row for each other one and for each reference that
+    `evaluability` (the cell type's) marks not evaluable."""
+    evaluable, left_out = evaluable_references(reference_edges, genes, min_edges)
+    rows = not_evaluable_rows(pd.concat([evaluability, left_out], ignore_index=True))
+    for resource, reference in evaluable.groupby("resource"):
+        rows += reference_auroc_tests(reference, str(resource), genes, score_sets, n_permutations=n_permutations,
+                                      seed=seed)
     return rows
 
 

@@ -64,6 +64,9 @@ from scipy import sparse, stats
 
 DEFAULT_TRADES_PER_ROW = 20  # trades per row per draw; the module docstring gives the mixing measurement
 DEFAULT_MIN_MEDIAN_DISTANCE = 0.05  # median Jaccard distance below which draws are flagged as barely mixed
+# share of draws equal to the observed network above which they are flagged as barely mixed: the permutation
+# p-value cannot fall below it, so a null test at that level has no power
+DEFAULT_MAX_IDENTICAL_FRACTION = 0.05
 _BLOCK_BYTES = 16 * 2**20  # working memory of one block of chains (dense row x node lookup + edge arrays)
 _MAX_CHAINS_PER_BLOCK = 64
 _DENSE_LOOKUP_MAX_CELLS = 2**26  # n_nodes^2 up to this: membership by a dense bool table, else searchsorted
@@ -92,7 +95,8 @@ class NullDiagnostics:
     equals it.
     expected_distance: approximate Jaccard distance of a random graph with these degrees (Chung-Lu edge
     probabilities min(1, d_out(i) d_in(j) / m)); a reference scale, not a test.
-    low_mixing: the median distance is below `min_median_distance`.
+    low_mixing: the median distance is below `min_median_distance`, or more than `max_identical_fraction` of
+    the draws equal the observed network.
     """
 
     jaccard_distance: np.ndarray
@@ -105,6 +109,7 @@ class NullDiagnostics:
     expected_distance: float
     low_mixing: bool
     min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE
+    max_identical_fraction: float = DEFAULT_MAX_IDENTICAL_FRACTION
 
     def __post_init__(self) -> None:
         if self.jaccard_distance.ndim != 1:
@@ -123,6 +128,27 @@ class NullDiagnostics:
     def median_distance(self) -> float:
         return float(np.median(self.jaccard_distance)) if self.jaccard_distance.size else float("nan")
 
+    @property
+    def identical_to_observed(self) -> int:
+        return int((self.jaccard_distance == 0).sum())
+
+    @property
+    def mixing_problem(self) -> str:
+        """Why the draws cannot serve as a null ("" when they can): a unique realisation, too many draws equal
+        to the observed network, or a median distance below the minimum."""
+        if self.unique_realisation:
+            return "unique realisation: the network is the only simple graph with its degrees, so every draw equals it"
+        n_draws = self.jaccard_distance.size
+        problems = []
+        if n_draws and self.identical_to_observed > self.max_identical_fraction * n_draws:
+            problems.append(f"{self.identical_to_observed} of {n_draws} draws equal the observed network (more "
+                            f"than {self.max_identical_fraction:.0%}, so no permutation p can fall below that)")
+        if self.low_mixing and self.median_distance < self.min_median_distance:
+            problems.append(f"median Jaccard distance from the observed network {self.median_distance:.3g} < "
+                            f"{self.min_median_distance:g} (a random graph with these degrees is at "
+                            f"~{self.expected_distance:.3g})")
+        return "; ".join(problems)
+
     def summary(self) -> dict[str, Any]:
         """Flat, JSON-friendly dict for asset metadata."""
         distances = self.jaccard_distance
@@ -131,7 +157,7 @@ class NullDiagnostics:
             "median_jaccard_distance": self.median_distance,
             "min_jaccard_distance": float(distances.min()) if distances.size else float("nan"),
             "max_jaccard_distance": float(distances.max()) if distances.size else float("nan"),
-            "identical_to_observed": int((distances == 0).sum()),
+            "identical_to_observed": self.identical_to_observed,
             "expected_jaccard_distance": self.expected_distance,
             "margins_preserved": self.margins_preserved,
             "self_edges": self.self_edges,
@@ -139,6 +165,7 @@ class NullDiagnostics:
             "asymmetric_edges": self.asymmetric_edges,
             "unique_realisation": self.unique_realisation,
             "low_mixing": self.low_mixing,
+            "mixing_problem": self.mixing_problem,
             "passed": self.passed,
         }
 
@@ -253,6 +280,7 @@ def verify_null(
     directed: bool = True,
     mixing_curve: pd.DataFrame | None = None,
     min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE,
+    max_identical_fraction: float = DEFAULT_MAX_IDENTICAL_FRACTION,
 ) -> NullDiagnostics:
     """Diagnostics of null draws (codes) against the observed network (codes); never raises on bad draws.
 
@@ -297,8 +325,10 @@ def verify_null(
         mixing_curve=curve,
         unique_realisation=unique_realisation(obs, n_nodes, directed=directed),
         expected_distance=expected_jaccard_distance(obs, n_nodes),
-        low_mixing=bool(n_draws and median < min_median_distance),
+        low_mixing=bool(n_draws and (median < min_median_distance
+                                     or (distance == 0).sum() > max_identical_fraction * n_draws)),
         min_median_distance=min_median_distance,
+        max_identical_fraction=max_identical_fraction,
     )
 
 
@@ -534,6 +564,7 @@ def degree_preserving_null(
     trades_per_draw: int | None = None,
     directed: bool = True,
     min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE,
+    max_identical_fraction: float = DEFAULT_MAX_IDENTICAL_FRACTION,
 ) -> NullDraws:
     """Verified degree-preserving null draws of a network (curveball; see the module docstring).
 
@@ -544,8 +575,9 @@ def degree_preserving_null(
     Default: DEFAULT_TRADES_PER_ROW * R. The same inputs and seed give identical draws.
 
     Raises NullVerificationError if any draw breaks a degree, has a self or duplicate edge (or, undirected,
-    a missing reverse orientation). Warns NullMixingWarning when the median Jaccard distance from the
-    observed network is below `min_median_distance` or the network has a unique realisation.
+    a missing reverse orientation). Warns NullMixingWarning when the draws barely move
+    (`NullDiagnostics.mixing_problem`: a unique realisation, more than `max_identical_fraction` of the draws
+    equal to the observed network, or a median Jaccard distance below `min_median_distance`).
     """
     if n_draws < 1:
         raise ValueError(f"n_draws must be positive, got {n_draws}")
@@ -584,22 +616,16 @@ def degree_preserving_null(
         {"trades": np.asarray(curve_trades, dtype=np.int64), "mean_jaccard_distance": curve_distance}
     )
     diagnostics = verify_null(
-        obs, draws, n_nodes, directed=directed, mixing_curve=curve, min_median_distance=min_median_distance
+        obs, draws, n_nodes, directed=directed, mixing_curve=curve, min_median_distance=min_median_distance,
+        max_identical_fraction=max_identical_fraction,
     )
     if not diagnostics.passed:
         raise NullVerificationError(f"null draws failed verification: {diagnostics.summary()}")
-    if diagnostics.unique_realisation:
+    if diagnostics.mixing_problem:
         warnings.warn(
-            "the network has a unique realisation with its degrees: every null draw equals it and no "
-            "degree-preserving null test is possible",
-            NullMixingWarning,
-            stacklevel=2,
-        )
-    elif diagnostics.low_mixing:
-        warnings.warn(
-            f"null draws barely differ from the observed network: median Jaccard distance "
-            f"{diagnostics.median_distance:.3g} < {min_median_distance:g} (a random graph with these degrees "
-            f"is at ~{diagnostics.expected_distance:.3g}); check the mixing curve or raise trades_per_draw",
+            f"null draws barely differ from the observed network: {diagnostics.mixing_problem}; no "
+            "degree-preserving null test is possible with them (a small or nearly saturated network cannot be "
+            "rewired; otherwise check the mixing curve or raise trades_per_draw)",
             NullMixingWarning,
             stacklevel=2,
         )

@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 
 from scinterp_assets.core.attention.scores import save_npz_atomically
-from scinterp_assets.core.networks.null import NullMixingWarning, degree_preserving_null
+from scinterp_assets.core.networks.null import (
+    DEFAULT_MAX_IDENTICAL_FRACTION,
+    DEFAULT_MIN_MEDIAN_DISTANCE,
+    NullMixingWarning,
+    degree_preserving_null,
+)
 
 MIXING_CURVE_COLUMNS = ("resource", "trades", "mean_jaccard_distance")
 
@@ -26,7 +31,8 @@ MIXING_CURVE_COLUMNS = ("resource", "trades", "mean_jaccard_distance")
 @dataclass(frozen=True)
 class ReferenceNulls:
     """genes: node order; codes: resource -> (n_draws, n_edges) edge codes source * len(genes) + target;
-    summaries: one row per resource (NullDraws.summary() plus resource, relation, warnings);
+    summaries: one row per resource (NullDraws.summary() plus resource, relation, warnings); its
+    `mixing_problem` is "" when the draws can serve as a null, else why not (`uninformative`);
     mixing_curves: MIXING_CURVE_COLUMNS."""
 
     genes: tuple[str, ...]
@@ -49,6 +55,14 @@ class ReferenceNulls:
             **{f"codes_{index}": self.codes[resource] for index, resource in enumerate(resources)},
         )
 
+    def uninformative(self) -> dict[str, str]:
+        """Resources whose draws barely move (NullDiagnostics.mixing_problem) -> the reason: a null test
+        against them has no power and its rows say so."""
+        if not len(self.summaries):
+            return {}
+        flagged = self.summaries[self.summaries["mixing_problem"].fillna("") != ""]
+        return dict(zip(flagged["resource"], flagged["mixing_problem"]))
+
     @classmethod
     def load(cls, path: str | Path) -> ReferenceNulls:
         with np.load(Path(path), allow_pickle=False) as stored:
@@ -62,9 +76,12 @@ class ReferenceNulls:
 
 
 def reference_nulls(
-    reference: pd.DataFrame, genes: Sequence[str], *, n_draws: int, seed: int, relations: Sequence[str]
+    reference: pd.DataFrame, genes: Sequence[str], *, n_draws: int, seed: int, relations: Sequence[str],
+    min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE,
+    max_identical_fraction: float = DEFAULT_MAX_IDENTICAL_FRACTION,
 ) -> ReferenceNulls:
-    """Null draws for each resource of a restricted reference whose relation is in `relations`.
+    """Null draws for each resource of a restricted reference whose relation is in `relations`; the last two
+    arguments decide when draws barely move (`degree_preserving_null`).
 
     reference: restricted reference edges (REFERENCE_COLUMNS; every gene in `genes`). Each resource gets its
     own seed stream derived from (seed, CRC-32 of its name), so adding a resource does not change the draws
@@ -82,6 +99,7 @@ def reference_nulls(
             draws = degree_preserving_null(
                 node[edges["source"]].to_numpy(), node[edges["target"]].to_numpy(), len(genes),
                 n_draws=n_draws, seed=resource_seed, directed=relation == "regulates",
+                min_median_distance=min_median_distance, max_identical_fraction=max_identical_fraction,
             )
         codes[resource] = draws.codes
         summaries.append({"resource": resource, "relation": relation, **draws.summary(),

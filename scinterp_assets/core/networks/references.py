@@ -229,7 +229,7 @@ def restrict_reference(
                       `gene_set_size` inclusive), "in_universe" (membership rows), "duplicates_dropped"
                       (membership rows), "co_membership_pairs" (ordered pairs of genes sharing a set, one row
                       per pair, weight = number of shared sets, relation "interacts", sign 0)
-    A resource with no gene in the universe yields no edges; `check_overlap` turns that into an error.
+    A resource with no gene in the universe yields no edges; `reference_evaluability` reports it.
     """
     if isinstance(reference, HarmonisedReference):
         table, counts = reference.edges, reference.counts
@@ -272,23 +272,47 @@ def restrict_reference(
     )
 
 
-def check_overlap(restricted: RestrictedReference, resource: str, minimum: int) -> int:
-    """Return the number of edges `resource` keeps in the universe; raise ReferenceOverlapError when fewer
-    than `minimum`, naming the universe size and how many of the reference's genes are in it."""
-    row = restricted.overlap[restricted.overlap["resource"] == resource]
-    if row.empty:
+EVALUABILITY_COLUMNS = ("resource", "edges", "reference_genes", "genes_in_universe", "evaluable", "reason")
+
+
+def reference_evaluability(edges: pd.DataFrame, resources: Sequence[str], min_edges: int, *, where: str,
+                           overlap: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per resource (EVALUABILITY_COLUMNS): a resource is evaluable when it keeps at least
+    `min_edges` edges; otherwise `reason` says how many it keeps `where` (e.g. "in a universe of 290
+    genes"), how many of its genes are in the universe (from `overlap`, a RestrictedReference.overlap, when
+    given) and what to check.
+
+    edges: restricted reference edges (REFERENCE_COLUMNS); resources: every configured resource, including
+    those with no edge left."""
+    counts = edges["resource"].value_counts()
+    genes_of = {} if overlap is None else {row.resource: (int(row.reference_genes), int(row.genes_in_universe))
+                                           for row in overlap.itertuples()}
+    records = []
+    for resource in resources:
+        n_edges = int(counts.get(resource, 0))
+        reference_genes, genes_in_universe = genes_of.get(resource, (None, None))
+        reason = ""
+        if n_edges < min_edges:
+            found = ("" if reference_genes is None
+                     else f": {genes_in_universe:,} of its {reference_genes:,} genes are in the universe (the "
+                          "`survival` metadata of reference_edges shows the step that removed its edges)")
+            reason = (f"keeps {n_edges} edges (minimum {min_edges}) {where}{found}. Check that the reference and "
+                      "the screen use the same identifiers (symbols vs Ensembl ids) and species, or use a larger "
+                      "universe (preprocessing.n_hvg)")
+        records.append((resource, n_edges, reference_genes, genes_in_universe, not reason, reason))
+    return pd.DataFrame.from_records(records, columns=list(EVALUABILITY_COLUMNS)).astype(
+        {"edges": "int64", "reference_genes": "Int64", "genes_in_universe": "Int64", "evaluable": "bool"})
+
+
+def require_evaluable(evaluability: pd.DataFrame, required: Collection[str], where: str) -> None:
+    """Raise ReferenceOverlapError naming every resource in `required` that `evaluability` marks not
+    evaluable, with its reason. where: the cell type (or universe) the evaluation is for."""
+    failing = evaluability[evaluability["resource"].isin(list(required)) & ~evaluability["evaluable"]]
+    if len(failing):
+        reasons = "; ".join(f"{row.resource!r} {row.reason}" for row in failing.itertuples())
         raise ReferenceOverlapError(
-            f"reference {resource!r} was not restricted; restricted resources are "
-            f"{restricted.overlap['resource'].tolist()}")
-    n_edges = int((restricted.edges["resource"] == resource).sum())
-    if n_edges < minimum:
-        reference_genes, genes_in_universe = int(row["reference_genes"].iloc[0]), int(row["genes_in_universe"].iloc[0])
-        raise ReferenceOverlapError(
-            f"reference {resource!r} keeps {n_edges} edges (minimum {minimum}) in a universe of "
-            f"{restricted.universe_size:,} genes: {genes_in_universe:,} of its {reference_genes:,} genes are in "
-            "the universe. Check that both use the same identifiers (symbols vs Ensembl IDs: harmonise_gene_ids) "
-            "and species, or use a larger universe")
-    return n_edges
+            f"required reference(s) not evaluable for {where}: {reasons}. Set `required: false` on the reference "
+            "to report it as not evaluable instead and evaluate the others")
 
 
 def _restrict_pairs(edges: pd.DataFrame, relation: str, universe: pd.Index, min_targets_per_tf: int,

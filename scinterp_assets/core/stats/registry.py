@@ -44,6 +44,7 @@ REGISTRY_DTYPES: dict[str, str] = {
     "label_rule": "object",
     "seed": "Int64",
     "code_version": "object",
+    "note": "object",  # why a row is descriptive or was not computed (e.g. a reference not evaluable); "" if none
 }
 REGISTRY_COLUMNS: tuple[str, ...] = tuple(REGISTRY_DTYPES)
 # Filled by apply_framework_bh, never by an analysis.
@@ -63,7 +64,8 @@ def registry_rows(rows: list[dict[str, Any]], **shared: Any) -> pd.DataFrame:
             raise KeyError(f"not registry columns: {sorted(unknown)}; the schema is {list(REGISTRY_COLUMNS)}")
         records.append(record)
     frame = pd.DataFrame.from_records(records, columns=list(REGISTRY_COLUMNS))
-    frame["confirmatory"] = frame["confirmatory"].fillna(False).astype(bool)
+    frame["confirmatory"] = frame["confirmatory"].astype("boolean").fillna(False).astype(bool)
+    frame["note"] = frame["note"].fillna("")
     return frame.astype(REGISTRY_DTYPES)
 
 

@@ -3,8 +3,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from scinterp_assets.core.analyses.reference_structure import reference_auroc_tests, reference_membership
+from scinterp_assets.core.analyses.reference_structure import (
+    reference_auroc_tests,
+    reference_membership,
+    reference_structure_tests,
+)
 from scinterp_assets.core.analyses.score_sets import ScoreSet, random_score_set
+from scinterp_assets.core.networks.references import reference_evaluability
 from scinterp_assets.core.stats.auroc import auroc_mann_whitney_p
 
 
@@ -53,3 +58,24 @@ def test_gene_level_structure_unrelated_to_the_reference_is_no_evidence():
         permutation_rejections += row["p_value"] < 0.05
         mann_whitney_rejections += auroc_mann_whitney_p(membership[off], score[off])[1] < 0.05
     assert mann_whitney_rejections >= 30 and permutation_rejections <= 9  # 9/60: above 5% by chance < 1%
+
+
+def test_references_not_evaluable_for_the_cell_type_or_the_models_genes_get_one_row_saying_why():
+    genes = [f"G{i}" for i in range(30)]
+    big = pd.DataFrame({"source": [genes[i % 3] for i in range(24)], "target": genes[3:27], "resource": "big"})
+    # 12 pairs in the universe, but only 2 among the genes the model scores (G0, G1, G3, G4 and G28, G29)
+    thin = pd.DataFrame({"source": ["G0"] * 6 + ["G28"] * 6, "target": ["G3", "G4"] + genes[5:9] + genes[9:15],
+                         "resource": "thin"})
+    cell_type = reference_evaluability(pd.concat([big, thin]).iloc[:0], ["trrust"], 10,
+                                       where="in a universe of 60 genes")
+    scored = genes[:5] + genes[15:]
+    rows = reference_structure_tests(pd.concat([big, thin], ignore_index=True), cell_type, scored,
+                                     [random_score_set(len(scored), 0)], min_edges=10, n_permutations=50, seed=0)
+    by_id = {row["test_id"]: row for row in rows}
+    assert set(by_id) == {"A12:trrust:not_evaluable", "A12:thin:not_evaluable", "A12:big:random"}
+    trrust, thin_row = by_id["A12:trrust:not_evaluable"], by_id["A12:thin:not_evaluable"]
+    assert trrust["note"].startswith("reference 'trrust' not evaluable: keeps 0 edges (minimum 10) in a universe of 60")
+    assert thin_row["note"].startswith("reference 'thin' not evaluable: keeps 2 edges (minimum 10) among the 20 "
+                                       "universe genes the model can score")
+    assert not trrust["confirmatory"] and not thin_row["confirmatory"] and thin_row["n_positives"] == 2
+    assert "statistic" not in trrust and "p_value" not in trrust

@@ -340,3 +340,19 @@ def test_null_auroc_equals_per_draw_auroc_of_core_stats():
         expected.append(auroc(membership.reshape(n, n)[off_diagonal], scores[off_diagonal]))
     np.testing.assert_allclose(null_auroc(scores, draws), expected, atol=1e-12)
     assert null_auroc(scores, draws).shape == (12,)
+
+
+def test_a_two_edge_network_whose_draws_are_half_the_observed_one_is_flagged_although_its_median_moves():
+    # A -> B, C -> D has two realisations with its degrees (the other is A -> D, C -> B): about half of the
+    # draws equal the observed network, so no permutation p can fall below ~0.5 even when the median
+    # Jaccard distance is 1
+    sources, targets = np.array([0, 2]), np.array([1, 3])
+    with pytest.warns(NullMixingWarning, match=r"draws equal the observed network"):
+        draws = degree_preserving_null(sources, targets, 4, n_draws=1000, seed=3)
+    diagnostics = draws.diagnostics
+    identical = diagnostics.identical_to_observed
+    assert 400 < identical < 600 and not diagnostics.unique_realisation
+    assert diagnostics.low_mixing and f"{identical} of 1000 draws equal the observed network" in diagnostics.mixing_problem
+    lenient = verify_null(edge_codes(sources, targets, 4), draws.codes, 4, max_identical_fraction=0.6,
+                          min_median_distance=0.0)
+    assert not lenient.low_mixing and lenient.mixing_problem == ""

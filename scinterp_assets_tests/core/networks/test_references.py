@@ -18,10 +18,11 @@ from scinterp_assets.core.networks.references import (
     HarmonisedReference,
     ReferenceFormatError,
     ReferenceOverlapError,
-    check_overlap,
     co_membership_pairs,
     empty_reference,
     harmonise_gene_ids,
+    reference_evaluability,
+    require_evaluable,
     restrict_reference,
     validate_reference,
 )
@@ -259,18 +260,34 @@ def test_restriction_reports_the_harmonised_step():
                                         "duplicates_dropped": 4, "tf_min_targets": 4}
 
 
-def test_no_overlap_gives_empty_edges_and_check_overlap_explains():
+def test_no_overlap_gives_empty_edges_and_evaluability_explains():
     table = pd.concat([reference([("ENSG1", "ENSG2", 1), ("ENSG1", "ENSG3", 1), ("ENSG1", "G1", 1)], resource="ids"),
                        reference(TF_ROWS, resource="tf")], ignore_index=True)
     restricted = restrict_reference(table, TF_UNIVERSE)
     assert (restricted.edges["resource"] == "ids").sum() == 0
+    evaluability = reference_evaluability(restricted.edges, ["ids", "tf", "absent"], 6, overlap=restricted.overlap,
+                                          where="in a universe of 8 genes").set_index("resource")
+    assert evaluability["evaluable"].to_dict() == {"ids": False, "tf": True, "absent": False}
+    assert evaluability["edges"].to_dict() == {"ids": 0, "tf": 6, "absent": 0}
+    assert evaluability.loc["ids", "reason"].startswith(
+        "keeps 0 edges (minimum 6) in a universe of 8 genes: 1 of its 4 genes are in the universe (the `survival`")
+    assert evaluability.loc["tf", "reason"] == ""
+    # a resource the restriction never saw has no overlap to report, but still a reason
+    assert evaluability.loc["absent", "reason"].startswith("keeps 0 edges (minimum 6) in a universe of 8 genes. ")
+    stricter = reference_evaluability(restricted.edges, ["tf"], 7, overlap=restricted.overlap, where="here")
+    assert not stricter["evaluable"].item() and "keeps 6 edges (minimum 7) here" in stricter["reason"].item()
+
+
+def test_a_required_reference_that_is_not_evaluable_is_one_error_naming_it_and_the_fix():
+    table = pd.concat([reference([("ENSG1", "ENSG2", 1)], resource="ids"), reference(TF_ROWS, resource="tf")],
+                      ignore_index=True)
+    restricted = restrict_reference(table, TF_UNIVERSE)
+    evaluability = reference_evaluability(restricted.edges, ["ids", "tf"], 1, overlap=restricted.overlap,
+                                          where="in a universe of 8 genes")
+    require_evaluable(evaluability, ["tf"], "cell type k562")  # evaluable: nothing to say
+    require_evaluable(evaluability, [], "cell type k562")  # "ids" is not evaluable but not required
     with pytest.raises(ReferenceOverlapError) as caught:
-        check_overlap(restricted, "ids", minimum=1)
+        require_evaluable(evaluability, ["ids", "tf"], "cell type k562")
     message = str(caught.value)
-    assert "'ids' keeps 0 edges (minimum 1)" in message
-    assert "universe of 8 genes: 1 of its 4 genes are in the universe" in message
-    assert check_overlap(restricted, "tf", minimum=6) == 6
-    with pytest.raises(ReferenceOverlapError, match="'tf' keeps 6 edges \\(minimum 7\\)"):
-        check_overlap(restricted, "tf", minimum=7)
-    with pytest.raises(ReferenceOverlapError, match="'nope' was not restricted"):
-        check_overlap(restricted, "nope", minimum=1)
+    assert message.startswith("required reference(s) not evaluable for cell type k562: 'ids' keeps 0 edges")
+    assert "'tf'" not in message and "Set `required: false`" in message
