@@ -8,7 +8,7 @@ export SCINTERP_CONFIG ?= $(CURDIR)/scinterp.yaml
 WITH_HOME = DAGSTER_HOME=$${DAGSTER_HOME:-$$($(BIN)/scinterp dagster-home)}
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast ui bench calibrate lock clean
+.PHONY: install demo test test-fast ui bench calibrate upgrade lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -e '.[test]' -c constraints.txt
 	touch $(STAMP)
 
-# Upgrade the locked set: install today's releases into .venv, run `make test`, then `make lock` and commit.
+# Upgrade the locked set: `make upgrade` installs today's releases into .venv (torch stays pinned to its CPU
+# wheel); then `make test`, and when it passes `make lock` and commit constraints.txt.
+upgrade: install
+	$(BIN)/pip install --quiet --upgrade --upgrade-strategy eager torch==2.13.0 -e '.[test]'
+
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' > constraints.txt
 
