@@ -248,6 +248,15 @@ class ContractThresholds(_Strict):
     min_evaluable_perturbations: int = Field(default=5, ge=1)
 
 
+class AutomationConfig(_Strict):
+    """What runs by itself once the Dagster daemon is up (`make ui`); none of it changes results."""
+
+    nightly_schedule: bool = True  # nightly_stale_partitions starts running with the daemon
+    # a new or changed checkpoint folder is registered once nothing in it changed for this long, or at once
+    # when it holds the completion marker `.complete`
+    checkpoint_quiet_seconds: float = Field(default=60, ge=0)
+
+
 class SeedConfig(_Strict):
     control_sampling: int = 0
     attention: int = 0
@@ -292,6 +301,7 @@ class ScinterpConfig(_Strict):
     analyses: AnalysisConfig = AnalysisConfig()
     contracts: ContractThresholds = ContractThresholds()
     seeds: SeedConfig = SeedConfig()
+    automation: AutomationConfig = AutomationConfig()
     tiny_checkpoints: tuple[TinyCheckpointConfig, ...] = DEFAULT_TINY_CHECKPOINTS
     source: Path = Path("scinterp.yaml")
 
@@ -339,7 +349,8 @@ class ScinterpConfig(_Strict):
 
     def fingerprint(self) -> str:
         """Short hash of the settings that change results (recorded with every registry row)."""
-        payload = self.model_dump(mode="json", exclude={"home", "checkpoint_dir", "contracts_dir", "model_dictionary_dir", "source"})
+        payload = self.model_dump(mode="json", exclude={"home", "checkpoint_dir", "contracts_dir", "model_dictionary_dir",
+                                                        "source", "automation"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

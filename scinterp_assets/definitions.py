@@ -5,6 +5,8 @@ a message naming the key and the fix.
 """
 
 
+import warnings
+
 import dagster as dg
 
 from scinterp_assets.config import ScinterpConfig, get_config
@@ -29,6 +31,10 @@ from scinterp_assets.resources.contracts import ContractRunner
 from scinterp_assets.resources.io_manager import AtomicFilesystemIOManager, register_npz_type
 from scinterp_assets.resources.model_store import ModelStore
 
+# Checks take their asset's partitions so each result is recorded against the partition it checked (a
+# preview feature of Dagster 1.13, used as documented).
+warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
+
 register_npz_type("attention_scores", AttentionScores)
 register_npz_type("cell_embeddings", CellEmbeddings)
 register_npz_type("reference_nulls", ReferenceNulls)
@@ -45,11 +51,13 @@ def build_definitions(config: ScinterpConfig) -> dg.Definitions:
                 *build_analysis_assets(multi), *build_summary_assets()],
         jobs=[evaluation, registration, reference_job(), cell_type_job(cell_types), summary_job()],
         sensors=[
-            make_checkpoint_sensor(model_store, sorted(config.cell_types), evaluation, registration),
+            make_checkpoint_sensor(model_store, sorted(config.cell_types), evaluation, registration,
+                                   config.automation.checkpoint_quiet_seconds),
             dg.AutomationConditionSensorDefinition("summary_automation", target=dg.AssetSelection.groups("summary"),
                                                    default_status=dg.DefaultSensorStatus.RUNNING),
         ],
-        schedules=[make_stale_partition_schedule(evaluation, sorted(config.cell_types))],
+        schedules=[make_stale_partition_schedule(evaluation, sorted(config.cell_types),
+                                                 config.automation.nightly_schedule)],
         resources={
             "project": config,
             "model_store": model_store,

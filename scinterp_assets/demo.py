@@ -20,7 +20,7 @@ from scinterp_assets.core.models.scgpt_pretrain import TinyScGPTSpec, train_tiny
 from scinterp_assets.core.models.training import TrainingTimeCapError
 from scinterp_assets.definitions import build_definitions
 from scinterp_assets.defs.cell_type_assets import load_screen
-from scinterp_assets.resources.model_store import ModelStore
+from scinterp_assets.resources.model_store import COMPLETION_MARKER, ModelStore
 
 
 def build_embedded_checkpoints(config: ScinterpConfig, log=print) -> None:
@@ -48,6 +48,7 @@ def build_embedded_checkpoints(config: ScinterpConfig, log=print) -> None:
                 f"tiny checkpoint {tiny.folder_name!r}: {error}; the setting is tiny_checkpoints[].max_seconds "
                 f"in {config.source} (null: no cap)"
             ) from error
+        (target / COMPLETION_MARKER).touch()  # written whole: the sensor need not wait for it to settle
 
 
 def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key=None) -> None:

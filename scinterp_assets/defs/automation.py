@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from scinterp_assets.resources.model_store import ModelStore
+from scinterp_assets.resources.model_store import COMPLETION_MARKER, ModelStore
 
 MODEL_EVALUATION_GROUP = "model_evaluation"
 
@@ -48,16 +48,24 @@ def summary_job():
     return dg.define_asset_job("summary_job", selection=dg.AssetSelection.groups("summary"))
 
 
-def make_checkpoint_sensor(model_store: ModelStore, cell_types: list[str], evaluation_job, registration_job):
+def make_checkpoint_sensor(model_store: ModelStore, cell_types: list[str], evaluation_job, registration_job,
+                           quiet_seconds: float):
     """Watch the checkpoint directory: a new folder (or a new fingerprint of a known one) registers the model
-    partition and requests its evaluation for every cell type. The cursor holds {key: fingerprint}; run keys
-    carry the fingerprint, so a tick never requests the same work twice."""
+    partition and requests its evaluation for every cell type, once the folder has been quiet for
+    `quiet_seconds` or holds the completion marker (`ModelStore.ready_checkpoints`; the tick says which
+    folders are still settling). The cursor holds {key: fingerprint}; run keys carry the fingerprint, so a
+    tick never requests the same work twice."""
 
     @dg.sensor(name="checkpoint_sensor", jobs=[evaluation_job, registration_job], minimum_interval_seconds=30,
                default_status=dg.DefaultSensorStatus.RUNNING)
     def checkpoint_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        current = {key: checkpoint.fingerprint for key, checkpoint in model_store.checkpoints().items()}
+        ready, settling = model_store.ready_checkpoints(quiet_seconds)
+        waiting = ", ".join(f"{key} (changed {seconds:.0f} s ago)" for key, seconds in settling.items())
+        if waiting:
+            context.log.info(f"not registered yet, still being written: {waiting}; registered once quiet for "
+                             f"{quiet_seconds:g} s or when the folder holds {COMPLETION_MARKER}")
+        current = {key: checkpoint.fingerprint for key, checkpoint in ready.items()}
         changed = sorted(
             key for key, fingerprint in current.items()
             if seen.get(key) != fingerprint and registered_fingerprint(context.instance, key) != fingerprint
@@ -76,17 +84,20 @@ def make_checkpoint_sensor(model_store: ModelStore, cell_types: list[str], evalu
         return dg.SensorResult(
             run_requests=run_requests,
             dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest("model", new_keys)] if new_keys else [],
-            cursor=json.dumps(current, sort_keys=True),
+            # settling folders keep their last registered fingerprint, so they count as changed once ready
+            cursor=json.dumps({**{key: seen[key] for key in settling if key in seen}, **current}, sort_keys=True),
+            skip_reason=None if run_requests else (f"still being written: {waiting}" if waiting else "no new checkpoint"),
         )
 
     return checkpoint_sensor
 
 
-def make_stale_partition_schedule(evaluation_job, cell_types: list[str]):
+def make_stale_partition_schedule(evaluation_job, cell_types: list[str], running: bool):
     """Nightly: request the evaluation of every registered model x cell type that has no report rows yet
-    (a partition that failed, or one added while the sensor was off)."""
+    (a partition that failed, or one added while the sensor was off). `running`: on when the daemon starts."""
 
-    @dg.schedule(name="nightly_stale_partitions", cron_schedule="0 2 * * *", job=evaluation_job)
+    @dg.schedule(name="nightly_stale_partitions", cron_schedule="0 2 * * *", job=evaluation_job,
+                 default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED)
     def nightly_stale_partitions(context: dg.ScheduleEvaluationContext):
         done = context.instance.get_materialized_partitions(dg.AssetKey("perturbation_prediction"))
         for model in sorted(context.instance.get_dynamic_partitions("model")):

@@ -96,7 +96,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         partitions_def=partitions,
         group_name=GROUP,
         kinds={"anndata"},
-        check_specs=[contract_check_spec("expression_qc", "screen_data")],
+        check_specs=[contract_check_spec("expression_qc", "screen_data", partitions_def=partitions)],
     )
     def screen_data(context: dg.AssetExecutionContext, project: dg.ResourceParam[ScinterpConfig],
                     contracts: dg.ResourceParam[ContractRunner]):
@@ -181,7 +181,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
     @dg.asset(
         partitions_def=partitions,
         group_name=GROUP,
-        check_specs=[contract_check_spec("edge_table", "correlation_edges")],
+        check_specs=[contract_check_spec("edge_table", "correlation_edges", partitions_def=partitions)],
     )
     def correlation_edges(control_cells: ad.AnnData, gene_universe: pd.DataFrame,
                           project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
@@ -204,7 +204,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         outs={"reference_edges": dg.AssetOut(description="Evaluable references restricted to the universe."),
               "reference_evaluability": dg.AssetOut(description="Per configured reference: edges kept in the "
                                                     "universe, evaluable or not, and why not.")},
-        check_specs=[contract_check_spec("reference_edges", "reference_edges")],
+        check_specs=[contract_check_spec("reference_edges", "reference_edges", partitions_def=partitions)],
     )
     def reference_edges(context: dg.AssetExecutionContext, screen_data: ad.AnnData, gene_universe: pd.DataFrame,
                         reference_networks: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
@@ -270,7 +270,8 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         partitions_def=partitions,
         group_name=GROUP,
         kinds={"numpy"},
-        check_specs=[dg.AssetCheckSpec("check_null_verified", asset="reference_null", blocking=True)],
+        check_specs=[dg.AssetCheckSpec("check_null_verified", asset="reference_null", partitions_def=partitions,
+                                       blocking=True)],
     )
     def reference_null(reference_edges: pd.DataFrame, gene_universe: pd.DataFrame,
                        project: dg.ResourceParam[ScinterpConfig]):

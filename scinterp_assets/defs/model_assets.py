@@ -103,7 +103,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         partitions_def=multi_partitions,
         group_name=GROUP,
         deps=[model_checkpoint],
-        check_specs=[dg.AssetCheckSpec("check_evaluable_coverage", asset="attention_scores", blocking=True)],
+        check_specs=[dg.AssetCheckSpec("check_evaluable_coverage", asset="attention_scores",
+                                       partitions_def=multi_partitions, blocking=True)],
     )
     def attention_extraction(context: dg.AssetExecutionContext, control_cells: ad.AnnData,
                              gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
@@ -170,7 +171,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     @dg.asset(
         partitions_def=multi_partitions,
         group_name=GROUP,
-        check_specs=[contract_check_spec("edge_table", "attention_edges")],
+        check_specs=[contract_check_spec("edge_table", "attention_edges", partitions_def=multi_partitions)],
     )
     def attention_edges(attention_scores: AttentionScores, value_weighted_scores: AttentionScores,
                         project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
@@ -188,7 +189,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     @dg.asset(
         partitions_def=multi_partitions,
         group_name=GROUP,
-        check_specs=[dg.AssetCheckSpec("check_enough_perturbations", asset="perturbation_auroc", blocking=True)],
+        check_specs=[dg.AssetCheckSpec("check_enough_perturbations", asset="perturbation_auroc",
+                                       partitions_def=multi_partitions, blocking=True)],
     )
     def perturbation_auroc(attention_scores: AttentionScores, attention_edges: pd.DataFrame,
                            correlation_edges: pd.DataFrame, gene_features: pd.DataFrame, de_labels: pd.DataFrame,

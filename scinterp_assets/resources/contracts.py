@@ -193,14 +193,17 @@ def contract_check_name(suite: str) -> str:
 
 
 def contract_check_spec(
-    suite: str, asset: dg.AssetKey | str, *, blocking: bool = True, description: str | None = None
+    suite: str, asset: dg.AssetKey | str, *, partitions_def: dg.PartitionsDefinition | None = None,
+    blocking: bool = True, description: str | None = None
 ) -> dg.AssetCheckSpec:
-    """The check spec matching `check_result` for `suite` on `asset`, for an asset's `check_specs`."""
+    """The check spec matching `check_result` for `suite` on `asset`, for an asset's `check_specs`. Pass the
+    asset's `partitions_def` so that each result is recorded against the partition it checked."""
     import dagster as dg
 
     return dg.AssetCheckSpec(
         contract_check_name(suite),
         asset=asset,
+        partitions_def=partitions_def,
         blocking=blocking,
         description=description or f"data_contracts/{suite}.json (Great Expectations)",
     )

@@ -6,12 +6,17 @@ define the model (weights, configuration, vocabulary, pickled dictionaries), so 
 machine for the same bytes and ignores training logs such as pretraining.json. File digests are cached
 in memory by (path, size, mtime_ns, inode): a sensor tick re-hashes only files that were rewritten,
 replaced or touched, and a touch that keeps the bytes keeps the fingerprint.
+
+A folder is ready to register once nothing in it has changed for a quiet period (a multi-GB copy is not
+fingerprinted half-written), or as soon as it holds the completion marker `COMPLETION_MARKER` (written by
+tools that know when they are done, such as the tiny-checkpoint trainer).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,7 @@ _DEFINING_FILE = re.compile(
     r"|best_model\.pt|config\.json|args\.json|vocab\.json|.+\.pkl"
 )
 _FILE_DIGESTS: dict[Path, tuple[tuple[int, int, int], str]] = {}  # path -> ((size, mtime_ns, inode), sha256)
+COMPLETION_MARKER = ".complete"  # an empty file in a checkpoint folder: its writer has finished
 
 
 class CheckpointKeyError(ValueError):
@@ -79,6 +85,18 @@ def _file_digest(path: Path) -> str:
     return digest
 
 
+def _last_change(folder: Path) -> float:
+    """Newest modification time of the folder (files added, removed, renamed) and of every file in it,
+    sub-folders included (a copy may write them last)."""
+    newest = folder.stat().st_mtime
+    for path in folder.rglob("*"):
+        try:
+            newest = max(newest, path.lstat().st_mtime)
+        except FileNotFoundError:  # removed while scanning: the folder is still changing
+            return time.time()
+    return newest
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     key: str
@@ -96,19 +114,38 @@ class ModelStore:
 
     def checkpoints(self) -> dict[str, Checkpoint]:
         """Every checkpoint folder, by key. Hidden folders and in-progress writes (".tmp") are skipped."""
+        return {key: Checkpoint(key, folder, fingerprint_folder(folder)) for key, folder in self._folders().items()}
+
+    def ready_checkpoints(self, quiet_seconds: float, now: float | None = None) -> tuple[dict[str, Checkpoint],
+                                                                                          dict[str, float]]:
+        """(checkpoints ready to register, {key: seconds since the last change} of those still settling).
+
+        Ready: the folder holds COMPLETION_MARKER, or neither it nor any file in it changed in the last
+        `quiet_seconds`. Settling folders are not fingerprinted."""
+        now = time.time() if now is None else now
+        ready, settling = {}, {}
+        for key, folder in self._folders().items():
+            quiet_for = now - _last_change(folder)
+            if (folder / COMPLETION_MARKER).is_file() or quiet_for >= quiet_seconds:
+                ready[key] = Checkpoint(key, folder, fingerprint_folder(folder))
+            else:
+                settling[key] = quiet_for
+        return ready, settling
+
+    def _folders(self) -> dict[str, Path]:
         if not self.checkpoint_dir.is_dir():
             return {}
-        found: dict[str, Checkpoint] = {}
+        found: dict[str, Path] = {}
         for folder in sorted(p for p in self.checkpoint_dir.iterdir() if p.is_dir()):
             if folder.name.startswith(".") or folder.name.endswith(".tmp"):
                 continue
             key = sanitize_model_key(folder.name)
             if key in found:
                 raise CheckpointKeyError(
-                    f"checkpoint folders '{found[key].path.name}' and '{folder.name}' in {self.checkpoint_dir} "
+                    f"checkpoint folders '{found[key].name}' and '{folder.name}' in {self.checkpoint_dir} "
                     f"both become model key '{key}'; rename one of them"
                 )
-            found[key] = Checkpoint(key, folder, fingerprint_folder(folder))
+            found[key] = folder
         return found
 
     def load(self, key: str):

@@ -1,11 +1,30 @@
+import os
+
 import dagster as dg
 
 from scinterp_assets.definitions import build_definitions
+from scinterp_assets.resources.model_store import COMPLETION_MARKER
 
 
-def _checkpoint(folder):
+def _checkpoint(folder, *, complete=True):
+    """A checkpoint folder as a finished writer leaves it (with the completion marker) or as a copy in
+    progress leaves it (without)."""
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
+    if complete:
+        (folder / COMPLETION_MARKER).touch()
+
+
+def _tick(defs, instance, cursor=None):
+    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor) as context:
+        return defs.resolve_sensor_def("checkpoint_sensor")(context)
+
+
+def _age(folder, seconds):
+    """Move every modification time of the folder and its files `seconds` into the past."""
+    for path in [folder, *folder.rglob("*")]:
+        stat = path.stat()
+        os.utime(path, (stat.st_atime - seconds, stat.st_mtime - seconds))
 
 
 def test_new_checkpoints_register_partitions_and_request_every_cell_type(small_project, instance):
@@ -44,3 +63,34 @@ def test_nightly_schedule_requests_missing_partitions(small_project, instance):
     with dg.build_schedule_context(instance=instance) as context:
         requests = list(schedule(context))
     assert [r.partition_key for r in requests] == ["synthetic_a|m1", "synthetic_b|m1"]
+
+
+def test_a_touch_that_keeps_the_bytes_requests_nothing(small_project, instance):
+    _checkpoint(small_project.checkpoint_dir / "tiny")
+    defs = build_definitions(small_project)
+    first = _tick(defs, instance)
+    instance.add_dynamic_partitions("model", ["tiny"])
+    os.utime(small_project.checkpoint_dir / "tiny" / "config.json")  # new mtime, same bytes
+    again = _tick(defs, instance, first.cursor)
+    assert again.run_requests == [] and again.skip_reason.skip_message == "no new checkpoint"
+
+
+def test_a_folder_still_being_written_is_registered_only_once_it_is_quiet(small_project, instance):
+    quiet = small_project.automation.checkpoint_quiet_seconds
+    assert quiet > 0  # the default waits
+    folder = small_project.checkpoint_dir / "copying"
+    _checkpoint(folder, complete=False)
+    defs = build_definitions(small_project)
+    waiting = _tick(defs, instance)
+    assert waiting.run_requests == [] and waiting.dynamic_partitions_requests == []
+    assert waiting.skip_reason.skip_message.startswith("still being written: copying (changed ")
+    (folder / "model.safetensors").write_bytes(b"more weights")  # the copy goes on
+    _age(folder, quiet / 2)
+    assert _tick(defs, instance, waiting.cursor).run_requests == []
+    _age(folder, quiet)  # nothing changed for longer than the quiet period
+    ready = _tick(defs, instance, waiting.cursor)
+    assert {r.partition_key for r in ready.run_requests} == {"copying", "synthetic_a|copying", "synthetic_b|copying"}
+    # a finished writer says so with the marker and is registered at once
+    _checkpoint(small_project.checkpoint_dir / "finished")
+    assert {r.partition_key for r in _tick(defs, instance, ready.cursor).run_requests} == {
+        "finished", "synthetic_a|finished", "synthetic_b|finished"}

@@ -10,7 +10,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
+
+from scinterp_assets.definitions import build_definitions
+from scinterp_assets_tests.conftest import SMALL_PROJECT, write_project
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]
@@ -29,11 +34,22 @@ def _graphql(port: int, query: str) -> dict:
         return json.load(response)["data"]
 
 
-def test_dagster_dev_serves_the_graph_partitions_and_checks(small_project, tmp_path):
+# synthetic_b is smaller than contracts.min_cells, synthetic_a larger: one passing and one failing partition
+UI_PROJECT = SMALL_PROJECT.replace("    cells_per_perturbation: 40\n", "    cells_per_perturbation: 20\n", 2).replace(
+    "    cells_per_perturbation: 20\n", "    cells_per_perturbation: 40\n", 1) + "contracts: {min_cells: 1000}\n"
+
+
+def test_dagster_dev_serves_the_graph_partitions_and_checks(tmp_path):
+    project = write_project(tmp_path / "project", UI_PROJECT)
     port = _free_port()
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {**os.environ, "SCINTERP_CONFIG": str(small_project.source), "DAGSTER_HOME": str(home)}
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        job = build_definitions(project).resolve_job_def("cell_type_job")
+        for cell_type in ("synthetic_a", "synthetic_b"):
+            job.execute_in_process(instance=instance, partition_key=cell_type, raise_on_error=False,
+                                   asset_selection=[dg.AssetKey("screen_data")])
+    env = {**os.environ, "SCINTERP_CONFIG": str(project.source), "DAGSTER_HOME": str(home)}
     dagster = Path(sys.executable).parent / "dagster"
     process = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -59,6 +75,12 @@ def test_dagster_dev_serves_the_graph_partitions_and_checks(small_project, tmp_p
         dimensions = {d["name"] for d in by_key["attention_scores"]["partitionDefinition"]["dimensionTypes"]}
         assert dimensions == {"model", "cell_type"}
         assert [c["name"] for c in by_key["screen_data"]["assetChecksOrError"]["checks"]] == ["check_expression_qc_contract"]
+        # each check result is recorded against the partition it checked
+        checks = _graphql(port, """{ assetNodes(assetKeys: [{path: ["screen_data"]}]) { assetChecksOrError {
+            ... on AssetChecks { checks { name partitionStatuses {
+                ... on AssetCheckDefaultPartitionStatuses { succeededPartitions failedPartitions } } } } } } }""")
+        (check,) = checks["assetNodes"][0]["assetChecksOrError"]["checks"]
+        assert check["partitionStatuses"] == {"succeededPartitions": ["synthetic_a"], "failedPartitions": ["synthetic_b"]}
         statuses = _graphql(port, "{ instance { daemonHealth { allDaemonStatuses { daemonType required } } } }")
         daemons = {d["daemonType"] for d in statuses["instance"]["daemonHealth"]["allDaemonStatuses"]}
         assert "SENSOR" in daemons
