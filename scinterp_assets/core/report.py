@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -17,12 +16,27 @@ from scinterp_assets.core.analyses.reference_structure import NOT_EVALUABLE
 from scinterp_assets.core.edges import NO_LAYER
 
 
+PANEL_COLUMNS = 4  # panels per row: 2-20 model x cell type panels stay legible at the saved width
+
+
+def panel_grid(n_panels: int, panel_size: tuple[float, float]):
+    """(figure, the first n_panels axes, row-major) of a grid PANEL_COLUMNS wide; the unused axes hidden."""
+    n = max(n_panels, 1)
+    columns = min(n, PANEL_COLUMNS)
+    rows = -(-n // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(panel_size[0] * columns, panel_size[1] * rows), squeeze=False)
+    flat = axes.ravel()
+    for axis in flat[n_panels:]:
+        axis.set_visible(False)
+    return figure, list(flat[:n_panels])
+
+
 def plot_reference_auroc_by_layer(registry: pd.DataFrame, path: Path) -> Path:
     """Per-layer reference AUROC (A12) for each model x cell type, with correlation and random as lines."""
     rows = registry[registry["analysis_id"] == "A12"]
     contexts = sorted(rows.groupby(["model", "cell_type"]).groups)
-    figure, axes = plt.subplots(1, max(len(contexts), 1), figsize=(4.2 * max(len(contexts), 1), 3.4), squeeze=False)
-    for axis, (model, cell_type) in zip(axes[0], contexts):
+    figure, axes = panel_grid(len(contexts), (4.2, 3.4))
+    for axis, (model, cell_type) in zip(axes, contexts):
         context = rows[(rows["model"] == model) & (rows["cell_type"] == cell_type)]
         attention = context[context["test_id"].str.contains("|".join(f":{m}_L" for m in ATTENTION_METHODS))]
         method = attention["test_id"].str.extract(r":([a-z_]+)_L\d+_", expand=False)
@@ -48,8 +62,8 @@ def plot_reference_auroc_by_layer(registry: pd.DataFrame, path: Path) -> Path:
 def plot_pf_auroc_by_method(pf_auroc: pd.DataFrame, path: Path) -> Path:
     """Box plot of per-perturbation AUROC per method (baselines vs edges), one panel per context."""
     contexts = sorted(pf_auroc.groupby(["model", "cell_type"]).groups)
-    figure, axes = plt.subplots(1, max(len(contexts), 1), figsize=(5.2 * max(len(contexts), 1), 3.8), squeeze=False)
-    for axis, (model, cell_type) in zip(axes[0], contexts):
+    figure, axes = panel_grid(len(contexts), (5.2, 3.8))
+    for axis, (model, cell_type) in zip(axes, contexts):
         context = pf_auroc[(pf_auroc["model"] == model) & (pf_auroc["cell_type"] == cell_type)]
         labels, values = [], []
         for (method, layer, aggregation), group in context.groupby(["method", "layer", "aggregation"], sort=True):
@@ -134,21 +148,31 @@ def _not_evaluable_section(registry: pd.DataFrame) -> list[str]:
             _table(rows[["model", "cell_type", "note"]]), ""]
 
 
-def _provisional_note(missing_partitions: Sequence[str]) -> list[str]:
-    if not missing_partitions:
+def _coverage_lines(coverage: pd.DataFrame | None) -> list[str]:
+    """What the registry behind this report holds (registry COVERAGE_COLUMNS), and whether its q-values are
+    provisional."""
+    if coverage is None:
         return []
-    listed = ", ".join(f"`{key}`" for key in missing_partitions)
-    return [f"**The q-values are provisional**: {len(missing_partitions)} registered model x cell type "
-            f"partition(s) are missing from the registry ({listed}); the framework-wide BH q-values will change "
-            "once they are materialised.", ""]
+    listed = {status: ", ".join(f"`{key}`" for key in coverage.loc[coverage["status"] == status, "partition"])
+              for status in ("complete", "partial", "missing")}
+    lines = [f"Model x cell type partitions in this report: {listed['complete'] or 'none'} complete"
+             + (f"; partially evaluated: {listed['partial']}" if listed["partial"] else "")
+             + (f"; not evaluated yet: {listed['missing']}" if listed["missing"] else "") + ".", ""]
+    incomplete = int((coverage["status"] != "complete").sum())
+    if incomplete:
+        lines += [f"**The q-values are provisional**: {incomplete} registered model x cell type partition(s) are "
+                  "missing from the registry or partly so; the framework-wide BH q-values will change once they "
+                  "are materialised (adding a model or a cell type changes every q-value: they are computed over "
+                  "all confirmatory tests together).", ""]
+    return lines
 
 
 def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path, config_fingerprint: str,
-                  tables: dict[str, pd.DataFrame] | None = None, missing_partitions: Sequence[str] = ()) -> Path:
+                  tables: dict[str, pd.DataFrame] | None = None, coverage: pd.DataFrame | None = None) -> Path:
     """Write report.md and its PNG plots into out_dir; return the Markdown path. `tables`: extra framework
     tables (title -> frame), e.g. the cross-context table, the metric map and the family sensitivity.
-    `missing_partitions`: registered model x cell type partitions the registry lacks; while there are any,
-    the report says its q-values are provisional."""
+    `coverage`: the registry's coverage table (registry COVERAGE_COLUMNS); the header lists the partitions
+    and, while some are partial or missing, says the q-values are provisional."""
     out_dir.mkdir(parents=True, exist_ok=True)
     reference_plot = plot_reference_auroc_by_layer(registry, out_dir / "reference_auroc_by_layer.png")
     pf_plot = plot_pf_auroc_by_method(pf_auroc, out_dir / "pf_auroc_by_method.png")
@@ -166,7 +190,7 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
         f"{int(registry['confirmatory'].sum())} confirmatory, "
         f"{int((confirmatory['q_value'] < 0.05).sum())} significant at framework-wide BH q < 0.05.",
         "",
-        *_provisional_note(missing_partitions),
+        *_coverage_lines(coverage),
         "## Summary per model and cell type (descriptive: best variants picked on the same data)",
         "",
         _table(context_summary(registry, pf_auroc)),

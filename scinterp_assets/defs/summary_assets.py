@@ -1,4 +1,10 @@
-"""Fan-in assets over every model x cell type: the framework-wide test registry and the report."""
+"""Fan-in assets over every model x cell type: the framework-wide test registry and the report.
+
+One step gathers every analysis partition into `test_registry`, the PF AUROC of the partitions it holds
+into `perturbation_auroc_table` and what it covers into `registry_coverage`; everything downstream reads
+only these three, so a report never mixes generations (an evaluation half-way through shows up in all of
+them or in none).
+"""
 
 
 import base64
@@ -31,30 +37,32 @@ def _concat_partitions(by_partition: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _partitions_missing_from_registry(instance: dg.DagsterInstance) -> list[str]:
-    """The registered partitions the latest test_registry lacked (its metadata), so the report can say its
-    q-values are provisional."""
-    event = instance.get_latest_materialization_event(dg.AssetKey("test_registry"))
-    metadata = event.asset_materialization.metadata if event is not None else {}
-    return list(metadata["partitions_missing"].value) if "partitions_missing" in metadata else []
-
-
 def build_summary_assets() -> list[dg.AssetsDefinition]:
-    @dg.asset(
+    @dg.multi_asset(
         group_name=GROUP,
-        automation_condition=SUMMARY_AUTOMATION,
+        outs={
+            "test_registry": dg.AssetOut(automation_condition=SUMMARY_AUTOMATION),
+            "perturbation_auroc_table": dg.AssetOut(
+                automation_condition=SUMMARY_AUTOMATION,
+                description="Per-perturbation PF AUROC of the model x cell type partitions test_registry holds."),
+            "registry_coverage": dg.AssetOut(
+                automation_condition=SUMMARY_AUTOMATION,
+                description="Each registered model x cell type partition: complete, partial (the analyses it "
+                            "lacks) or missing from test_registry."),
+        },
         check_specs=[contract_check_spec("test_registry", "test_registry")],
     )
     def test_registry(context: dg.AssetExecutionContext, perturbation_prediction: dict[str, pd.DataFrame],
                       reference_structure: dict[str, pd.DataFrame], layer_selection: dict[str, pd.DataFrame],
                       hvg_protocol_confound_tests: dict[str, pd.DataFrame],
                       reference_battery: dict[str, pd.DataFrame], incremental_value: dict[str, pd.DataFrame],
-                      sensitivity_grid_tests: dict[str, pd.DataFrame],
+                      sensitivity_grid_tests: dict[str, pd.DataFrame], perturbation_auroc: dict[str, pd.DataFrame],
                       project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
         """Every test of every analysis in one schema (FRAMEWORK section 7), with framework-wide BH q-values
         (confirmatory only), BH over all tests, and BH within each analysis. Refuses rows of different
         code versions; the q-values are provisional while registered model x cell type partitions are missing
-        (metadata `q_values_provisional`, `partitions_missing`)."""
+        (metadata `q_values_provisional`, `partitions_missing`). With it, from the same inputs, the PF AUROC of
+        the partitions it holds and its coverage."""
         parts = {"perturbation_prediction": perturbation_prediction, "reference_structure": reference_structure,
                  "layer_selection": layer_selection, "hvg_protocol_confound_tests": hvg_protocol_confound_tests,
                  "reference_battery": reference_battery, "incremental_value": incremental_value,
@@ -62,7 +70,10 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
         rows, coverage = combine_registry_parts(
             parts, registered_model_cell_type_keys(context.instance, project), code_version(project))
         registry = apply_framework_bh(rows)
-        yield dg.Output(registry, metadata={
+        held = set(registry["cell_type"] + "|" + registry["model"])
+        pf_table = _concat_partitions({key: frame for key, frame in perturbation_auroc.items() if key in held})
+        coverage_table = coverage.table()
+        yield dg.Output(registry, output_name="test_registry", metadata={
             **frame_metadata(registry),
             "confirmatory_tests": int(registry["confirmatory"].sum()),
             "significant_q_0.05": int((registry["q_value"] < 0.05).sum()),
@@ -71,7 +82,10 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             "partitions_missing": dg.MetadataValue.json(sorted(coverage.missing)),
             "inputs_missing": dg.MetadataValue.json({key: list(inputs) for key, inputs in coverage.missing.items()}),
         })
-        yield contracts.check_result(contracts.validate("test_registry", registry))
+        yield dg.Output(pf_table, output_name="perturbation_auroc_table", metadata=frame_metadata(pf_table))
+        yield dg.Output(coverage_table, output_name="registry_coverage", metadata={
+            **frame_metadata(coverage_table), "table": dg.MetadataValue.md(coverage_table.to_markdown(index=False))})
+        yield contracts.check_result(contracts.validate("test_registry", registry), asset_key="test_registry")
 
     @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
     def cross_context_table(test_registry: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
@@ -99,19 +113,19 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
         })
 
     @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
-    def evaluation_report(context: dg.AssetExecutionContext, test_registry: pd.DataFrame,
-                          perturbation_auroc: dict[str, pd.DataFrame],
-                          cross_context_table: pd.DataFrame, family_sensitivity: pd.DataFrame,
-                          project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+    def evaluation_report(test_registry: pd.DataFrame, perturbation_auroc_table: pd.DataFrame,
+                          registry_coverage: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
         """Markdown report with PNG plots: per-layer reference AUROC, PF AUROC of edges vs baselines, every
-        analysis of the battery, the cross-context table and the conclusions that depend on the family."""
+        analysis of the battery, the cross-context table and the conclusions that depend on the family; all
+        from one registry generation, whose coverage the header states."""
+        alpha = project.analyses.alpha
+        sensitivity = family_definition_sensitivity(test_registry, alpha=alpha).conclusions
         tables = {
-            "A23: cross-context table": cross_context_table,
-            "Family-definition sensitivity: conclusions that change": family_sensitivity[family_sensitivity["changes"]],
+            "A23: cross-context table": build_cross_context_table(test_registry, alpha=alpha),
+            "Family-definition sensitivity: conclusions that change": sensitivity[sensitivity["changes"]],
         }
-        path = render_report(test_registry, _concat_partitions(perturbation_auroc), project.report_dir,
-                             project.fingerprint(), tables,
-                             missing_partitions=_partitions_missing_from_registry(context.instance))
+        path = render_report(test_registry, perturbation_auroc_table, project.report_dir, project.fingerprint(),
+                             tables, coverage=registry_coverage)
         images = "\n\n".join(
             f"![{png.stem}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
             for png in sorted(path.parent.glob("*.png"))

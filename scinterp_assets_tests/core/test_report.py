@@ -1,7 +1,9 @@
 import pandas as pd
 import pytest
 
-from scinterp_assets.core.report import context_summary, render_report
+import matplotlib.pyplot as plt
+
+from scinterp_assets.core.report import context_summary, panel_grid, render_report
 from scinterp_assets.core.stats.registry import apply_framework_bh, registry_rows
 
 
@@ -45,12 +47,19 @@ def test_render_writes_markdown_and_plots(tmp_path):
     assert "provisional" not in text
 
 
-def test_report_says_its_q_values_are_provisional_and_which_partitions_are_missing(tmp_path):
+def test_report_states_its_partitions_and_that_q_values_are_provisional_while_some_are_missing(tmp_path):
     registry, pf = _inputs()
-    path = render_report(registry, pf, tmp_path / "report", "abc123", missing_partitions=["c|m2", "d|m"])
-    text = path.read_text()
-    (line,) = [line for line in text.splitlines() if "provisional" in line]
-    assert "2 registered model x cell type partition(s) are missing" in line and "`c|m2`, `d|m`" in line
+    coverage = pd.DataFrame({"partition": ["c|m", "c|m2", "d|m"], "status": ["complete", "partial", "missing"],
+                             "missing_inputs": ["", "incremental_value", "every analysis"]})
+    text = render_report(registry, pf, tmp_path / "report", "abc123", coverage=coverage).read_text()
+    (line,) = [line for line in text.splitlines() if line.startswith("Model x cell type partitions")]
+    assert line == ("Model x cell type partitions in this report: `c|m` complete; partially evaluated: `c|m2`; "
+                    "not evaluated yet: `d|m`.")
+    (note,) = [line for line in text.splitlines() if "provisional" in line]
+    assert "2 registered model x cell type partition(s) are missing from the registry or partly so" in note
+    complete = coverage.iloc[:1]
+    text = render_report(registry, pf, tmp_path / "complete", "abc123", coverage=complete).read_text()
+    assert "provisional" not in text and "`c|m` complete." in text
 
 
 def test_references_not_evaluable_have_a_section_with_their_reason_and_stay_out_of_the_a12_table(tmp_path):
@@ -66,3 +75,15 @@ def test_references_not_evaluable_have_a_section_with_their_reason_and_stay_out_
     a12_table = text.split("## Reference structure (A12)")[1].split("\n## ")[0]
     assert "A12:planted:correlation" in a12_table and "not_evaluable" not in a12_table
     assert "## References not evaluable" not in render_report(registry, pf, tmp_path / "plain", "abc123").read_text()
+
+
+@pytest.mark.parametrize(("panels", "shape"), [(1, (1, 1)), (2, (1, 2)), (6, (2, 4)), (20, (5, 4))])
+def test_panels_are_laid_out_in_a_grid_at_most_four_wide(panels, shape):
+    figure, axes = panel_grid(panels, (4.0, 3.0))
+    try:
+        grid = figure.axes[0].get_subplotspec().get_gridspec()
+        assert (grid.nrows, grid.ncols) == shape and len(axes) == panels
+        assert sum(axis.get_visible() for axis in figure.axes) == panels
+        assert figure.get_size_inches()[0] <= 4 * 4.0  # a wide figure no longer grows with the panel count
+    finally:
+        plt.close(figure)

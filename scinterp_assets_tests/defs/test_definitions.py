@@ -41,3 +41,27 @@ def test_code_location_with_a_broken_configuration_names_the_key(tmp_path):
     assert result.returncode != 0
     assert "cell_types.a.synthetic.modality" in result.stderr or "cell_types.a" in result.stderr
     assert "CRISPRi" in result.stderr
+
+
+def test_the_readme_asset_table_lists_every_asset_with_its_group_and_partitioning(small_project):
+    """README "Assets": one row per asset, in the group and with the partitioning the definitions give it."""
+    section = (REPO / "README.md").read_text().split("## Assets")[1].split("\n## ")[0]
+    rows, group = {}, None
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[1].startswith("`"):
+            continue
+        group = cells[0] or group
+        rows[cells[1].strip("`")] = (group, cells[2])
+    graph = build_definitions(small_project).resolve_asset_graph()
+    dimensions = {None: "—", "cell_type": "cell_type", "model": "model", "cell_type,model": "model x cell_type"}
+    defined = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        partitions = node.partitions_def
+        names = (",".join(sorted(d.name for d in partitions.partitions_defs))
+                 if isinstance(partitions, dg.MultiPartitionsDefinition)
+                 else None if partitions is None else "model" if isinstance(partitions, dg.DynamicPartitionsDefinition)
+                 else "cell_type")
+        defined[key.to_user_string()] = (node.group_name, dimensions[names])
+    assert rows == defined

@@ -73,6 +73,9 @@ def empty_registry() -> pd.DataFrame:
     return registry_rows([])
 
 
+COVERAGE_COLUMNS = ("partition", "status", "missing_inputs")
+
+
 class MixedCodeVersionError(ValueError):
     """Registry rows come from more than one configuration or package version."""
 
@@ -83,15 +86,25 @@ class RegistryCoverage:
 
     covered: partitions present in every input, sorted
     missing: each expected partition that some input lacks -> those inputs, sorted
+    inputs: the names of every input
     """
 
     covered: tuple[str, ...]
     missing: Mapping[str, tuple[str, ...]]
+    inputs: tuple[str, ...] = ()
 
     @property
     def q_values_provisional(self) -> bool:
         """BH q-values depend on every test of the family, so they change once a missing partition arrives."""
         return bool(self.missing)
+
+    def table(self) -> pd.DataFrame:
+        """COVERAGE_COLUMNS, one row per partition: "complete" (in every input), "partial" (in some; the
+        others listed) or "missing" (in none)."""
+        rows = [(partition, "complete", "") for partition in self.covered]
+        rows += [(partition, "missing" if set(lacking) >= set(self.inputs) else "partial", ", ".join(lacking))
+                 for partition, lacking in self.missing.items()]
+        return pd.DataFrame(sorted(rows), columns=list(COVERAGE_COLUMNS))
 
 
 def combine_registry_parts(
@@ -126,7 +139,7 @@ def combine_registry_parts(
         for partition in sorted(set(expected_partitions) - covered)
     }
     table = pd.concat(frames, ignore_index=True).astype(REGISTRY_DTYPES)
-    return table, RegistryCoverage(tuple(sorted(covered)), missing)
+    return table, RegistryCoverage(tuple(sorted(covered)), missing, tuple(parts))
 
 
 def _mixed_versions_message(versions: Mapping[str, set[str]], current: str | None) -> str:
