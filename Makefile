@@ -41,7 +41,7 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ui: install
-	$(WITH_HOME) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	$(WITH_HOME) $(BIN)/scinterp ui --host 127.0.0.1 --port 3000
 
 # Speed and memory against a naive reference measured in the same run (minutes; not part of `make test`).
 bench: install

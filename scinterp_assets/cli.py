@@ -1,24 +1,88 @@
 """`scinterp` command line: small helpers for the Makefile and for users."""
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import yaml
 
 from scinterp_assets import fetch
 from scinterp_assets.config import ConfigError, get_config
 
-# Written once into a new DAGSTER_HOME: this platform runs offline, so Dagster's telemetry stays off.
-INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+# Added to the DAGSTER_HOME's dagster.yaml unless it says otherwise: this platform runs offline, so Dagster's
+# telemetry stays off, and the UI opens on the asset graph, not behind the community pop-up.
+INSTANCE_SETTINGS = {"telemetry": {"enabled": False}, "nux": {"enabled": False}}
+STOP_GRACE_SECONDS = 20  # `scinterp ui`: how long the webserver and daemon get to stop before being killed
 
 
 def dagster_home() -> str:
-    """Create (if needed) and return the Dagster instance folder declared by the configuration's `home`."""
+    """Create (if needed) and return the Dagster instance folder declared by the configuration's `home`, with
+    INSTANCE_SETTINGS in its dagster.yaml (a setting the file already has is kept)."""
     home = get_config().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     instance_file = home / "dagster.yaml"
-    if not instance_file.exists():
-        instance_file.write_text(INSTANCE_YAML)
+    settings = (yaml.safe_load(instance_file.read_text()) or {}) if instance_file.exists() else {}
+    missing = {key: value for key, value in INSTANCE_SETTINGS.items() if key not in settings}
+    if missing:
+        instance_file.write_text(yaml.safe_dump({**settings, **missing}, sort_keys=False))
     return str(home)
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    """Send `signum` to a process group; False when no process of it is left."""
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def ui_command(arguments: argparse.Namespace) -> int:
+    """`scinterp ui`: the Dagster webserver and daemon (what `dagster dev` starts, without its deprecation
+    notice) in the foreground; Ctrl-C or SIGTERM stops both and returns."""
+    os.environ.setdefault("DAGSTER_HOME", dagster_home())  # the Makefile sets it; a bare call gets the configured one
+    bin_dir = Path(sys.executable).parent
+    workspace = ["-w", str(arguments.workspace)]
+    # each in its own process group with the code servers it starts, so that stopping takes them all
+    children = [
+        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", arguments.host, "-p", str(arguments.port),
+                          *workspace], start_new_session=True),
+        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *workspace], start_new_session=True),
+    ]
+    stopping = False
+
+    def stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    print(f"scinterp ui: http://{arguments.host}:{arguments.port} (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')}); "
+          "Ctrl-C stops the webserver and the daemon", flush=True)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    for child in children:
+        _signal_group(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    while any(_signal_group(child.pid, 0) for child in children) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the code servers finish their shutdown
+    for child in children:
+        _signal_group(child.pid, signal.SIGKILL)
+    failed = [child.args[0] for child in children if child.returncode not in (0, -signal.SIGTERM)]
+    if not stopping and failed:
+        print(f"scinterp ui: {', '.join(failed)} exited with an error; the other was stopped", file=sys.stderr)
+        return 1
+    return 0
 
 
 def fetch_command(arguments: argparse.Namespace) -> int:
@@ -60,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scinterp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("dagster-home", help="print the DAGSTER_HOME folder of the configuration (created if missing)")
+    ui_parser = commands.add_parser("ui", description=ui_command.__doc__,
+                                    help="serve the Dagster UI (webserver and daemon) until Ctrl-C")
+    ui_parser.add_argument("--host", default="127.0.0.1")
+    ui_parser.add_argument("--port", type=int, default=3000)
+    ui_parser.add_argument("--workspace", type=Path, default=Path("workspace.yaml"))
     fetch_parser = commands.add_parser(
         "fetch", description=fetch_command.__doc__,
         help="download public reference networks and Perturb-seq screens with checksums (needs internet)",
@@ -78,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.command == "fetch":
         return fetch_command(arguments)
+    if arguments.command == "ui":
+        return ui_command(arguments)
     try:
         if arguments.command == "dagster-home":
             print(dagster_home())

@@ -24,6 +24,7 @@ from scinterp_assets.defs.automation import (
     summary_job,
 )
 from scinterp_assets.defs.cell_type_assets import build_cell_type_assets, build_reference_assets
+from scinterp_assets.defs.console import step_console
 from scinterp_assets.defs.model_assets import build_model_assets
 from scinterp_assets.defs.partitions import cell_type_partitions, model_cell_type_partitions
 from scinterp_assets.defs.summary_assets import build_summary_assets
@@ -64,6 +65,8 @@ def build_definitions(config: ScinterpConfig) -> dg.Definitions:
             "contracts": ContractRunner(config.contracts_dir) if config.contracts_dir else ContractRunner(),
             "io_manager": AtomicFilesystemIOManager(base_dir=str(config.storage_dir)),
         },
+        # Dagster's console plus the concise one `make demo` prints (defs/console.py)
+        loggers={"console": dg.colored_console_logger, "step_console": step_console},
         # One process per run: Great Expectations and torch are imported once, not once per step.
         executor=dg.in_process_executor,
     )

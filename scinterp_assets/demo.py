@@ -52,15 +52,18 @@ def build_embedded_checkpoints(config: ScinterpConfig, log=print) -> None:
 
 
 def _run(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key=None) -> None:
+    """Run one job, printing its name, a line per finished step and the progress of long steps
+    (defs/console.py), then its total time."""
     started = time.perf_counter()
+    label = f"{job_name} [{partition_key}]" if partition_key else job_name
+    print(f"  {label}", flush=True)
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance, partition_key=partition_key, raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={"loggers": {"step_console": {}}},
     )
-    label = f"{job_name} [{partition_key}]" if partition_key else job_name
     if not result.success:
         raise SystemExit(f"demo: {label} failed (run {result.run_id}); open `make ui` to inspect the run")
-    print(f"  {label}: ok in {time.perf_counter() - started:.1f} s")
+    print(f"  {label}: ok in {time.perf_counter() - started:.1f} s", flush=True)
 
 
 def materialize_everything(config: ScinterpConfig, instance: dg.DagsterInstance) -> None:

@@ -26,6 +26,7 @@ from scinterp_assets.core.datasets.de_labels import DELabelRule, relabel_within
 from scinterp_assets.core.datasets.preprocessing import perturbed_genes
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.core.stats.registry import empty_registry
+from scinterp_assets.defs.console import progress_logger
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.model_assets import pf_filter
 from scinterp_assets.defs.partitions import model_and_cell_type
@@ -126,6 +127,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
                                         settings.depth_trend_permutations, confirmatory_settings(settings),
                                         project.reference_restriction.min_targets_per_tf,
                                         project.contracts.min_reference_edges, seed),
+                progress_logger(context, "family R"),
             )
         registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
                                   label_rule="reference membership", seed=seed)
@@ -159,7 +161,8 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         with threadpool_limits(limits=settings.threads):
             rows = incremental_value_tests(de_labels, gene_features, genes, score_sets, models=classifiers,
                                            splits=settings.incremental_value_splits,
-                                           settings=confirmatory_settings(settings), **common)
+                                           settings=confirmatory_settings(settings),
+                                           progress=progress_logger(context, "A05/A06 confirmatory"), **common)
             folds = {"n_folds": settings.incremental_value_folds}
             rows += covariate_r2_tests(de_labels, gene_features, genes, score_sets, models=regressors, **folds,
                                        **common)

@@ -43,6 +43,7 @@ from scinterp_assets.core.networks.references import (
     restrict_reference,
     validate_reference,
 )
+from scinterp_assets.defs.console import progress_logger
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 
@@ -273,8 +274,8 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         check_specs=[dg.AssetCheckSpec("check_null_verified", asset="reference_null", partitions_def=partitions,
                                        blocking=True)],
     )
-    def reference_null(reference_edges: pd.DataFrame, gene_universe: pd.DataFrame,
-                       project: dg.ResourceParam[ScinterpConfig]):
+    def reference_null(context: dg.AssetExecutionContext, reference_edges: pd.DataFrame,
+                       gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]):
         """Verified degree-preserving null draws of each restricted reference (FRAMEWORK section 5): out- and
         in-degrees kept, no self edges, every draw checked; Jaccard distance from the observed network and the
         mixing curve as metadata. Draws that barely move (a small or saturated network) are kept but flagged:
@@ -283,7 +284,8 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         nulls = reference_nulls(reference_edges, gene_universe["gene"].tolist(), n_draws=settings.n_draws,
                                 seed=project.seeds.reference_null, relations=settings.relations,
                                 min_median_distance=settings.min_median_jaccard_distance,
-                                max_identical_fraction=settings.max_identical_fraction)
+                                max_identical_fraction=settings.max_identical_fraction,
+                                progress=progress_logger(context, "null draws"))
         summaries = nulls.summaries
         curve_table = (nulls.mixing_curves.pivot(index="trades", columns="resource", values="mean_jaccard_distance")
                        if len(nulls.mixing_curves) else pd.DataFrame())

@@ -1,4 +1,5 @@
-"""`make ui` as a user gets it: `dagster dev` (webserver and daemon) on 127.0.0.1, queried over GraphQL."""
+"""`make ui` as a user gets it: `scinterp ui` (Dagster webserver and daemon) on 127.0.0.1, queried over GraphQL,
+then stopped with SIGTERM."""
 
 import json
 import os
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.instance.ref import InstanceRef
 
+from scinterp_assets.cli import INSTANCE_SETTINGS
 from scinterp_assets.definitions import build_definitions
 from scinterp_assets_tests.conftest import SMALL_PROJECT, write_project
 
@@ -44,15 +47,16 @@ def test_dagster_dev_serves_the_graph_partitions_and_checks(tmp_path):
     port = _free_port()
     home = tmp_path / "dagster_home"
     home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(INSTANCE_SETTINGS))
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         job = build_definitions(project).resolve_job_def("cell_type_job")
         for cell_type in ("synthetic_a", "synthetic_b"):
             job.execute_in_process(instance=instance, partition_key=cell_type, raise_on_error=False,
                                    asset_selection=[dg.AssetKey("screen_data")])
     env = {**os.environ, "SCINTERP_CONFIG": str(project.source), "DAGSTER_HOME": str(home)}
-    dagster = Path(sys.executable).parent / "dagster"
-    process = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    scinterp = Path(sys.executable).parent / "scinterp"
+    process = subprocess.Popen([str(scinterp), "ui", "--host", "127.0.0.1", "--port", str(port)],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -61,7 +65,7 @@ def test_dagster_dev_serves_the_graph_partitions_and_checks(tmp_path):
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
                     break
             except OSError:
-                assert process.poll() is None, "dagster dev exited before serving"
+                assert process.poll() is None, "scinterp ui exited before serving"
                 assert time.monotonic() < deadline, "webserver did not answer within 120 s"
                 time.sleep(1)
         nodes = []
@@ -84,9 +88,23 @@ def test_dagster_dev_serves_the_graph_partitions_and_checks(tmp_path):
         statuses = _graphql(port, "{ instance { daemonHealth { allDaemonStatuses { daemonType required } } } }")
         daemons = {d["daemonType"] for d in statuses["instance"]["daemonHealth"]["allDaemonStatuses"]}
         assert "SENSOR" in daemons
+        process.send_signal(signal.SIGTERM)  # to `scinterp ui` alone, as a service manager would
+        assert process.wait(timeout=60) == 0
+        output = process.stdout.read()
+        assert f"scinterp ui: http://127.0.0.1:{port}" in output and "dagster dev" not in output
+        assert not _dagster_processes_serving(home)  # the webserver, the daemon and their code servers
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def _dagster_processes_serving(home: Path) -> list[str]:
+    """Command lines of the live processes whose environment names this DAGSTER_HOME."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"DAGSTER_HOME={home}".encode() in (proc / "environ").read_bytes():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found

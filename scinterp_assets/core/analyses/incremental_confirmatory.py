@@ -69,6 +69,7 @@ from scinterp_assets.core.analyses.incremental_value import (
 )
 from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter
 from scinterp_assets.core.analyses.score_sets import ScoreSet
+from scinterp_assets.core.progress import Progress, no_progress
 from scinterp_assets.core.edges import NO_LAYER
 from scinterp_assets.core.stats.auroc import DegenerateScoreWarning, resampled_auroc
 from scinterp_assets.core.stats.bootstrap import BootstrapTest, bootstrap_test, resample_counts
@@ -231,9 +232,11 @@ def confirmatory_incremental_value(
     model_settings: ModelSettings = DEFAULT_MODEL_SETTINGS,
     seed: int = 0,
     recall_at: Sequence[int] = RECALL_AT,
+    progress: Progress = no_progress,
 ) -> tuple[ConfirmatoryResult, ...]:
     """Flexible gene-only arm vs the same plus the residualised edge score, for every score set, model and
-    split, on shared folds (per repeat) and shared two-way resamples (module docstring)."""
+    split, on shared folds (per repeat) and shared two-way resamples (module docstring); `progress` after
+    each score set."""
     check_choices(splits, SPLITS, "split")
     check_choices(models, MODELS, "model")
     check_score_sets(score_sets, len(design.genes))
@@ -275,7 +278,7 @@ def confirmatory_incremental_value(
             predictions = {r: predict(inputs, split, model, r) for r in repeats}
             baseline[(split, model)] = (*evaluate(predictions), describe(predictions[0]))
     results = []
-    for score_set in score_sets:
+    for index, score_set in enumerate(score_sets, start=1):
         edges = edge_score_columns(design, score_set)
         residuals = residualised_edge_columns(design, edges, settings.n_folds, seed, model_settings)
         degenerate = edges.degenerate or is_constant(residuals[:, 0], edges.values[:, 0])
@@ -324,6 +327,7 @@ def confirmatory_incremental_value(
                         n_repeats=settings.n_repeats,
                     )
                 )
+        progress(index, len(score_sets), f"score set {score_set.label}")
     return tuple(results)
 
 
@@ -386,16 +390,19 @@ def incremental_value_tests(
     feature_names: Sequence[str] = GENE_LEVEL_FEATURES,
     model_settings: ModelSettings = DEFAULT_MODEL_SETTINGS,
     label_rule: str | None = None,
+    progress: Progress = no_progress,
 ) -> list[dict]:
     """A05 (perturbation split) and A06 (target and joint splits) registry rows from the DE label table,
     gene-level features and score sets over `genes` (the one call an asset makes): the confirmatory form
-    with its descriptive companions, and the study's form as descriptive "study" rows."""
+    with its descriptive companions, and the study's form as descriptive "study" rows. `progress` counts
+    the confirmatory score sets."""
     check_score_sets(score_sets, len(genes))
     design = build_design(labels, features, genes, rule, feature_names)
     confirmatory = confirmatory_incremental_value(
         design, score_sets, splits=splits, models=models, settings=settings, model_settings=model_settings,
-        seed=seed, recall_at=recall_at,
+        seed=seed, recall_at=recall_at, progress=progress,
     )
+
     study = incremental_value(
         design, score_sets, splits=splits, models=models, n_folds=settings.n_folds,
         n_bootstrap=settings.n_bootstrap, seed=seed, recall_at=recall_at, settings=model_settings,

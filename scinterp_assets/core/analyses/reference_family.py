@@ -32,6 +32,7 @@ from scinterp_assets.core.analyses.residualisation import (
 )
 from scinterp_assets.core.analyses.score_sets import ScoreSet
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
+from scinterp_assets.core.progress import Progress, no_progress
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,12 @@ class ReferenceFamilySettings:
 
 def reference_family_tests(reference_edges: pd.DataFrame, genes: Sequence[str], score_sets: Sequence[ScoreSet],
                            features: pd.DataFrame, nulls: ReferenceNulls, a12_rows: pd.DataFrame,
-                           settings: ReferenceFamilySettings) -> list[dict]:
+                           settings: ReferenceFamilySettings, progress: Progress = no_progress) -> list[dict]:
     """Registry rows (without shared fields). score_sets: attention variants and correlation over `genes`
     (the correlation set doubles as the co-expression control of A13/A16); a12_rows: this partition's
     A12 registry rows (per-layer reference AUROCs). References with fewer than `min_reference_edges` pairs
-    among `genes` are left out (`reference_structure.evaluable_references`; their A12 row says why)."""
+    among `genes` are left out (`reference_structure.evaluable_references`; their A12 row says why).
+    `progress` after each reference."""
     coexpression = next(score_set for score_set in score_sets if score_set.method == "correlation")
     reference_edges, _ = evaluable_references(reference_edges, genes, settings.min_reference_edges)
     resources = sorted(reference_edges["resource"].unique())
@@ -61,7 +63,7 @@ def reference_family_tests(reference_edges: pd.DataFrame, genes: Sequence[str], 
     rows += coexpression_mapping_tests(reference_edges, resources, genes, score_sets, coexpression)
     rows += depth_correlation_tests(per_layer_reference_auroc(a12_rows[a12_rows["analysis_id"] == "A12"]),
                                     n_permutations=settings.depth_trend_permutations, seed=settings.seed)
-    for resource in resources:
+    for index, resource in enumerate(resources, start=1):
         reference = reference_edges[reference_edges["resource"] == resource]
         rows += residualisation_tests(reference, resource, genes, score_sets, features,
                                       n_folds=settings.residualisation_folds, n_bootstrap=settings.bootstrap_resamples,
@@ -76,4 +78,5 @@ def reference_family_tests(reference_edges: pd.DataFrame, genes: Sequence[str], 
         rows += top_k_enrichment_tests(reference, resource, genes, score_sets, k=settings.top_k_edges)
         rows += per_tf_tests(reference, resource, genes, score_sets, n_bootstrap=settings.bootstrap_resamples,
                              seed=settings.seed)
+        progress(index, len(resources), f"reference {resource}")
     return rows

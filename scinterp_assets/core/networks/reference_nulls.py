@@ -24,6 +24,7 @@ from scinterp_assets.core.networks.null import (
     NullMixingWarning,
     degree_preserving_null,
 )
+from scinterp_assets.core.progress import Progress, no_progress
 
 MIXING_CURVE_COLUMNS = ("resource", "trades", "mean_jaccard_distance")
 
@@ -79,9 +80,10 @@ def reference_nulls(
     reference: pd.DataFrame, genes: Sequence[str], *, n_draws: int, seed: int, relations: Sequence[str],
     min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE,
     max_identical_fraction: float = DEFAULT_MAX_IDENTICAL_FRACTION,
+    progress: Progress = no_progress,
 ) -> ReferenceNulls:
-    """Null draws for each resource of a restricted reference whose relation is in `relations`; the last two
-    arguments decide when draws barely move (`degree_preserving_null`).
+    """Null draws for each resource of a restricted reference whose relation is in `relations`; the two
+    thresholds decide when draws barely move (`degree_preserving_null`); `progress` after each resource.
 
     reference: restricted reference edges (REFERENCE_COLUMNS; every gene in `genes`). Each resource gets its
     own seed stream derived from (seed, CRC-32 of its name), so adding a resource does not change the draws
@@ -89,10 +91,10 @@ def reference_nulls(
     """
     node = pd.Series(np.arange(len(genes)), index=pd.Index(genes))
     codes, summaries, curves = {}, [], []
-    for resource, edges in reference.groupby("resource", sort=True):
+    drawn = [(resource, edges) for resource, edges in reference.groupby("resource", sort=True)
+             if str(edges["relation"].iloc[0]) in relations]
+    for index, (resource, edges) in enumerate(drawn, start=1):
         relation = str(edges["relation"].iloc[0])
-        if relation not in relations:
-            continue
         resource_seed = int(np.random.SeedSequence([seed, zlib.crc32(str(resource).encode())]).generate_state(1)[0])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", NullMixingWarning)
@@ -105,6 +107,7 @@ def reference_nulls(
         summaries.append({"resource": resource, "relation": relation, **draws.summary(),
                           "warnings": "; ".join(str(w.message) for w in caught if issubclass(w.category, NullMixingWarning))})
         curves.append(draws.diagnostics.mixing_curve.assign(resource=resource))
+        progress(index, len(drawn), f"{resource}: {n_draws} verified draws of {len(edges)} edges")
     return ReferenceNulls(
         genes=tuple(genes),
         codes=codes,
