@@ -28,6 +28,7 @@ from scinterp_assets.defs.console import step_console
 from scinterp_assets.defs.model_assets import build_model_assets
 from scinterp_assets.defs.partitions import cell_type_partitions, model_cell_type_partitions
 from scinterp_assets.defs.summary_assets import build_summary_assets
+from scinterp_assets.defs.versions import with_code_versions
 from scinterp_assets.resources.contracts import ContractRunner
 from scinterp_assets.resources.io_manager import AtomicFilesystemIOManager, register_npz_type
 from scinterp_assets.resources.model_store import ModelStore
@@ -48,8 +49,9 @@ def build_definitions(config: ScinterpConfig) -> dg.Definitions:
     evaluation = model_evaluation_job(multi)
     registration = checkpoint_job()
     return dg.Definitions(
-        assets=[*build_reference_assets(), *build_cell_type_assets(cell_types), *build_model_assets(multi),
-                *build_analysis_assets(multi), *build_summary_assets()],
+        assets=with_code_versions([*build_reference_assets(), *build_cell_type_assets(cell_types),
+                                   *build_model_assets(multi), *build_analysis_assets(multi), *build_summary_assets()],
+                                  config),
         jobs=[evaluation, registration, reference_job(), cell_type_job(cell_types), summary_job()],
         sensors=[
             make_checkpoint_sensor(model_store, sorted(config.cell_types), evaluation, registration,

@@ -33,7 +33,10 @@ class _StepLines(logging.Handler):
         elif event.event_type_value == "STEP_SUCCESS":
             line = f"done in {event.event_specific_data.duration_ms / 1000:.1f} s"
         elif event.event_type_value == "STEP_FAILURE":
-            line = f"FAILED: {event.event_specific_data.error.message.splitlines()[0]}"
+            error = event.event_specific_data.error
+            while error.cause is not None:  # Dagster wraps the asset's own error: show that one
+                error = error.cause
+            line = f"FAILED: {error.cls_name}: {error.message.strip()}"
         else:
             return
         print(f"    {meta['step_key']}: {line}", file=sys.stdout, flush=True)

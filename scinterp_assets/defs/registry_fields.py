@@ -8,6 +8,7 @@ from scinterp_assets import __version__
 from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.stats.registry import registry_rows
 from scinterp_assets.defs.partitions import model_and_cell_type
+from scinterp_assets.defs.versions import input_data_versions
 from scinterp_assets.resources.model_store import ModelStore
 
 
@@ -26,6 +27,7 @@ def shared_registry_fields(context: dg.AssetExecutionContext, project: ScinterpC
         "modality": project.cell_types[cell_type].modality,
         "universe_size": universe_size,
         "code_version": code_version(project),
+        "input_data_versions": input_data_versions(context),
     }
 
 

@@ -104,3 +104,22 @@ def test_report_and_checks(demo_run):
     executions = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert {key.asset_key.path[0]: record.status.value for key, record in executions.items()} == {
         asset: "SUCCEEDED" for asset in checks}
+
+
+def test_registry_rows_record_the_data_versions_of_the_inputs_they_were_computed_from(demo_run):
+    import json
+
+    import dagster as dg
+
+    _, registry, _, instance = demo_run
+    rows = registry[registry["test_id"] == "tiny-scgpt|synthetic_a|A12:planted:correlation"]  # reference_structure
+    (versions,) = set(rows["input_data_versions"])
+    inputs = json.loads(versions)  # reference_structure's inputs, each at the partition it read
+    assert set(inputs) == {"attention_edges", "attention_scores", "correlation_edges", "gene_universe",
+                           "reference_edges", "reference_evaluability"}
+    partitions = {"gene_universe": "synthetic_a", "correlation_edges": "synthetic_a", "reference_edges": "synthetic_a",
+                  "reference_evaluability": "synthetic_a"}
+    for asset, version in inputs.items():
+        partition = partitions.get(asset, "synthetic_a|tiny-scgpt")
+        record = instance.get_latest_data_version_record(dg.AssetKey(asset), partition_key=partition)
+        assert version == record.asset_materialization.tags["dagster/data_version"], asset

@@ -44,6 +44,7 @@ REGISTRY_DTYPES: dict[str, str] = {
     "label_rule": "object",
     "seed": "Int64",
     "code_version": "object",
+    "input_data_versions": "object",  # JSON {input asset: Dagster data version} of what the row was computed from
     "note": "object",  # why a row is descriptive or was not computed (e.g. a reference not evaluable); "" if none
 }
 REGISTRY_COLUMNS: tuple[str, ...] = tuple(REGISTRY_DTYPES)

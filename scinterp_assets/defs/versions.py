@@ -1,0 +1,136 @@
+"""Dagster code versions, so that the UI marks an asset stale exactly when what decides its value changed:
+the part of the configuration it reads (`CONFIGURATION_READ`) or the source of the code its computation
+runs (its own function and every scinterp module that function reaches, found by following the names it
+uses). Data versions then follow from code versions and input data versions (Dagster's logical versions);
+registry rows record the data versions of the inputs they were computed from (`input_data_versions`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import sys
+import types
+from collections.abc import Callable, Iterable, Iterator
+
+import dagster as dg
+
+from scinterp_assets import __version__
+from scinterp_assets.config import ScinterpConfig
+
+PACKAGE = "scinterp_assets"
+# the configuration is not code: its values enter through CONFIGURATION_READ
+NOT_CODE = {f"{PACKAGE}.config"}
+EVERYTHING = ("*",)  # the whole configuration (minus what changes no result: ScinterpConfig.fingerprint)
+# Top-level configuration sections each asset reads. Registry rows and the summaries carry the configuration
+# fingerprint (`registry_fields.code_version`), so their value changes with any setting.
+CONFIGURATION_READ: dict[str, tuple[str, ...]] = {
+    "screen_data": ("cell_types",),
+    "control_cells": ("preprocessing", "seeds"),
+    "gene_universe": ("preprocessing",),
+    "de_labels": ("de_labels", "preprocessing", "cell_types"),
+    "gene_features": (),
+    "correlation_edges": ("contracts",),
+    "reference_networks": ("references",),
+    "reference_edges": ("cell_types", "references", "reference_restriction", "contracts"),
+    "reference_evaluability": ("cell_types", "references", "reference_restriction", "contracts"),
+    "reference_null": ("reference_null", "seeds"),
+    "model_checkpoint": (),
+    "attention_scores": ("attention", "seeds", "contracts"),
+    "value_weighted_scores": ("attention", "seeds", "contracts"),
+    "cell_embeddings": ("attention",),
+    "attention_edges": ("contracts",),
+    "perturbation_auroc": ("de_labels", "contracts"),
+}
+
+
+def with_code_versions(assets: Iterable[dg.AssetsDefinition], config: ScinterpConfig) -> list[dg.AssetsDefinition]:
+    """The assets with a code version on every spec: hash of the package version, the configuration each
+    reads and the source its compute function reaches."""
+    versioned = []
+    for assets_def in assets:
+        source = code_source_digest(assets_def.op.compute_fn.decorated_fn)
+        versioned.append(assets_def.map_asset_specs(
+            lambda spec, source=source: spec.replace_attributes(
+                code_version=_digest(__version__, source, _configuration_read(config, spec.key.to_user_string())))))
+    return versioned
+
+
+def input_data_versions(context: dg.AssetExecutionContext) -> str:
+    """JSON {input asset: data version of the partition this run read} of the running asset's inputs."""
+    versions = {}
+    for key in sorted(context.assets_def.dependency_keys, key=lambda key: key.to_user_string()):
+        partition = _input_partition(context, key)
+        record = context.instance.get_latest_data_version_record(key, partition_key=partition)
+        tags = record.asset_materialization.tags if record is not None and record.asset_materialization else {}
+        versions[key.to_user_string()] = tags.get("dagster/data_version")
+    return json.dumps(versions, sort_keys=True)
+
+
+def code_source_digest(function: Callable) -> str:
+    """sha256 of the function's own source and of every package module it reaches (module docstrings and
+    all), so an edit anywhere in the code an asset runs changes its version and nothing else does."""
+    parts = [inspect.getsource(function)]
+    parts += [inspect.getsource(sys.modules[name]) for name in sorted(_reached_modules(function))]
+    return _digest(*parts)
+
+
+def _reached_modules(function: Callable) -> set[str]:
+    """Package modules (except the function's own, and the configuration) whose objects the function names,
+    and, transitively, those the objects of these modules name."""
+    reached: set[str] = set()
+    frontier = [module for module in _modules_named(function.__code__, function.__globals__)
+                if module != function.__module__]
+    while frontier:
+        name = frontier.pop()
+        if name in reached or name in NOT_CODE:
+            continue
+        reached.add(name)
+        frontier += [module for value in vars(sys.modules[name]).values()
+                     for module in [_module_of(value)] if module and module not in reached]
+    return reached
+
+
+def _modules_named(code: types.CodeType, namespace: dict) -> Iterator[str]:
+    for name in code.co_names:
+        module = _module_of(namespace.get(name))
+        if module:
+            yield module
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):  # nested functions and comprehensions
+            yield from _modules_named(constant, namespace)
+
+
+def _module_of(value) -> str | None:
+    name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+    return name if isinstance(name, str) and name.startswith(f"{PACKAGE}.") and name in sys.modules else None
+
+
+def _configuration_read(config: ScinterpConfig, asset: str) -> str:
+    sections = CONFIGURATION_READ.get(asset, EVERYTHING)
+    if sections == EVERYTHING:
+        return config.fingerprint()
+    dumped = config.model_dump(mode="json")
+    return json.dumps({section: dumped[section] for section in sections}, sort_keys=True)
+
+
+def _input_partition(context: dg.AssetExecutionContext, key: dg.AssetKey) -> str | None:
+    """The partition of input `key` that this partition reads: the same key, the matching dimension of a
+    model x cell type key (a cell type or a model asset), or None for an unpartitioned input."""
+    upstream = context.job_def.asset_layer.asset_graph.get(key).partitions_def
+    if upstream is None or not context.has_partition_key:
+        return None
+    partition = context.partition_key
+    if isinstance(upstream, dg.MultiPartitionsDefinition) or not isinstance(partition, dg.MultiPartitionKey):
+        return str(partition)
+    dimension = "model" if isinstance(upstream, dg.DynamicPartitionsDefinition) else "cell_type"
+    return partition.keys_by_dimension[dimension]
+
+
+def _digest(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]

@@ -1,0 +1,38 @@
+"""Code versions: an asset's version changes with the configuration it reads and the code it runs, and with
+nothing else."""
+
+import dagster as dg
+
+from scinterp_assets.definitions import build_definitions
+from scinterp_assets.defs.versions import CONFIGURATION_READ, _reached_modules
+from scinterp_assets_tests.conftest import SMALL_PROJECT, write_project
+
+
+def _versions(config) -> dict[str, str]:
+    graph = build_definitions(config).resolve_asset_graph()
+    return {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
+
+
+def test_every_asset_has_a_code_version_and_a_setting_marks_only_the_assets_that_read_it(tmp_path):
+    before = _versions(write_project(tmp_path / "a"))
+    assert all(before.values())
+    after = _versions(write_project(tmp_path / "b", SMALL_PROJECT.replace("reference_null: {n_draws: 200}",
+                                                                          "reference_null: {n_draws: 300}")))
+    changed = {asset for asset in before if before[asset] != after[asset]}
+    # reference_null reads that section; assets not in CONFIGURATION_READ write the configuration
+    # fingerprint into their rows, so every setting changes them
+    assert changed == {"reference_null"} | (set(before) - set(CONFIGURATION_READ))
+    assert {"screen_data", "attention_scores", "reference_edges", "model_checkpoint"}.isdisjoint(changed)
+    automation_only = _versions(write_project(tmp_path / "c", SMALL_PROJECT + "automation: {nightly_schedule: false}\n"))
+    assert automation_only == before  # what runs by itself changes no result
+
+
+def test_an_asset_runs_exactly_the_modules_its_function_reaches(small_project):
+    defs = build_definitions(small_project)
+    reached = _reached_modules(defs.resolve_assets_def("reference_null").op.compute_fn.decorated_fn)
+    assert {"scinterp_assets.core.networks.reference_nulls", "scinterp_assets.core.networks.null",
+            "scinterp_assets.defs.console"} <= reached
+    assert "scinterp_assets.core.analyses.incremental_confirmatory" not in reached
+    assert "scinterp_assets.config" not in reached  # configuration values enter through CONFIGURATION_READ
+    battery = _reached_modules(defs.resolve_assets_def("reference_battery").op.compute_fn.decorated_fn)
+    assert "scinterp_assets.core.analyses.residualisation" in battery  # through reference_family
