@@ -40,8 +40,9 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# exec: the shell becomes `scinterp ui`, so a SIGTERM to make reaches it and it stops the webserver and daemon
 ui: install
-	$(WITH_HOME) $(BIN)/scinterp ui --host 127.0.0.1 --port 3000
+	$(WITH_HOME) exec $(BIN)/scinterp ui --host 127.0.0.1 --port 3000
 
 # Speed and memory against a naive reference measured in the same run (minutes; not part of `make test`).
 bench: install
