@@ -21,15 +21,25 @@ STOP_GRACE_SECONDS = 20  # `scinterp ui`: how long the webserver and daemon get 
 
 def dagster_home() -> str:
     """Create (if needed) and return the Dagster instance folder declared by the configuration's `home`, with
-    INSTANCE_SETTINGS in its dagster.yaml (a setting the file already has is kept)."""
+    INSTANCE_SETTINGS in its dagster.yaml."""
     home = get_config().dagster_home
+    ensure_instance_settings(home)
+    return str(home)
+
+
+def ensure_instance_settings(home: Path) -> None:
+    """Append to home/dagster.yaml each INSTANCE_SETTINGS key it lacks; what the file says (and its comments)
+    is kept."""
     home.mkdir(parents=True, exist_ok=True)
     instance_file = home / "dagster.yaml"
-    settings = (yaml.safe_load(instance_file.read_text()) or {}) if instance_file.exists() else {}
+    text = instance_file.read_text() if instance_file.exists() else ""
+    settings = yaml.safe_load(text) or {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{instance_file}: Dagster's instance file must be a mapping of settings; fix or remove it")
     missing = {key: value for key, value in INSTANCE_SETTINGS.items() if key not in settings}
     if missing:
-        instance_file.write_text(yaml.safe_dump({**settings, **missing}, sort_keys=False))
-    return str(home)
+        separator = "" if not text or text.endswith("\n") else "\n"
+        instance_file.write_text(text + separator + yaml.safe_dump(missing, sort_keys=False))
 
 
 def _signal_group(group: int, signum: int) -> bool:
@@ -43,28 +53,43 @@ def _signal_group(group: int, signum: int) -> bool:
 
 def ui_command(arguments: argparse.Namespace) -> int:
     """`scinterp ui`: the Dagster webserver and daemon (what `dagster dev` starts, without its deprecation
-    notice) in the foreground; Ctrl-C or SIGTERM stops both and returns."""
-    os.environ.setdefault("DAGSTER_HOME", dagster_home())  # the Makefile sets it; a bare call gets the configured one
+    notice) in the foreground; Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops both and returns."""
+    if "DAGSTER_HOME" in os.environ:  # the Makefile sets it; a bare call gets the configured one
+        ensure_instance_settings(Path(os.environ["DAGSTER_HOME"]))
+    else:
+        os.environ["DAGSTER_HOME"] = dagster_home()
     bin_dir = Path(sys.executable).parent
     workspace = ["-w", str(arguments.workspace)]
-    # each in its own process group with the code servers it starts, so that stopping takes them all
-    children = [
-        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", arguments.host, "-p", str(arguments.port),
-                          *workspace], start_new_session=True),
-        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *workspace], start_new_session=True),
-    ]
     stopping = False
 
     def stop(signum, _frame) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    print(f"scinterp ui: http://{arguments.host}:{arguments.port} (DAGSTER_HOME={os.environ.get('DAGSTER_HOME')}); "
-          "Ctrl-C stops the webserver and the daemon", flush=True)
-    while not stopping and all(child.poll() is None for child in children):
-        time.sleep(0.5)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # before any child exists
+        signal.signal(signum, stop)
+    children: list[subprocess.Popen] = []
+    try:
+        # each in its own process group with the code servers it starts, so that stopping takes them all
+        children.append(subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", arguments.host, "-p",
+                                          str(arguments.port), *workspace], start_new_session=True))
+        children.append(subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *workspace],
+                                         start_new_session=True))
+        print(f"scinterp ui: http://{arguments.host}:{arguments.port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']}); "
+              "Ctrl-C stops the webserver and the daemon", flush=True)
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        _stop_all(children)
+    failed = [child.args[0] for child in children if child.returncode not in (0, -signal.SIGTERM)]
+    if not stopping and failed:
+        print(f"scinterp ui: {', '.join(failed)} exited with an error; the other was stopped", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _stop_all(children: list[subprocess.Popen]) -> None:
+    """SIGTERM to every child's process group, STOP_GRACE_SECONDS to finish, then SIGKILL to what is left."""
     for child in children:
         _signal_group(child.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -78,11 +103,6 @@ def ui_command(arguments: argparse.Namespace) -> int:
         time.sleep(0.2)  # the code servers finish their shutdown
     for child in children:
         _signal_group(child.pid, signal.SIGKILL)
-    failed = [child.args[0] for child in children if child.returncode not in (0, -signal.SIGTERM)]
-    if not stopping and failed:
-        print(f"scinterp ui: {', '.join(failed)} exited with an error; the other was stopped", file=sys.stderr)
-        return 1
-    return 0
 
 
 def fetch_command(arguments: argparse.Namespace) -> int:
@@ -148,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "fetch":
         return fetch_command(arguments)
     if arguments.command == "ui":
-        return ui_command(arguments)
+        try:
+            return ui_command(arguments)
+        except ConfigError as error:
+            print(f"scinterp ui: {error}", file=sys.stderr)
+            return 2
     try:
         if arguments.command == "dagster-home":
             print(dagster_home())

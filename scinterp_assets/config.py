@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from scinterp_assets.core.datasets.de_labels import DELabelRule
 from scinterp_assets.core.datasets.screens import GuideSpec, ScreenSpec
 from scinterp_assets.core.datasets.tenx import TenxSpec
-from scinterp_assets.core.networks.null import DEFAULT_MAX_IDENTICAL_FRACTION, DEFAULT_MIN_MEDIAN_DISTANCE
+from scinterp_assets.core.networks.null import DEFAULT_MAX_SMALLEST_P, DEFAULT_MIN_MEDIAN_DISTANCE
 
 CONFIG_ENV_VAR = "SCINTERP_CONFIG"
 PARTITION_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -178,7 +178,7 @@ class ReferenceNullConfig(_Strict):
     relations: tuple[Literal["regulates", "interacts"], ...] = ("regulates",)  # which resources get a null
     # draws that barely move leave a reference's null tests without power; their rows say so (null.py)
     min_median_jaccard_distance: float = Field(default=DEFAULT_MIN_MEDIAN_DISTANCE, ge=0, le=1)
-    max_identical_fraction: float = Field(default=DEFAULT_MAX_IDENTICAL_FRACTION, ge=0, le=1)
+    max_smallest_p: float = Field(default=DEFAULT_MAX_SMALLEST_P, ge=0, le=1)
 
 
 class PreprocessingConfig(_Strict):

@@ -13,3 +13,19 @@ def test_broken_configuration_exits_with_the_message(tmp_path, monkeypatch, caps
     monkeypatch.setenv("SCINTERP_CONFIG", str(tmp_path / "missing.yaml"))
     assert cli.main(["dagster-home"]) == 2
     assert "missing.yaml does not exist" in capsys.readouterr().err
+
+
+def test_instance_settings_are_added_without_touching_what_the_file_says(tmp_path):
+    import yaml
+
+    from scinterp_assets.cli import INSTANCE_SETTINGS, ensure_instance_settings
+
+    ensure_instance_settings(tmp_path / "fresh")
+    assert yaml.safe_load((tmp_path / "fresh" / "dagster.yaml").read_text()) == INSTANCE_SETTINGS
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "dagster.yaml").write_text("# my storage\ntelemetry:\n  enabled: true\n")
+    ensure_instance_settings(mine)
+    text = (mine / "dagster.yaml").read_text()
+    assert text.startswith("# my storage\ntelemetry:\n  enabled: true\n")  # comment and choice kept
+    assert yaml.safe_load(text) == {"telemetry": {"enabled": True}, "nux": {"enabled": False}}

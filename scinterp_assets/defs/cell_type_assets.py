@@ -284,7 +284,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         nulls = reference_nulls(reference_edges, gene_universe["gene"].tolist(), n_draws=settings.n_draws,
                                 seed=project.seeds.reference_null, relations=settings.relations,
                                 min_median_distance=settings.min_median_jaccard_distance,
-                                max_identical_fraction=settings.max_identical_fraction,
+                                max_smallest_p=settings.max_smallest_p,
                                 progress=progress_logger(context, "null draws"))
         summaries = nulls.summaries
         curve_table = (nulls.mixing_curves.pivot(index="trades", columns="resource", values="mean_jaccard_distance")

@@ -34,8 +34,8 @@ class _StepLines(logging.Handler):
             line = f"done in {event.event_specific_data.duration_ms / 1000:.1f} s"
         elif event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
-            while error.cause is not None:  # Dagster wraps the asset's own error: show that one
-                error = error.cause
+            while error.cause is not None and error.cls_name.startswith("Dagster"):  # its wrapper, not the
+                error = error.cause                                                    # asset's own error
             line = f"FAILED: {error.cls_name}: {error.message.strip()}"
         else:
             return

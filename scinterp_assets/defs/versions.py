@@ -12,7 +12,8 @@ import inspect
 import json
 import sys
 import types
-from collections.abc import Callable, Iterable, Iterator
+import typing
+from collections.abc import Callable, Iterable
 
 import dagster as dg
 
@@ -39,7 +40,7 @@ CONFIGURATION_READ: dict[str, tuple[str, ...]] = {
     "model_checkpoint": (),
     "attention_scores": ("attention", "seeds", "contracts"),
     "value_weighted_scores": ("attention", "seeds", "contracts"),
-    "cell_embeddings": ("attention",),
+    "cell_embeddings": ("attention", "seeds"),
     "attention_edges": ("contracts",),
     "perturbation_auroc": ("de_labels", "contracts"),
 }
@@ -69,37 +70,96 @@ def input_data_versions(context: dg.AssetExecutionContext) -> str:
 
 
 def code_source_digest(function: Callable) -> str:
-    """sha256 of the function's own source and of every package module it reaches (module docstrings and
-    all), so an edit anywhere in the code an asset runs changes its version and nothing else does."""
-    parts = [inspect.getsource(function)]
-    parts += [inspect.getsource(sys.modules[name]) for name in sorted(_reached_modules(function))]
+    """sha256 of the source the function runs: its own, that of the helpers beside it that it calls (and
+    theirs), and every package module they reach, so an edit anywhere in that code changes the version."""
+    helpers, modules = _reached(function)
+    parts = [inspect.getsource(helper) for helper in helpers]
+    parts += [inspect.getsource(sys.modules[name]) for name in sorted(modules)]
     return _digest(*parts)
 
 
 def _reached_modules(function: Callable) -> set[str]:
-    """Package modules (except the function's own, and the configuration) whose objects the function names,
-    and, transitively, those the objects of these modules name."""
-    reached: set[str] = set()
-    frontier = [module for module in _modules_named(function.__code__, function.__globals__)
-                if module != function.__module__]
-    while frontier:
-        name = frontier.pop()
-        if name in reached or name in NOT_CODE:
-            continue
-        reached.add(name)
-        frontier += [module for value in vars(sys.modules[name]).values()
-                     for module in [_module_of(value)] if module and module not in reached]
-    return reached
+    return _reached(function)[1]
 
 
-def _modules_named(code: types.CodeType, namespace: dict) -> Iterator[str]:
-    for name in code.co_names:
-        module = _module_of(namespace.get(name))
-        if module:
-            yield module
+def _reached(function: Callable) -> tuple[list[Callable], set[str]]:
+    """(the function and the same-module functions and classes it reaches, in order found; the package
+    modules, except the configuration, that any of them or any reached module names, transitively).
+
+    Followed: global names and closures of functions (nested code included), imports inside functions
+    (`from package.module import name` in a body), and the globals of every reached module."""
+    home = function.__module__
+    helpers: list[Callable] = []
+    modules: set[str] = set()
+    pending_objects: list = [function]
+    pending_modules: list[str] = []
+    while pending_objects or pending_modules:
+        if pending_objects:
+            value = pending_objects.pop()
+            if any(value is helper for helper in helpers):
+                continue
+            helpers.append(value)
+            for name in _names_used(value):
+                if name in sys.modules and name.startswith(f"{PACKAGE}."):  # an import inside a body
+                    pending_modules.append(name)
+                    continue
+                named = getattr(value, "__globals__", vars(sys.modules[home])).get(name)
+                if _is_local_code(named, home):
+                    pending_objects.append(named)
+                elif _module_of(named):
+                    pending_modules.append(_module_of(named))
+            for annotated in _annotation_types(value):  # resources and inputs it is given (ModelStore, ...)
+                if _module_of(annotated):
+                    pending_modules.append(_module_of(annotated))
+            for cell in getattr(value, "__closure__", None) or ():
+                try:
+                    contents = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+                if _is_local_code(contents, home):
+                    pending_objects.append(contents)
+        else:
+            name = pending_modules.pop()
+            if name in modules or name in NOT_CODE or name == home:
+                continue
+            modules.add(name)
+            for value in vars(sys.modules[name]).values():
+                if _module_of(value):
+                    pending_modules.append(_module_of(value))
+                if _is_local_code(value, name):  # imports inside the module's own functions
+                    pending_modules += [used for used in _names_used(value)
+                                        if used in sys.modules and used.startswith(f"{PACKAGE}.")]
+    return helpers, modules
+
+
+def _annotation_types(value) -> Iterable:
+    """The types a function's annotations name, inside generics too (dg.ResourceParam[ModelStore])."""
+    pending = list(getattr(value, "__annotations__", {}).values()) if inspect.isfunction(value) else []
+    while pending:
+        annotation = pending.pop()
+        yield annotation
+        pending += list(typing.get_args(annotation))
+
+
+def _is_local_code(value, module: str) -> bool:
+    return (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == module
+
+
+def _names_used(value) -> set[str]:
+    """Global names (and dotted module names of imports) in a function's code, nested code included; for a
+    class, in its methods'."""
+    if inspect.isclass(value):
+        return set().union(*(_names_used(member) for member in vars(value).values() if inspect.isfunction(member)))
+    code = getattr(value, "__code__", None)
+    return set() if code is None else _code_names(code)
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):  # nested functions and comprehensions
-            yield from _modules_named(constant, namespace)
+            names |= _code_names(constant)
+    return names
 
 
 def _module_of(value) -> str | None:

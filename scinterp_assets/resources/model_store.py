@@ -8,8 +8,8 @@ in memory by (path, size, mtime_ns, inode): a sensor tick re-hashes only files t
 replaced or touched, and a touch that keeps the bytes keeps the fingerprint.
 
 A folder is ready to register once nothing in it has changed for a quiet period (a multi-GB copy is not
-fingerprinted half-written), or as soon as it holds the completion marker `COMPLETION_MARKER` (written by
-tools that know when they are done, such as the tiny-checkpoint trainer).
+fingerprinted half-written), or as soon as it holds the completion marker `COMPLETION_MARKER`, written
+after every other file (by tools that know when they are done, such as the tiny-checkpoint trainer).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ _DEFINING_FILE = re.compile(
 )
 _FILE_DIGESTS: dict[Path, tuple[tuple[int, int, int], str]] = {}  # path -> ((size, mtime_ns, inode), sha256)
 COMPLETION_MARKER = ".complete"  # an empty file in a checkpoint folder: its writer has finished
+_MARKER_SLACK_SECONDS = 2.0
 
 
 class CheckpointKeyError(ValueError):
@@ -85,16 +86,28 @@ def _file_digest(path: Path) -> str:
     return digest
 
 
-def _last_change(folder: Path) -> float:
+def _last_change(folder: Path, ignore: str) -> float:
     """Newest modification time of the folder (files added, removed, renamed) and of every file in it,
-    sub-folders included (a copy may write them last)."""
-    newest = folder.stat().st_mtime
-    for path in folder.rglob("*"):
-        try:
-            newest = max(newest, path.lstat().st_mtime)
-        except FileNotFoundError:  # removed while scanning: the folder is still changing
-            return time.time()
+    sub-folders included (a copy may write them last), except the file named `ignore`; now when something
+    vanishes while scanning (the folder is still changing)."""
+    try:
+        newest = folder.stat().st_mtime
+        for path in folder.rglob("*"):
+            if path.name != ignore:
+                newest = max(newest, path.lstat().st_mtime)
+    except FileNotFoundError:
+        return time.time()
     return newest
+
+
+def _marked_complete(folder: Path, last_change: float) -> bool:
+    """The folder holds COMPLETION_MARKER, written after everything else in it (a marker left from an
+    earlier copy does not vouch for new files)."""
+    try:
+        # creating the marker also stamps the folder, within the file system's time granularity
+        return (folder / COMPLETION_MARKER).stat().st_mtime >= last_change - _MARKER_SLACK_SECONDS
+    except FileNotFoundError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -120,13 +133,14 @@ class ModelStore:
                                                                                           dict[str, float]]:
         """(checkpoints ready to register, {key: seconds since the last change} of those still settling).
 
-        Ready: the folder holds COMPLETION_MARKER, or neither it nor any file in it changed in the last
-        `quiet_seconds`. Settling folders are not fingerprinted."""
+        Ready: the folder holds COMPLETION_MARKER written after its other files, or neither it nor any file in
+        it changed in the last `quiet_seconds`. Settling folders are not fingerprinted."""
         now = time.time() if now is None else now
         ready, settling = {}, {}
         for key, folder in self._folders().items():
-            quiet_for = now - _last_change(folder)
-            if (folder / COMPLETION_MARKER).is_file() or quiet_for >= quiet_seconds:
+            last_change = _last_change(folder, ignore=COMPLETION_MARKER)
+            quiet_for = now - last_change
+            if _marked_complete(folder, last_change) or quiet_for >= quiet_seconds:
                 ready[key] = Checkpoint(key, folder, fingerprint_folder(folder))
             else:
                 settling[key] = quiet_for

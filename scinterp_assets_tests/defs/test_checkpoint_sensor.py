@@ -92,5 +92,10 @@ def test_a_folder_still_being_written_is_registered_only_once_it_is_quiet(small_
     assert {r.partition_key for r in ready.run_requests} == {"copying", "synthetic_a|copying", "synthetic_b|copying"}
     # a finished writer says so with the marker and is registered at once
     _checkpoint(small_project.checkpoint_dir / "finished")
-    assert {r.partition_key for r in _tick(defs, instance, ready.cursor).run_requests} == {
+    registered = _tick(defs, instance, ready.cursor)
+    assert {r.partition_key for r in registered.run_requests} == {
         "finished", "synthetic_a|finished", "synthetic_b|finished"}
+    # a marker older than the files copied since vouches for nothing: the new copy waits for quiet
+    _age(small_project.checkpoint_dir / "finished", quiet)
+    (small_project.checkpoint_dir / "finished" / "model.safetensors").write_bytes(b"new weights, still copying")
+    assert _tick(defs, instance, registered.cursor).run_requests == []

@@ -92,7 +92,9 @@ def evaluable_references(reference_edges: pd.DataFrame, genes: Sequence[str],
     inside = reference_edges["source"].isin(genes) & reference_edges["target"].isin(genes)
     evaluability = reference_evaluability(
         reference_edges[inside], sorted(reference_edges["resource"].unique()), min_edges,
-        where=f"among the {len(genes):,} universe genes the model can score")
+        where=f"among the {len(genes):,} universe genes the model can score",
+        fix="The model's vocabulary misses the others (attention_scores metadata: evaluable_genes and unmapped "
+            "examples); a checkpoint whose vocabulary covers the universe evaluates it")
     kept = reference_edges["resource"].isin(evaluability.loc[evaluability["evaluable"], "resource"])
     return reference_edges[kept], evaluability[~evaluability["evaluable"]]
 

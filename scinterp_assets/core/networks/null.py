@@ -64,9 +64,9 @@ from scipy import sparse, stats
 
 DEFAULT_TRADES_PER_ROW = 20  # trades per row per draw; the module docstring gives the mixing measurement
 DEFAULT_MIN_MEDIAN_DISTANCE = 0.05  # median Jaccard distance below which draws are flagged as barely mixed
-# share of draws equal to the observed network above which they are flagged as barely mixed: the permutation
-# p-value cannot fall below it, so a null test at that level has no power
-DEFAULT_MAX_IDENTICAL_FRACTION = 0.05
+# draws are flagged as barely mixed when the smallest permutation p they allow, (1 + draws equal to the
+# observed network) / (1 + draws), exceeds this: a null test at that level has no power
+DEFAULT_MAX_SMALLEST_P = 0.05
 _BLOCK_BYTES = 16 * 2**20  # working memory of one block of chains (dense row x node lookup + edge arrays)
 _MAX_CHAINS_PER_BLOCK = 64
 _DENSE_LOOKUP_MAX_CELLS = 2**26  # n_nodes^2 up to this: membership by a dense bool table, else searchsorted
@@ -95,8 +95,8 @@ class NullDiagnostics:
     equals it.
     expected_distance: approximate Jaccard distance of a random graph with these degrees (Chung-Lu edge
     probabilities min(1, d_out(i) d_in(j) / m)); a reference scale, not a test.
-    low_mixing: the median distance is below `min_median_distance`, or more than `max_identical_fraction` of
-    the draws equal the observed network.
+    low_mixing: the median distance is below `min_median_distance`, or the smallest permutation p the draws
+    allow, (1 + draws equal to the observed network) / (1 + draws), exceeds `max_smallest_p`.
     """
 
     jaccard_distance: np.ndarray
@@ -109,7 +109,7 @@ class NullDiagnostics:
     expected_distance: float
     low_mixing: bool
     min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE
-    max_identical_fraction: float = DEFAULT_MAX_IDENTICAL_FRACTION
+    max_smallest_p: float = DEFAULT_MAX_SMALLEST_P
 
     def __post_init__(self) -> None:
         if self.jaccard_distance.ndim != 1:
@@ -133,6 +133,12 @@ class NullDiagnostics:
         return int((self.jaccard_distance == 0).sum())
 
     @property
+    def smallest_p(self) -> float:
+        """The smallest permutation p-value, (1 + #null >= observed) / (1 + N), these draws allow: draws equal
+        to the observed network always count."""
+        return (1 + self.identical_to_observed) / (1 + self.jaccard_distance.size)
+
+    @property
     def mixing_problem(self) -> str:
         """Why the draws cannot serve as a null ("" when they can): a unique realisation, too many draws equal
         to the observed network, or a median distance below the minimum."""
@@ -140,9 +146,9 @@ class NullDiagnostics:
             return "unique realisation: the network is the only simple graph with its degrees, so every draw equals it"
         n_draws = self.jaccard_distance.size
         problems = []
-        if n_draws and self.identical_to_observed > self.max_identical_fraction * n_draws:
-            problems.append(f"{self.identical_to_observed} of {n_draws} draws equal the observed network (more "
-                            f"than {self.max_identical_fraction:.0%}, so no permutation p can fall below that)")
+        if n_draws and self.smallest_p > self.max_smallest_p:
+            problems.append(f"{self.identical_to_observed} of {n_draws} draws equal the observed network, so no "
+                            f"permutation p can fall below {self.smallest_p:.3g} (> {self.max_smallest_p:g})")
         if self.low_mixing and self.median_distance < self.min_median_distance:
             problems.append(f"median Jaccard distance from the observed network {self.median_distance:.3g} < "
                             f"{self.min_median_distance:g} (a random graph with these degrees is at "
@@ -280,7 +286,7 @@ def verify_null(
     directed: bool = True,
     mixing_curve: pd.DataFrame | None = None,
     min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE,
-    max_identical_fraction: float = DEFAULT_MAX_IDENTICAL_FRACTION,
+    max_smallest_p: float = DEFAULT_MAX_SMALLEST_P,
 ) -> NullDiagnostics:
     """Diagnostics of null draws (codes) against the observed network (codes); never raises on bad draws.
 
@@ -326,9 +332,9 @@ def verify_null(
         unique_realisation=unique_realisation(obs, n_nodes, directed=directed),
         expected_distance=expected_jaccard_distance(obs, n_nodes),
         low_mixing=bool(n_draws and (median < min_median_distance
-                                     or (distance == 0).sum() > max_identical_fraction * n_draws)),
+                                     or (1 + (distance == 0).sum()) / (1 + n_draws) > max_smallest_p)),
         min_median_distance=min_median_distance,
-        max_identical_fraction=max_identical_fraction,
+        max_smallest_p=max_smallest_p,
     )
 
 
@@ -564,7 +570,7 @@ def degree_preserving_null(
     trades_per_draw: int | None = None,
     directed: bool = True,
     min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE,
-    max_identical_fraction: float = DEFAULT_MAX_IDENTICAL_FRACTION,
+    max_smallest_p: float = DEFAULT_MAX_SMALLEST_P,
 ) -> NullDraws:
     """Verified degree-preserving null draws of a network (curveball; see the module docstring).
 
@@ -576,7 +582,7 @@ def degree_preserving_null(
 
     Raises NullVerificationError if any draw breaks a degree, has a self or duplicate edge (or, undirected,
     a missing reverse orientation). Warns NullMixingWarning when the draws barely move
-    (`NullDiagnostics.mixing_problem`: a unique realisation, more than `max_identical_fraction` of the draws
+    (`NullDiagnostics.mixing_problem`: a unique realisation, more than `max_smallest_p` of the draws
     equal to the observed network, or a median Jaccard distance below `min_median_distance`).
     """
     if n_draws < 1:
@@ -617,7 +623,7 @@ def degree_preserving_null(
     )
     diagnostics = verify_null(
         obs, draws, n_nodes, directed=directed, mixing_curve=curve, min_median_distance=min_median_distance,
-        max_identical_fraction=max_identical_fraction,
+        max_smallest_p=max_smallest_p,
     )
     if not diagnostics.passed:
         raise NullVerificationError(f"null draws failed verification: {diagnostics.summary()}")

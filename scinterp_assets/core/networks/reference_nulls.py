@@ -19,7 +19,7 @@ import pandas as pd
 
 from scinterp_assets.core.attention.scores import save_npz_atomically
 from scinterp_assets.core.networks.null import (
-    DEFAULT_MAX_IDENTICAL_FRACTION,
+    DEFAULT_MAX_SMALLEST_P,
     DEFAULT_MIN_MEDIAN_DISTANCE,
     NullMixingWarning,
     degree_preserving_null,
@@ -61,6 +61,10 @@ class ReferenceNulls:
         against them has no power and its rows say so."""
         if not len(self.summaries):
             return {}
+        if "mixing_problem" not in self.summaries:  # stored before the reason was recorded
+            flagged = self.summaries[self.summaries["low_mixing"] | self.summaries["unique_realisation"]]
+            return {resource: "flagged as barely mixed; re-materialise reference_null for the reason"
+                    for resource in flagged["resource"]}
         flagged = self.summaries[self.summaries["mixing_problem"].fillna("") != ""]
         return dict(zip(flagged["resource"], flagged["mixing_problem"]))
 
@@ -79,7 +83,7 @@ class ReferenceNulls:
 def reference_nulls(
     reference: pd.DataFrame, genes: Sequence[str], *, n_draws: int, seed: int, relations: Sequence[str],
     min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE,
-    max_identical_fraction: float = DEFAULT_MAX_IDENTICAL_FRACTION,
+    max_smallest_p: float = DEFAULT_MAX_SMALLEST_P,
     progress: Progress = no_progress,
 ) -> ReferenceNulls:
     """Null draws for each resource of a restricted reference whose relation is in `relations`; the two
@@ -101,7 +105,7 @@ def reference_nulls(
             draws = degree_preserving_null(
                 node[edges["source"]].to_numpy(), node[edges["target"]].to_numpy(), len(genes),
                 n_draws=n_draws, seed=resource_seed, directed=relation == "regulates",
-                min_median_distance=min_median_distance, max_identical_fraction=max_identical_fraction,
+                min_median_distance=min_median_distance, max_smallest_p=max_smallest_p,
             )
         codes[resource] = draws.codes
         summaries.append({"resource": resource, "relation": relation, **draws.summary(),

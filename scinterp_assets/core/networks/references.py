@@ -275,12 +275,16 @@ def restrict_reference(
 EVALUABILITY_COLUMNS = ("resource", "edges", "reference_genes", "genes_in_universe", "evaluable", "reason")
 
 
+UNIVERSE_FIX = ("Check that the reference and the screen use the same identifiers (symbols vs Ensembl ids) and "
+                "species, or use a larger universe (preprocessing.n_hvg)")
+
+
 def reference_evaluability(edges: pd.DataFrame, resources: Sequence[str], min_edges: int, *, where: str,
-                           overlap: pd.DataFrame | None = None) -> pd.DataFrame:
+                           overlap: pd.DataFrame | None = None, fix: str = UNIVERSE_FIX) -> pd.DataFrame:
     """One row per resource (EVALUABILITY_COLUMNS): a resource is evaluable when it keeps at least
     `min_edges` edges; otherwise `reason` says how many it keeps `where` (e.g. "in a universe of 290
     genes"), how many of its genes are in the universe (from `overlap`, a RestrictedReference.overlap, when
-    given) and what to check.
+    given) and `fix`, what to check.
 
     edges: restricted reference edges (REFERENCE_COLUMNS); resources: every configured resource, including
     those with no edge left."""
@@ -296,9 +300,7 @@ def reference_evaluability(edges: pd.DataFrame, resources: Sequence[str], min_ed
             found = ("" if reference_genes is None
                      else f": {genes_in_universe:,} of its {reference_genes:,} genes are in the universe (the "
                           "`survival` metadata of reference_edges shows the step that removed its edges)")
-            reason = (f"keeps {n_edges} edges (minimum {min_edges}) {where}{found}. Check that the reference and "
-                      "the screen use the same identifiers (symbols vs Ensembl ids) and species, or use a larger "
-                      "universe (preprocessing.n_hvg)")
+            reason = f"keeps {n_edges} edges (minimum {min_edges}) {where}{found}. {fix}"
         records.append((resource, n_edges, reference_genes, genes_in_universe, not reason, reason))
     return pd.DataFrame.from_records(records, columns=list(EVALUABILITY_COLUMNS)).astype(
         {"edges": "int64", "reference_genes": "Int64", "genes_in_universe": "Int64", "evaluable": "bool"})

@@ -353,6 +353,6 @@ def test_a_two_edge_network_whose_draws_are_half_the_observed_one_is_flagged_alt
     identical = diagnostics.identical_to_observed
     assert 400 < identical < 600 and not diagnostics.unique_realisation
     assert diagnostics.low_mixing and f"{identical} of 1000 draws equal the observed network" in diagnostics.mixing_problem
-    lenient = verify_null(edge_codes(sources, targets, 4), draws.codes, 4, max_identical_fraction=0.6,
+    lenient = verify_null(edge_codes(sources, targets, 4), draws.codes, 4, max_smallest_p=0.6,
                           min_median_distance=0.0)
     assert not lenient.low_mixing and lenient.mixing_problem == ""
