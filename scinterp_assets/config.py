@@ -202,6 +202,9 @@ class DELabelConfig(_Strict):
 
 class AttentionConfig(_Strict):
     batch_size: int = Field(default=8, ge=1)
+    # at most this many attention entries per head in one batch (cells x padded tokens^2; a longer cell goes
+    # alone): bounds peak memory whatever the cell lengths. 2^23: 2 cells of 2,048 tokens, 1 of 4,096
+    batch_token_budget: int | None = Field(default=2**23, ge=1)
     max_cells: int = Field(default=1000, ge=1)
     layers: list[int] | None = None
     device: str = "cpu"

@@ -125,7 +125,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         scores, value_weighted = model.attention_scores(
             cells, genes, layers=settings.layers, batch_size=settings.batch_size, seed=project.seeds.attention,
             device=settings.device, progress=_progress_logger(context, "attention", settings.batch_size),
-            num_threads=settings.num_threads, value_weighted=True,
+            num_threads=settings.num_threads, value_weighted=True, token_budget=settings.batch_token_budget,
         )
         seconds = time.perf_counter() - started
         n_evaluable = len(evaluable_genes(scores))
@@ -137,6 +137,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                 "universe_genes_in_vocabulary": coverage.n_mapped,
                 "vocabulary_coverage": float(coverage.fraction),
                 "evaluable_genes": n_evaluable,
+                "batching": dg.MetadataValue.json({"batch_size": settings.batch_size,
+                                                   "batch_token_budget": settings.batch_token_budget}),
                 "provenance": dg.MetadataValue.json(result.provenance),
             })
         fraction = n_evaluable / max(len(gene_universe), 1)
@@ -159,6 +161,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         embeddings = model.cell_embeddings(
             control_cells, batch_size=settings.batch_size, seed=project.seeds.attention, device=settings.device,
             num_threads=settings.num_threads, progress=_progress_logger(context, "embeddings", settings.batch_size),
+            token_budget=settings.batch_token_budget,
         )
         return dg.Output(embeddings, metadata={
             "cells": len(embeddings.cell_ids),

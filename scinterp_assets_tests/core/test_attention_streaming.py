@@ -17,7 +17,12 @@ from scinterp_assets.core.attention.streaming import (
     torch_threads,
 )
 from scinterp_assets.core.models import load_model
-from scinterp_assets_tests.core.tiny_models import build_tiny_geneformer, tiny_counts
+from scinterp_assets_tests.core.tiny_models import (
+    assert_within,
+    build_tiny_geneformer,
+    float32_sum_tolerance,
+    tiny_counts,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # accumulator, batching, scores container
@@ -57,6 +62,38 @@ def test_plan_batches_longest_first_and_stable():
     assert [b.tolist() for b in batches] == [[3, 1], [0, 2], [4]]
     with pytest.raises(ValueError):
         plan_batches([1], batch_size=0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_token_budget_bounds_every_batch_and_covers_every_cell_once(seed):
+    lengths = np.random.default_rng(seed).integers(1, 60, size=40)
+    budget = 3_000
+    batches = plan_batches(lengths, batch_size=8, token_budget=budget)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(40))
+    for batch in batches:
+        padded = lengths[batch].max()
+        assert len(batch) <= 8 and (len(batch) * padded**2 <= budget or len(batch) == 1)
+        assert lengths[batch[0]] == padded  # longest first within the batch, as without a budget
+    assert plan_batches([3, 7, 3, 9, 1], batch_size=2, token_budget=10**6)[0].tolist() == [3, 1]  # not binding
+    assert [b.tolist() for b in plan_batches([10, 10, 5, 5, 5, 5], batch_size=8, token_budget=200)] == [
+        [0, 1], [2, 3, 4, 5]]
+    with pytest.raises(ValueError, match="token_budget"):
+        plan_batches([1], batch_size=2, token_budget=0)
+
+
+def test_a_binding_token_budget_changes_batches_not_results(tmp_path):
+    folder = build_tiny_geneformer(tmp_path / "model")
+    adata = tiny_counts(n_cells=12)
+    genes = ["GENE4", "GENE8", "GENE15", "GENE16", "GENE23"]
+    model = load_model(folder)
+    whole = model.attention_scores(adata, genes, batch_size=12)
+    one_by_one = model.attention_scores(adata, genes, batch_size=12, token_budget=1)  # every cell alone
+    np.testing.assert_array_equal(one_by_one.count, whole.count)
+    # other batch shapes round the float32 forward pass differently: within its error bound, the longest
+    # reduction being over the tokens (at most the positions) or the feed-forward width
+    config = model.bert.config
+    reduction = max(config.max_position_embeddings, config.intermediate_size)
+    assert_within(one_by_one.sum, whole.sum, float32_sum_tolerance(whole.count, model.n_layers, reduction))
 
 
 def test_pad_sequences():

@@ -123,12 +123,13 @@ def stream_embeddings(
     dim: int,
     embed_batch: BatchEmbedder,
     progress: ProgressCallback | None = None,
+    token_budget: int | None = None,
 ) -> np.ndarray:
-    """Embed every cell in length-sorted batches (as attention extraction batches them); returns float32
-    (n_cells, dim) with row k for cell k whatever the batch order."""
+    """Embed every cell in length-sorted batches (as attention extraction batches them, `plan_batches`);
+    returns float32 (n_cells, dim) with row k for cell k whatever the batch order."""
     started, done = time.perf_counter(), 0
     values = np.empty((len(lengths), dim), dtype=np.float32)
-    for batch in plan_batches(lengths, batch_size):
+    for batch in plan_batches(lengths, batch_size, token_budget):
         pooled = embed_batch(batch)
         if tuple(pooled.shape) != (len(batch), dim):
             raise ValueError(f"embed_batch must return ({len(batch)}, {dim}), got {tuple(pooled.shape)}")

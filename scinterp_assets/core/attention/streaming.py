@@ -34,16 +34,29 @@ ProgressCallback = Callable[[int, int, float], None]
 NOT_ACCUMULATED = -1
 
 
-def plan_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Group cell indices into batches of similar token length, longest first.
+def plan_batches(lengths: Sequence[int] | np.ndarray, batch_size: int,
+                 token_budget: int | None = None) -> list[np.ndarray]:
+    """Group cell indices into batches of similar token length, longest first: at most `batch_size` cells,
+    and, with a `token_budget`, at most that many attention entries per head (cells x padded length^2; a
+    cell longer than the budget allows goes alone), so peak memory is bounded by the budget, not by the
+    number of cells or the longest cell.
 
     Sorting by length keeps padding (wasted attention compute) small; longest first makes an out-of-memory
     batch fail at once rather than at the end. The sort is stable, so the plan is deterministic.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if token_budget is not None and token_budget < 1:
+        raise ValueError(f"token_budget must be >= 1 or None, got {token_budget}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        padded = int(lengths[order[start]])  # the batch's first cell is its longest
+        size = batch_size if token_budget is None else max(1, min(batch_size, token_budget // max(padded**2, 1)))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
 
 
 def pad_sequences(sequences: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,12 +161,13 @@ def stream_attention(
     batch_size: int,
     encode_batch: BatchEncoder,
     progress: ProgressCallback | None = None,
+    token_budget: int | None = None,
 ) -> AttentionScores:
-    """Run every batch of cells through `encode_batch`, reducing each layer into the accumulator as soon as
-    it is computed; returns the accumulated attention scores (a value-weighted accumulator's second sum is
-    read with `accumulator.value_weighted_result()`)."""
+    """Run every batch of cells (`plan_batches`) through `encode_batch`, reducing each layer into the
+    accumulator as soon as it is computed; returns the accumulated attention scores (a value-weighted
+    accumulator's second sum is read with `accumulator.value_weighted_result()`)."""
     started, done = time.perf_counter(), 0
-    for batch in plan_batches(lengths, batch_size):
+    for batch in plan_batches(lengths, batch_size, token_budget):
         slots, layer_outputs = encode_batch(batch)
         selection = accumulator.add_cells(torch.from_numpy(slots))
         for index, probs, *context in layer_outputs:

@@ -411,9 +411,11 @@ class GeneformerModel:
         layer: str | None = None,
         restrict_context: bool = False,
         num_threads: int | None = None,
+        token_budget: int | None = None,
         value_weighted: bool = False,
     ) -> AttentionScores | tuple[AttentionScores, AttentionScores]:
-        """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names).
+        """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names), in
+        batches of at most `batch_size` cells and `token_budget` attention entries per head (`plan_batches`).
 
         Each cell is tokenised over all genes the model knows (`restrict_context=True`: over `genes` only);
         rows and columns are accumulated for `genes` only. `layer` names a raw-count layer to use instead of
@@ -445,7 +447,7 @@ class GeneformerModel:
             accumulator = AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device,
                                                value_weighted=value_weighted)  # fmt: skip
             lengths = [len(cell) for cell in cells]
-            scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress)
+            scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress, token_budget)
         # rank-value encoding and eval-mode BERT are deterministic: the seed changes nothing, but is recorded
         provenance = {"family": self.family, "version": self.version, "seed": int(seed), "layer": layer,
                       "restrict_context": restrict_context, "max_genes": self.tokenizer.max_genes}
@@ -461,6 +463,7 @@ class GeneformerModel:
         pooling: str = "auto",
         layer: str | None = None,
         num_threads: int | None = None,
+        token_budget: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> CellEmbeddings:
         """One embedding per cell of `adata` from the final layer's hidden states (a plain forward pass).
@@ -489,7 +492,8 @@ class GeneformerModel:
         with torch.inference_mode(), torch_threads(num_threads):
             self.bert.to(device)
             lengths = [len(cell) for cell in embedded]
-            values = stream_embeddings(lengths, batch_size, self.bert.config.hidden_size, embed_batch, progress)
+            values = stream_embeddings(lengths, batch_size, self.bert.config.hidden_size, embed_batch, progress,
+                                       token_budget)
         provenance = {"family": self.family, "version": self.version, "seed": int(seed), "layer": layer,
                       "max_genes": self.tokenizer.max_genes, "pooling": pooling,
                       "hidden_states": "final_layer"}  # fmt: skip

@@ -661,13 +661,15 @@ class ScGPTModel:
         layer: str | None = None,
         restrict_context: bool = False,
         num_threads: int | None = None,
+        token_budget: int | None = None,
         symbol_column: str | None = None,
         include_zero_genes: bool = False,
         cls_value: float = 0.0,
         min_coverage: float = 0.0,
         value_weighted: bool = False,
     ) -> AttentionScores | tuple[AttentionScores, AttentionScores]:
-        """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names).
+        """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names), in
+        batches of at most `batch_size` cells and `token_budget` attention entries per head (`plan_batches`).
 
         Each cell is binned and tokenised over all genes the vocabulary knows (`restrict_context=True`: over
         `genes` only); rows (query = source) and columns (key = target) are accumulated for `genes`, never
@@ -707,7 +709,7 @@ class ScGPTModel:
             accumulator = AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device,
                                                value_weighted=value_weighted)  # fmt: skip
             lengths = [len(cell.ids) for cell in cells]
-            scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress)
+            scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress, token_budget)
         provenance = self._tokenisation_provenance(seed, include_zero_genes, cls_value, symbol_column, layer)
         provenance["restrict_context"] = restrict_context
         return labelled_results(scores, accumulator, provenance, value_weighted)
@@ -722,6 +724,7 @@ class ScGPTModel:
         pooling: str = "auto",
         layer: str | None = None,
         num_threads: int | None = None,
+        token_budget: int | None = None,
         progress: ProgressCallback | None = None,
         symbol_column: str | None = None,
         include_zero_genes: bool = False,
@@ -758,7 +761,7 @@ class ScGPTModel:
         with torch.inference_mode(), torch_threads(num_threads):
             self.encoder.to(device)
             values = stream_embeddings([len(cell.ids) for cell in embedded], batch_size,
-                                       self.encoder.shape.d_model, embed_batch, progress)  # fmt: skip
+                                       self.encoder.shape.d_model, embed_batch, progress, token_budget)  # fmt: skip
         provenance = self._tokenisation_provenance(seed, include_zero_genes, cls_value, symbol_column, layer)
         provenance |= {"pooling": pooling, "hidden_states": "final_layer"}
         return CellEmbeddings(
