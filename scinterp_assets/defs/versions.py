@@ -73,7 +73,8 @@ def code_source_digest(function: Callable) -> str:
     """sha256 of the source the function runs: its own, that of the helpers beside it that it calls (and
     theirs), and every package module they reach, so an edit anywhere in that code changes the version."""
     helpers, modules = _reached(function)
-    parts = [inspect.getsource(helper) for helper in helpers]
+    # in a fixed order: the walk visits sets of names, whose order changes with each process's hash seed
+    parts = [inspect.getsource(helper) for helper in sorted(helpers, key=lambda helper: helper.__qualname__)]
     parts += [inspect.getsource(sys.modules[name]) for name in sorted(modules)]
     return _digest(*parts)
 
@@ -99,7 +100,7 @@ def _reached(function: Callable) -> tuple[list[Callable], set[str]]:
             if any(value is helper for helper in helpers):
                 continue
             helpers.append(value)
-            for name in _names_used(value):
+            for name in sorted(_names_used(value)):
                 if name in sys.modules and name.startswith(f"{PACKAGE}."):  # an import inside a body
                     pending_modules.append(name)
                     continue

@@ -43,3 +43,24 @@ def test_an_asset_runs_exactly_the_modules_its_function_reaches(small_project):
     # through an import inside a method (ModelStore.load imports the loaders when called)
     extraction = _reached_modules(defs.resolve_assets_def("attention_scores").op.compute_fn.decorated_fn)
     assert {"scinterp_assets.resources.model_store", "scinterp_assets.core.models.scgpt"} <= extraction
+
+
+def test_code_versions_are_the_same_in_every_process(small_project):
+    """The daemon, the webserver and each run compute them apart: a version that changed with the process's
+    string-hash seed would mark everything stale and change every data version."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = ("import json, sys; from scinterp_assets.config import load_config; "
+              "from scinterp_assets.definitions import build_definitions; "
+              "graph = build_definitions(load_config(sys.argv[1])).resolve_asset_graph(); "
+              "print(json.dumps({key.to_user_string(): graph.get(key).code_version "
+              "for key in graph.get_all_asset_keys()}))")
+    versions = []
+    for seed in ("1", "2"):
+        result = subprocess.run([sys.executable, "-c", script, str(small_project.source)], capture_output=True,
+                                text=True, timeout=120, env={**os.environ, "PYTHONHASHSEED": seed}, check=True)
+        versions.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert versions[0] == versions[1] == _versions(small_project)
