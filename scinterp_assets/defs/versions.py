@@ -7,6 +7,7 @@ registry rows record the data versions of the inputs they were computed from (`i
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -14,6 +15,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import dagster as dg
 
@@ -21,6 +23,7 @@ from scinterp_assets import __version__
 from scinterp_assets.config import ScinterpConfig
 
 PACKAGE = "scinterp_assets"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # scinterp_assets/
 # the configuration is not code: its values enter through CONFIGURATION_READ
 NOT_CODE = {f"{PACKAGE}.config"}
 EVERYTHING = ("*",)  # the whole configuration (minus what changes no result: ScinterpConfig.fingerprint)
@@ -75,7 +78,7 @@ def code_source_digest(function: Callable) -> str:
     helpers, modules = _reached(function)
     # in a fixed order: the walk visits sets of names, whose order changes with each process's hash seed
     parts = [inspect.getsource(helper) for helper in sorted(helpers, key=lambda helper: helper.__qualname__)]
-    parts += [inspect.getsource(sys.modules[name]) for name in sorted(modules)]
+    parts += [_module_file(name).read_text() for name in sorted(modules)]
     return _digest(*parts)
 
 
@@ -87,8 +90,10 @@ def _reached(function: Callable) -> tuple[list[Callable], set[str]]:
     """(the function and the same-module functions and classes it reaches, in order found; the package
     modules, except the configuration, that any of them or any reached module names, transitively).
 
-    Followed: global names and closures of functions (nested code included), imports inside functions
-    (`from package.module import name` in a body), and the globals of every reached module."""
+    Followed: global names, annotations and closures of functions (nested code included), imports inside
+    functions (`from package.module import name` in a body), and every import statement in the source of a
+    reached module, read from its file: what is reached does not depend on what this process happened to
+    import."""
     home = function.__module__
     helpers: list[Callable] = []
     modules: set[str] = set()
@@ -101,7 +106,7 @@ def _reached(function: Callable) -> tuple[list[Callable], set[str]]:
                 continue
             helpers.append(value)
             for name in sorted(_names_used(value)):
-                if name in sys.modules and name.startswith(f"{PACKAGE}."):  # an import inside a body
+                if _module_file(name) is not None:  # an import inside a body
                     pending_modules.append(name)
                     continue
                 named = getattr(value, "__globals__", vars(sys.modules[home])).get(name)
@@ -124,13 +129,33 @@ def _reached(function: Callable) -> tuple[list[Callable], set[str]]:
             if name in modules or name in NOT_CODE or name == home:
                 continue
             modules.add(name)
-            for value in vars(sys.modules[name]).values():
-                if _module_of(value):
-                    pending_modules.append(_module_of(value))
-                if _is_local_code(value, name):  # imports inside the module's own functions
-                    pending_modules += [used for used in _names_used(value)
-                                        if used in sys.modules and used.startswith(f"{PACKAGE}.")]
+            pending_modules += _imports_in_source(name)
     return helpers, modules
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of package module `name`, found on disk without importing anything; None when `name`
+    is not a package module (e.g. a function imported from one)."""
+    if not name.startswith(f"{PACKAGE}."):
+        return None
+    base = PACKAGE_ROOT.joinpath(*name.split(".")[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports_in_source(name: str) -> list[str]:
+    """The package modules a module's source imports anywhere (top level or inside functions): `import a.b`,
+    `from a.b import c` (a.b, and a.b.c when that is a module)."""
+    imported = []
+    for node in ast.walk(ast.parse(_module_file(name).read_text())):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.append(node.module)
+            imported += [f"{node.module}.{alias.name}" for alias in node.names]
+    return sorted({module for module in imported if _module_file(module) is not None})
 
 
 def _annotation_types(value) -> Iterable:
@@ -165,7 +190,7 @@ def _code_names(code: types.CodeType) -> set[str]:
 
 def _module_of(value) -> str | None:
     name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
-    return name if isinstance(name, str) and name.startswith(f"{PACKAGE}.") and name in sys.modules else None
+    return name if isinstance(name, str) and name.startswith(f"{PACKAGE}.") else None
 
 
 def _configuration_read(config: ScinterpConfig, asset: str) -> str:
