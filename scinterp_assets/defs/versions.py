@@ -82,10 +82,6 @@ def code_source_digest(function: Callable) -> str:
     return _digest(*parts)
 
 
-def _reached_modules(function: Callable) -> set[str]:
-    return _reached(function)[1]
-
-
 def _reached(function: Callable) -> tuple[list[Callable], set[str]]:
     """(the function and the same-module functions and classes it reaches, in order found; the package
     modules, except the configuration, that any of them or any reached module names, transitively).

@@ -4,7 +4,7 @@ nothing else."""
 import dagster as dg
 
 from scinterp_assets.definitions import build_definitions
-from scinterp_assets.defs.versions import CONFIGURATION_READ, _reached, _reached_modules
+from scinterp_assets.defs.versions import CONFIGURATION_READ, _reached
 from scinterp_assets_tests.conftest import SMALL_PROJECT, write_project
 
 
@@ -29,19 +29,19 @@ def test_every_asset_has_a_code_version_and_a_setting_marks_only_the_assets_that
 
 def test_an_asset_runs_exactly_the_modules_its_function_reaches(small_project):
     defs = build_definitions(small_project)
-    reached = _reached_modules(defs.resolve_assets_def("reference_null").op.compute_fn.decorated_fn)
+    reached = _reached(defs.resolve_assets_def("reference_null").op.compute_fn.decorated_fn)[1]
     assert {"scinterp_assets.core.networks.reference_nulls", "scinterp_assets.core.networks.null",
             "scinterp_assets.defs.console"} <= reached
     assert "scinterp_assets.core.analyses.incremental_confirmatory" not in reached
     assert "scinterp_assets.config" not in reached  # configuration values enter through CONFIGURATION_READ
-    battery = _reached_modules(defs.resolve_assets_def("reference_battery").op.compute_fn.decorated_fn)
+    battery = _reached(defs.resolve_assets_def("reference_battery").op.compute_fn.decorated_fn)[1]
     assert "scinterp_assets.core.analyses.residualisation" in battery  # through reference_family
     # through a helper beside the asset (load_screen builds every kind of screen)
     helpers, modules = _reached(defs.resolve_assets_def("screen_data").op.compute_fn.decorated_fn)
     assert [helper.__name__ for helper in helpers] == ["screen_data", "load_screen"]
     assert {"scinterp_assets.core.datasets.synthetic", "scinterp_assets.core.datasets.tenx"} <= modules
     # through an import inside a method (ModelStore.load imports the loaders when called)
-    extraction = _reached_modules(defs.resolve_assets_def("attention_scores").op.compute_fn.decorated_fn)
+    extraction = _reached(defs.resolve_assets_def("attention_scores").op.compute_fn.decorated_fn)[1]
     assert {"scinterp_assets.resources.model_store", "scinterp_assets.core.models.scgpt"} <= extraction
 
 

@@ -107,7 +107,6 @@ class NullDiagnostics:
     mixing_curve: pd.DataFrame
     unique_realisation: bool
     expected_distance: float
-    low_mixing: bool
     min_median_distance: float = DEFAULT_MIN_MEDIAN_DISTANCE
     max_smallest_p: float = DEFAULT_MAX_SMALLEST_P
 
@@ -139,6 +138,12 @@ class NullDiagnostics:
         return (1 + self.identical_to_observed) / (1 + self.jaccard_distance.size)
 
     @property
+    def low_mixing(self) -> bool:
+        n_draws = self.jaccard_distance.size
+        return bool(n_draws and (self.median_distance < self.min_median_distance
+                                 or self.smallest_p > self.max_smallest_p))
+
+    @property
     def mixing_problem(self) -> str:
         """Why the draws cannot serve as a null ("" when they can): a unique realisation, too many draws equal
         to the observed network, or a median distance below the minimum."""
@@ -149,7 +154,7 @@ class NullDiagnostics:
         if n_draws and self.smallest_p > self.max_smallest_p:
             problems.append(f"{self.identical_to_observed} of {n_draws} draws equal the observed network, so no "
                             f"permutation p can fall below {self.smallest_p:.3g} (> {self.max_smallest_p:g})")
-        if self.low_mixing and self.median_distance < self.min_median_distance:
+        if n_draws and self.median_distance < self.min_median_distance:
             problems.append(f"median Jaccard distance from the observed network {self.median_distance:.3g} < "
                             f"{self.min_median_distance:g} (a random graph with these degrees is at "
                             f"~{self.expected_distance:.3g})")
@@ -318,7 +323,6 @@ def verify_null(
     overlap = _overlap_with(obs, codes, n_nodes)
     union = 2 * m - overlap
     distance = np.where(union > 0, 1.0 - overlap / np.maximum(union, 1), 0.0)
-    median = float(np.median(distance)) if n_draws else float("nan")
     curve = mixing_curve if mixing_curve is not None else pd.DataFrame(
         {"trades": pd.Series(dtype="int64"), "mean_jaccard_distance": pd.Series(dtype="float64")}
     )
@@ -331,8 +335,6 @@ def verify_null(
         mixing_curve=curve,
         unique_realisation=unique_realisation(obs, n_nodes, directed=directed),
         expected_distance=expected_jaccard_distance(obs, n_nodes),
-        low_mixing=bool(n_draws and (median < min_median_distance
-                                     or (1 + (distance == 0).sum()) / (1 + n_draws) > max_smallest_p)),
         min_median_distance=min_median_distance,
         max_smallest_p=max_smallest_p,
     )
@@ -582,8 +584,9 @@ def degree_preserving_null(
 
     Raises NullVerificationError if any draw breaks a degree, has a self or duplicate edge (or, undirected,
     a missing reverse orientation). Warns NullMixingWarning when the draws barely move
-    (`NullDiagnostics.mixing_problem`: a unique realisation, more than `max_smallest_p` of the draws
-    equal to the observed network, or a median Jaccard distance below `min_median_distance`).
+    (`NullDiagnostics.mixing_problem`: a unique realisation, so many draws equal to the observed network
+    that the smallest permutation p exceeds `max_smallest_p`, or a median Jaccard distance below
+    `min_median_distance`).
     """
     if n_draws < 1:
         raise ValueError(f"n_draws must be positive, got {n_draws}")
