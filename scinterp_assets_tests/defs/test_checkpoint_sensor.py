@@ -50,6 +50,7 @@ def test_new_checkpoints_register_partitions_and_request_every_cell_type(small_p
 
     # overwriting one checkpoint re-runs only that model, without re-adding its partition
     (small_project.checkpoint_dir / "tiny" / "config.json").write_text('{"retrained": true}')
+    (small_project.checkpoint_dir / "tiny" / COMPLETION_MARKER).touch()  # the writer says it has finished
     with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor) as context:
         changed = sensor(context)
     assert {r.partition_key for r in changed.run_requests} == {"tiny", "synthetic_a|tiny", "synthetic_b|tiny"}
