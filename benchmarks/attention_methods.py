@@ -7,10 +7,13 @@ throughout, and three methods run on them, each taking (model, adata, genes, set
   naive   every layer's attention of a batch kept at once, then a numpy loop over its cells adding each
           cell's gene x gene block into float64 sum and pair-count accumulators
   plain   the model's forward pass without attention capture, same tokenisation and batching: the floor
+  eager   where `plain` forms no probabilities (scGPT's fused kernel): the forward that forms every one
+          explicitly, as extraction must, and captures nothing (Geneformer's plain forward already is eager)
   engine  the platform's streaming `attention_scores`
 
-naive and engine return (sum (L, H, G, G) float64, count (G, G) int64, cells processed); plain returns None.
-benchmarks/attention_extraction.py times them, checks parity and prints the report.
+naive and engine return an `Accumulated` (plain and eager return None): the naive reference every pair per head, the
+engine the source rows per head and the head mean of every pair. benchmarks/attention_extraction.py times
+them, checks parity on what both hold and prints the report.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("naive", "plain", "engine")
+METHODS = ("naive", "plain", "eager", "engine")
 EXPRESSED_SIGMA = 0.35
 WEIGHT_STD = 0.06  # wider than the usual 0.02 initialisation, so attention is far from uniform
 V1_MAX_POSITIONS = 2048  # Geneformer V1: genes per cell, no special tokens
+V2_MAX_POSITIONS = 4096  # Geneformer V2: <cls>, up to 4,094 genes, <eos>
 TOKENISATION_SEED = 0  # scGPT's binning tie-breaks and long-cell subsets; the same for all three methods
 
 
@@ -35,7 +39,9 @@ class Setup:
 
     model: str = "geneformer"
     vocab: int = 2000  # genes in the model's vocabulary, all of them var names of the synthetic data
-    genes: int = 2000  # genes accumulated (G): the first `genes` of the vocabulary, as a 2,000-HVG universe
+    genes: int = 2000  # genes accumulated (G): the most often detected, as a 2,000-HVG universe
+    sources: int = 0  # rows the engine keeps per head (a seeded subset of G); 0: every gene
+    value_weighted: bool = False  # the engine also accumulates the value-weighted scores in the same pass
     layers: int = 6
     heads: int = 4
     hidden: int = 256
@@ -54,12 +60,14 @@ class Setup:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
         if not 1 <= self.genes <= self.vocab:
             raise ValueError(f"genes must lie in [1, vocab={self.vocab}], got {self.genes}")
-        max_genes = MODELS[self.model].max_genes
+        if not 0 <= self.sources <= self.genes:
+            raise ValueError(f"sources must lie in [0 (every gene), genes={self.genes}], got {self.sources}")
         low, median, high = self.min_expressed, self.median_expressed, self.max_expressed
-        if not 1 <= low <= median <= high <= min(self.vocab, max_genes):
+        if not 1 <= low <= median <= high <= self.vocab:
             raise ValueError(
-                f"need 1 <= min <= median <= max expressed <= min(vocab, {max_genes} genes a {self.model} "
-                f"cell holds); got {low}, {median}, {high} with vocab {self.vocab}"
+                f"need 1 <= min <= median <= max expressed <= vocab; got {low}, {median}, {high} with vocab "
+                f"{self.vocab} (a cell expressing more genes than the model's context holds is cut to its "
+                "highest-ranked genes, as real full-length cells are)"
             )
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
@@ -69,14 +77,17 @@ class Setup:
 class ModelFamily:
     """Everything the harness needs to know about one model family.
 
-    shape:             default layers, heads, hidden, intermediate (the released model the benchmark mimics)
-    max_genes:         expressed genes a cell may hold before the tokeniser cuts it (no cut in the benchmark)
+    shape:             the released model the benchmark mimics (layers, heads, hidden, intermediate, vocab) and
+                       the study's workload on it (G, sources, full-length cells: expressed genes per cell)
+    max_genes:         genes a cell's context holds; a cell expressing more is cut by the tokeniser
     gene_names:        n -> the first n gene names of the vocabulary (var names of the synthetic data)
     write_checkpoint:  (folder, setup) -> folder, a seeded random checkpoint in the family's real layout
     describe:          setup -> the report header's model line
     tokenised_lengths: (model, adata) -> tokens per cell as all three methods see them
     warm_up:           (model, device) -> one tiny forward pass, so lazy initialisation is not timed
-    runners:           method name -> (model, adata, genes, setup) -> result (see the module docstring)
+    runners:           method name -> (model, adata, genes, setup) -> result (see the module docstring); no
+                       "eager" where "plain" is already the eager forward
+    time_target:       engine seconds / eager-forward seconds the family must stay within (issue 12)
     """
 
     name: str
@@ -89,6 +100,7 @@ class ModelFamily:
     tokenised_lengths: Callable[..., list[int]]
     warm_up: Callable[..., None]
     runners: Mapping[str, Callable]
+    time_target: float
 
 
 def default_setup(model: str, **overrides) -> Setup:
@@ -115,9 +127,7 @@ def synthetic_counts(n_cells: int, setup: Setup):
     from anndata import AnnData
 
     vocab = setup.vocab
-    genes_rng = np.random.default_rng([setup.seed, 1])
-    log_propensity = genes_rng.normal(0.0, 1.0, vocab)
-    log_level = genes_rng.normal(0.5, 1.0, vocab)
+    log_propensity, log_level = _gene_propensities(setup)
     lengths_rng = np.random.default_rng([setup.seed, 2])
     drawn = lengths_rng.lognormal(np.log(setup.median_expressed), EXPRESSED_SIGMA, n_cells)
     n_expressed = np.clip(np.rint(drawn), setup.min_expressed, setup.max_expressed).astype(np.int64)
@@ -136,8 +146,47 @@ def synthetic_counts(n_cells: int, setup: Setup):
     )
 
 
+def _gene_propensities(setup: Setup) -> tuple[np.ndarray, np.ndarray]:
+    """Per vocabulary gene: log detection propensity and log expression level (seeded)."""
+    genes_rng = np.random.default_rng([setup.seed, 1])
+    return genes_rng.normal(0.0, 1.0, setup.vocab), genes_rng.normal(0.5, 1.0, setup.vocab)
+
+
 def requested_genes(setup: Setup) -> list[str]:
-    return MODELS[setup.model].gene_names(setup.vocab)[: setup.genes]
+    """The accumulated universe: the `genes` most often detected genes (highest propensity), in vocabulary
+    order, as an HVG universe is drawn from detected genes."""
+    chosen = np.sort(np.argsort(-_gene_propensities(setup)[0], kind="stable")[: setup.genes])
+    names = MODELS[setup.model].gene_names(setup.vocab)
+    return [names[i] for i in chosen]
+
+
+def requested_sources(setup: Setup) -> list[str] | None:
+    """The engine's per-head rows: a seeded subset of `sources` universe genes (the perturbed genes and
+    reference TFs an analysis reads), or None for every gene (sources 0)."""
+    if not setup.sources:
+        return None
+    genes = requested_genes(setup)
+    chosen = np.random.default_rng([setup.seed, 6]).choice(len(genes), size=setup.sources, replace=False)
+    return [genes[i] for i in np.sort(chosen)]
+
+
+@dataclass(frozen=True)
+class Accumulated:
+    """What a method accumulated: per-head sums (L, H, S, G) of the rows `rows` (indices into the genes; None:
+    every gene), pair counts (G, G), the head-mean sums of every pair (L, G, G; None: derived from the
+    per-head sums) and the cells processed."""
+
+    sum: np.ndarray
+    count: np.ndarray
+    n_cells: int
+    rows: np.ndarray | None = None
+    head_mean_sum: np.ndarray | None = None
+
+
+def engine_result(scores) -> Accumulated:
+    rows = None if scores.sources == scores.genes else scores.source_index
+    return Accumulated(np.asarray(scores.sum), scores.count, scores.n_cells, rows,
+                       None if rows is None else np.asarray(scores.head_mean_sum))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -192,14 +241,25 @@ def ensembl_ids(n_genes: int) -> list[str]:
 def write_geneformer_checkpoint(folder: Path, setup: Setup) -> Path:
     """A seeded random BertForMaskedLM in Geneformer V1's folder layout: config.json, model.safetensors
     and the token_dictionary, gene_median_dictionary and gene_name_id_dict pickles (<pad> 0, <mask> 1,
-    genes from 2)."""
+    genes from 2; 2,048 positions)."""
+    return _write_geneformer(folder, setup, ("<pad>", "<mask>"), V1_MAX_POSITIONS)
+
+
+def write_geneformer_v2_checkpoint(folder: Path, setup: Setup) -> Path:
+    """As `write_geneformer_checkpoint`, in V2's layout: <pad> 0, <mask> 1, <cls> 2, <eos> 3, genes from 4;
+    4,096 positions (the tokeniser frames each cell with <cls> and <eos>)."""
+    return _write_geneformer(folder, setup, ("<pad>", "<mask>", "<cls>", "<eos>"), V2_MAX_POSITIONS)
+
+
+def _write_geneformer(folder: Path, setup: Setup, specials: tuple[str, ...], max_positions: int) -> Path:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
     from scinterp_assets.core.models.pretrain import write_geneformer_dictionaries
 
     genes = ensembl_ids(setup.vocab)
-    token_dictionary = {"<pad>": 0, "<mask>": 1, **{gene: i + 2 for i, gene in enumerate(genes)}}
+    token_dictionary = {**{token: i for i, token in enumerate(specials)},
+                        **{gene: i + len(specials) for i, gene in enumerate(genes)}}
     rng = np.random.default_rng([setup.seed, 0])
     medians = {gene: np.float32(m) for gene, m in zip(genes, rng.lognormal(0.0, 0.5, setup.vocab))}
     symbols = {f"GENE{i}": gene for i, gene in enumerate(genes, start=1)}
@@ -209,8 +269,8 @@ def write_geneformer_checkpoint(folder: Path, setup: Setup) -> Path:
         num_hidden_layers=setup.layers,
         num_attention_heads=setup.heads,
         intermediate_size=setup.intermediate,
-        max_position_embeddings=V1_MAX_POSITIONS,
-        hidden_act="relu",  # as Geneformer V1
+        max_position_embeddings=max_positions,
+        hidden_act="relu",  # as Geneformer V1 and V2
         pad_token_id=0,
     )
     torch.manual_seed(setup.seed)
@@ -239,6 +299,15 @@ def _describe_geneformer(setup: Setup) -> str:
         f"heads, hidden {setup.hidden}, intermediate {setup.intermediate}, relu, {setup.vocab} genes + "
         f"<pad>/<mask>, weights N(0, {WEIGHT_STD}), seed {setup.seed}; tokens per cell = expressed genes "
         "(rank-value encoding, no special tokens)"
+    )
+
+
+def _describe_geneformer_v2(setup: Setup) -> str:
+    return (
+        f"model: random BertForMaskedLM in Geneformer V2 layout, {setup.layers} layers x {setup.heads} "
+        f"heads, hidden {setup.hidden}, intermediate {setup.intermediate}, relu, {setup.vocab} genes + "
+        f"<pad>/<mask>/<cls>/<eos>, {V2_MAX_POSITIONS} positions, weights N(0, {WEIGHT_STD}), seed "
+        f"{setup.seed}; tokens per cell = <cls> + expressed genes (rank-value encoding) + <eos>"
     )
 
 
@@ -302,13 +371,14 @@ def run_geneformer_naive(model, adata, genes, setup: Setup):
             attentions = [layer.cpu().numpy() for layer in output.attentions]  # L x (B, H, n, n) float32
             add_cells_naively(total, count, attentions, np.where(mask, slot_of_token[ids], -1))
             del output, attentions
-    return total, count, len(cells)
+    return Accumulated(total, count, len(cells))
 
 
-def run_geneformer_engine(model, adata, genes, setup: Setup):
-    scores = model.attention_scores(adata, genes, batch_size=setup.batch_size, device=setup.device)
+def run_geneformer_engine(model, adata, genes, setup: Setup) -> Accumulated:
+    scores = model.attention_scores(adata, genes, batch_size=setup.batch_size, device=setup.device,
+                                    sources=requested_sources(setup), value_weighted=setup.value_weighted)
     synchronise(setup.device)
-    return scores.sum, scores.count, scores.n_cells
+    return engine_result(scores[0] if setup.value_weighted else scores)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -423,6 +493,25 @@ def run_scgpt_plain(model, adata, genes, setup: Setup) -> None:
     synchronise(setup.device)
 
 
+def run_scgpt_eager(model, adata, genes, setup: Setup) -> None:
+    """The encoder's layers with explicit attention (q.k, softmax, probabilities times v: what extraction
+    computes), nothing captured; same binning, batching and length sorting as the engine."""
+    import torch
+
+    from scinterp_assets.core.attention.streaming import plan_batches
+
+    del genes
+    cells = _scgpt_cells(model, adata)
+    with torch.inference_mode():
+        model.encoder.to(setup.device)
+        for batch in plan_batches([len(cell.ids) for cell in cells], setup.batch_size):
+            _, (ids, values, attend) = _scgpt_batch(model, cells, batch, setup.device)
+            hidden = model.encoder.embed(ids, values)
+            for layer in model.encoder.transformer_encoder.layers:
+                hidden, _ = layer(hidden, attend, return_probs=True)
+    synchronise(setup.device)
+
+
 def torch_encoder_layers(encoder) -> list:
     """The encoder's layers as torch's own nn.TransformerEncoderLayer (post-norm, relu, batch_first), the
     module scGPT itself is built from; each platform layer's state dict loads into it key for key."""
@@ -468,24 +557,32 @@ def run_scgpt_naive(model, adata, genes, setup: Setup):
             # <cls> and <pad> are no requested gene: slot -1
             add_cells_naively(total, count, attentions, np.where(attend, slot_of_token[ids], -1))
             del attentions, weights
-    return total, count, len(cells)
+    return Accumulated(total, count, len(cells))
 
 
-def run_scgpt_engine(model, adata, genes, setup: Setup):
+def run_scgpt_engine(model, adata, genes, setup: Setup) -> Accumulated:
     scores = model.attention_scores(
-        adata, genes, batch_size=setup.batch_size, seed=TOKENISATION_SEED, device=setup.device
+        adata, genes, batch_size=setup.batch_size, seed=TOKENISATION_SEED, device=setup.device,
+        sources=requested_sources(setup), value_weighted=setup.value_weighted,
     )
     synchronise(setup.device)
-    return scores.sum, scores.count, scores.n_cells
+    return engine_result(scores[0] if setup.value_weighted else scores)
 
 
 # ----------------------------------------------------------------------------------------------------------
+
+# The study's workload: a 2,000-gene universe, ~400 query genes (perturbed genes and reference TFs) and cells
+# expressing more genes than any context holds (a real cell fills the context; only universe genes among its
+# tokens are accumulated). Vocabulary sizes are the released ones: Geneformer V1 gc30M 25,426 tokens and V2
+# gc104M 20,275 (less <pad>/<mask>(/<cls>/<eos>)), scGPT whole-human 60,697 (less <pad>/<cls>/<eoc>).
+STUDY_WORKLOAD = {"genes": 2000, "sources": 400, "min_expressed": 2500, "median_expressed": 4000,
+                  "max_expressed": 8000}
 
 MODELS: dict[str, ModelFamily] = {
     "geneformer": ModelFamily(
         name="geneformer",
         title="Geneformer",
-        shape={"layers": 6, "heads": 4, "hidden": 256, "intermediate": 512},
+        shape={"layers": 6, "heads": 4, "hidden": 256, "intermediate": 512, "vocab": 25_424, **STUDY_WORKLOAD},
         max_genes=V1_MAX_POSITIONS,
         gene_names=ensembl_ids,
         write_checkpoint=write_geneformer_checkpoint,
@@ -497,17 +594,38 @@ MODELS: dict[str, ModelFamily] = {
             "plain": run_geneformer_plain,
             "engine": run_geneformer_engine,
         },
+        time_target=1.3,
+    ),
+    "geneformer-v2": ModelFamily(
+        name="geneformer-v2",
+        title="Geneformer V2",
+        shape={"layers": 18, "heads": 18, "hidden": 1152, "intermediate": 4608, "vocab": 20_271,  # V2-316M
+               **STUDY_WORKLOAD, "min_expressed": 4500, "median_expressed": 6000, "max_expressed": 9000},
+        max_genes=V2_MAX_POSITIONS - 2,
+        gene_names=ensembl_ids,
+        write_checkpoint=write_geneformer_v2_checkpoint,
+        describe=_describe_geneformer_v2,
+        tokenised_lengths=_geneformer_lengths,
+        warm_up=_geneformer_warm_up,
+        runners={
+            "naive": run_geneformer_naive,
+            "plain": run_geneformer_plain,
+            "engine": run_geneformer_engine,
+        },
+        time_target=1.3,
     ),
     "scgpt": ModelFamily(
         name="scgpt",
         title="scGPT",
-        shape={"layers": 12, "heads": 8, "hidden": 512, "intermediate": 512},
+        shape={"layers": 12, "heads": 8, "hidden": 512, "intermediate": 512, "vocab": 60_694, **STUDY_WORKLOAD},
         max_genes=1199,  # max_seq_len 1,200 tokens including <cls>; longer cells would be subset at random
         gene_names=gene_symbols,
         write_checkpoint=write_scgpt_checkpoint,
         describe=_describe_scgpt,
         tokenised_lengths=_scgpt_lengths,
         warm_up=_scgpt_warm_up,
-        runners={"naive": run_scgpt_naive, "plain": run_scgpt_plain, "engine": run_scgpt_engine},
+        runners={"naive": run_scgpt_naive, "plain": run_scgpt_plain, "eager": run_scgpt_eager,
+                 "engine": run_scgpt_engine},
+        time_target=1.5,
     ),
 }

@@ -24,6 +24,8 @@ TINY = [
     "60",
     "--genes",
     "45",
+    "--sources",
+    "0",  # every gene per head: the naive reference's own layout
     "--expressed",
     "8,20,40",
     "--layers",
@@ -46,7 +48,8 @@ def test_attention_benchmark_runs_both_models_and_naive_matches_engine(capsys):
     assert list(result["models"]) == ["geneformer", "scgpt"]
     for name, measured in result["models"].items():
         assert measured["setup"]["model"] == name and measured["setup"]["layers"] == 2
-        assert set(measured["records"]) == {(method, n) for method in METHODS for n in (6, 13)}
+        ran = [method for method in METHODS if method in MODELS[name].runners]
+        assert set(measured["records"]) == {(method, n) for method in ran for n in (6, 13)}
         for record in measured["records"].values():
             assert record["seconds"] > 0 and math.isfinite(record["cells_per_s"])
             assert record["peak_growth_mb"] >= 0
@@ -58,18 +61,34 @@ def test_attention_benchmark_runs_both_models_and_naive_matches_engine(capsys):
     scgpt_tokens = result["models"]["scgpt"]["records"][("plain", 6)]["mean_tokens"]
     geneformer_tokens = result["models"]["geneformer"]["records"][("plain", 6)]["mean_tokens"]
     assert scgpt_tokens == pytest.approx(geneformer_tokens + 1)  # same cells; scGPT prepends <cls>
+    # scGPT's plain forward is the fused kernel: its engine is compared with the explicit (eager) forward
+    assert ("eager", 6) in result["models"]["scgpt"]["records"]
+    assert ("eager", 6) not in result["models"]["geneformer"]["records"]
     for text in (
         "Geneformer attention extraction",
         "scGPT attention extraction",
         "Wqkv",
         "engine/naive",
-        "engine/plain",
+        "engine/eager",
+        "engine / fused plain forward",
         "peak memory growth",
         "max |mean_naive - mean_engine|",
         "total wall time",
     ):
         assert text in printed
     assert "MISMATCH" not in printed
+
+
+def test_engine_with_sources_matches_the_naive_rows_and_head_mean(capsys):
+    """A per-head source subset (and value-weighted scores in the same pass): the engine's rows and its head
+    mean of every pair agree with the naive reference."""
+    result = main([*TINY, "--model", "geneformer", "--cells", "7", "--sources", "9", "--value-weighted"])
+    printed = capsys.readouterr().out
+
+    (check,) = result["models"]["geneformer"]["parity"]
+    assert check["counts_identical"] and check["shape"] == [2, 2, 9, 45]
+    assert check["max_abs_diff"] < 1e-6 and check["head_mean_max_abs_diff"] < check["head_mean_tolerance"]
+    assert "head mean of every pair" in printed and "MISMATCH" not in printed
 
 
 def test_one_model_only(capsys):
@@ -92,7 +111,7 @@ def test_scgpt_checkpoint_has_the_released_layout(tmp_path):
     from scinterp_assets.core.models import ScGPTModel, load_model
     from scinterp_assets.core.models.scgpt import DEFAULT_MAX_SEQ_LEN, load_state_dict
 
-    setup = default_setup("scgpt", vocab=20, genes=20, min_expressed=5, median_expressed=8, max_expressed=12,
+    setup = default_setup("scgpt", vocab=20, genes=20, sources=0, min_expressed=5, median_expressed=8, max_expressed=12,
                           layers=2, heads=2, hidden=8, intermediate=16)  # fmt: skip
     folder = write_scgpt_checkpoint(tmp_path / "scgpt", setup)
 
@@ -114,10 +133,16 @@ def test_scgpt_checkpoint_has_the_released_layout(tmp_path):
 def test_released_shapes_are_the_defaults():
     assert {name: (s.layers, s.heads, s.hidden) for name in MODELS for s in [default_setup(name)]} == {
         "geneformer": (6, 4, 256),
+        "geneformer-v2": (18, 18, 1152),  # V2-316M
         "scgpt": (12, 8, 512),
     }
-    with pytest.raises(ValueError, match="1199 genes a scgpt cell"):
-        default_setup("scgpt", max_expressed=1200)
+    default_setup("scgpt", min_expressed=1300, median_expressed=1400, max_expressed=1500)  # cut to 1,199
+    with pytest.raises(ValueError, match="max expressed <= vocab"):
+        default_setup("scgpt", vocab=3000, max_expressed=3001)
+    with pytest.raises(ValueError, match="sources must lie in"):
+        default_setup("geneformer", genes=100, sources=101)
+    study = default_setup("geneformer")  # the study's workload on the released V1 vocabulary
+    assert (study.vocab, study.genes, study.sources, study.min_expressed) == (25_424, 2000, 400, 2500)
 
 
 def test_help_prints(capsys):

@@ -59,21 +59,24 @@ def edges_from_matrix(
     head: int = NO_HEAD,
     aggregation: str = "none",
     n_cells: np.ndarray | int,
+    sources: list[str] | tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
-    """Long edge table from a (G, G) score matrix, rows = source, columns = target, diagonal dropped.
+    """Long edge table from a score matrix, rows = source, columns = target (`genes`), self pairs dropped.
 
-    n_cells is a (G, G) matrix of contributing cells or a single count for every pair.
+    The rows are `genes` (a (G, G) matrix) or, given `sources`, those S genes ((S, G)). n_cells is a matrix
+    of contributing cells of the same shape or a single count for every pair.
     """
     genes = list(genes)
-    n_genes = len(genes)
-    if matrix.shape != (n_genes, n_genes):
-        raise EdgeSchemaError(f"score matrix has shape {matrix.shape}, expected ({n_genes}, {n_genes})")
-    source_index, target_index = np.nonzero(~np.eye(n_genes, dtype=bool))
-    counts = np.broadcast_to(np.asarray(n_cells, dtype=np.int64), (n_genes, n_genes))
-    gene_array = np.asarray(genes, dtype=object)
+    sources = genes if sources is None else list(sources)
+    shape = (len(sources), len(genes))
+    if matrix.shape != shape:
+        raise EdgeSchemaError(f"score matrix has shape {matrix.shape}, expected {shape}")
+    gene_array, source_array = np.asarray(genes, dtype=object), np.asarray(sources, dtype=object)
+    source_index, target_index = np.nonzero(source_array[:, None] != gene_array[None, :])
+    counts = np.broadcast_to(np.asarray(n_cells, dtype=np.int64), shape)
     return pd.DataFrame(
         {
-            "source": gene_array[source_index],
+            "source": source_array[source_index],
             "target": gene_array[target_index],
             "score": np.asarray(matrix, dtype=np.float64)[source_index, target_index],
             "layer": np.int64(layer),

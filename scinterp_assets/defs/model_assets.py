@@ -132,6 +132,9 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         for name, result in (("attention_scores", scores), ("value_weighted_scores", value_weighted)):
             yield dg.Output(result, output_name=name, metadata={
                 "shape": dg.MetadataValue.text(str(result.sum.shape)),
+                "per_head_sources": len(result.sources),
+                "array_megabytes": dg.MetadataValue.json({
+                    array: round(getattr(result, array).nbytes / 1e6, 3) for array in ("sum", "head_mean_sum", "count")}),
                 "cells": result.n_cells,
                 "cells_per_second": float(result.n_cells / max(seconds, 1e-9)),
                 "universe_genes_in_vocabulary": coverage.n_mapped,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import BertForMaskedLM
 
+from scinterp_assets.core.attention.edges import attention_edge_table
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.attention.streaming import (
     AttentionAccumulator,
@@ -20,6 +22,7 @@ from scinterp_assets.core.models import load_model
 from scinterp_assets_tests.core.tiny_models import (
     assert_within,
     build_tiny_geneformer,
+    build_tiny_scgpt,
     float32_sum_tolerance,
     tiny_counts,
 )
@@ -234,6 +237,102 @@ def test_engine_matches_direct_reference(tmp_path, case):
     np.testing.assert_allclose(scores.mean(), reference_mean, rtol=0, atol=1e-6, equal_nan=True)
     assert np.isfinite(scores.mean()).sum() > 0
     assert [c[:2] for c in calls] == [(min(12, (k + 1) * batch_size), 12) for k in range(len(batches))]
+
+
+def head_sum_tolerance(head_mean_sum: np.ndarray, n_heads: int) -> np.ndarray:
+    """Largest difference between a head-mean sum accumulated from float32 per-cell head sums and the same
+    sum formed in float64: a float32 sum of H non-negative probabilities carries a relative error of at most
+    (H - 1) eps32 (Higham), so the total over cells is within (H - 1) eps32 of itself, plus float64 rounding."""
+    eps32, eps64 = float(np.finfo(np.float32).eps), float(np.finfo(np.float64).eps)
+    return np.abs(head_mean_sum) * ((n_heads - 1) * eps32 + 64 * eps64)
+
+
+def test_sources_keep_the_dense_rows_and_every_pair_of_the_head_mean():
+    genes = tuple(f"g{i}" for i in range(6))
+    generator = torch.Generator().manual_seed(3)
+    probs = torch.rand(3, 4, 7, 7, generator=generator)
+    context = torch.randn(3, 4, 7, 5, generator=generator)
+    slots = torch.tensor([[0, 2, -1, 5, 1, 3, 4], [2, 1, 0, -1, -1, -1, -1], [5, 4, 3, 2, 1, 0, -1]])
+    results = {}
+    for name, sources in (("dense", None), ("sources", ("g4", "g1"))):  # given out of order on purpose
+        accumulator = AttentionAccumulator(genes, (0,), 4, "cpu", value_weighted=True, sources=sources)
+        accumulator.add_layer(0, probs, accumulator.add_cells(slots), context)
+        results[name] = (accumulator.result(), accumulator.value_weighted_result())
+    (dense, dense_weighted), (part, part_weighted) = results["dense"], results["sources"]
+
+    assert part.sources == ("g1", "g4") and part.sum.shape == (1, 4, 2, 6) and dense.sources == genes
+    np.testing.assert_array_equal(part.sum, dense.sum[:, :, [1, 4]])  # same adds in the same order
+    np.testing.assert_array_equal(part.count, dense.count)
+    assert_within(part.head_mean_sum, dense.head_mean_sum, head_sum_tolerance(dense.head_mean_sum, 4))
+    assert not np.array_equal(part.head_mean_sum[:, [0, 2, 3, 5]], 0)  # rows beyond the sources are there
+    np.testing.assert_array_equal(part_weighted.head_mean_sum, dense_weighted.head_mean_sum)
+    np.testing.assert_array_equal(part.mean(), dense.mean()[:, :, [1, 4]])
+    assert np.isnan(part.mean()[0, :, 0, 1]).all() and np.isnan(part.mean()[0, :, 1, 4]).all()  # own gene
+    with pytest.raises(ValueError, match="not requested: \\['g9'\\]"):
+        AttentionAccumulator(genes, (0,), 4, "cpu", sources=("g1", "g9"))
+
+
+def test_attention_edge_table_reads_head_max_from_the_sources_only():
+    genes = tuple(f"g{i}" for i in range(5))
+    rng = np.random.default_rng(1)
+    total = rng.random((2, 3, 5, 5))
+    count = np.full((5, 5), 4, dtype=np.int64)
+    dense = AttentionScores(genes, (0, 1), total, count, 4)
+    part = AttentionScores(genes, (0, 1), total[:, :, [0, 3]].copy(), count, 4, sources=("g0", "g3"),
+                           head_mean_sum=total.mean(axis=1))
+    dense_edges, part_edges = attention_edge_table(dense), attention_edge_table(part)
+    key = ["source", "target", "layer", "aggregation"]
+    head_mean = [table[table["aggregation"] == "head_mean"].sort_values(key).reset_index(drop=True)
+                 for table in (dense_edges, part_edges)]
+    pd.testing.assert_frame_equal(head_mean[0], head_mean[1])
+    assert len(head_mean[1]) == 2 * 5 * 4  # every ordered pair of every layer
+    head_max = part_edges[part_edges["aggregation"] == "head_max"]
+    assert set(head_max["source"]) == {"g0", "g3"} and len(head_max) == 2 * 2 * 4
+    expected = dense_edges[(dense_edges["aggregation"] == "head_max") & dense_edges["source"].isin(["g0", "g3"])]
+    pd.testing.assert_frame_equal(head_max.sort_values(key).reset_index(drop=True),
+                                  expected.sort_values(key).reset_index(drop=True))
+    with pytest.raises(ValueError, match="required"):
+        AttentionScores(genes, (0, 1), part.sum, count, 4, sources=("g0", "g3"))
+    with pytest.raises(ValueError, match="order of `genes`"):
+        AttentionScores(genes, (0, 1), part.sum, count, 4, sources=("g3", "g0"), head_mean_sum=part.head_mean_sum)
+
+
+def test_stored_scores_are_mapped_not_read_and_old_files_still_load(tmp_path):
+    scores = _scores()
+    part = AttentionScores(scores.genes, scores.layers, scores.sum[:, :, [1]].copy(), scores.count, 3,
+                           sources=("g1",), head_mean_sum=scores.head_mean_sum)
+    loaded = AttentionScores.load(part.save(tmp_path / "part.npz"))
+    assert isinstance(loaded.sum, np.memmap) and isinstance(loaded.head_mean_sum, np.memmap)
+    assert loaded.sources == ("g1",) and not loaded.sum.flags.writeable
+    np.testing.assert_array_equal(loaded.sum, part.sum)
+    np.testing.assert_array_equal(loaded.head_mean_sum, part.head_mean_sum)
+    np.savez(tmp_path / "old.npz", genes=np.asarray(scores.genes), layers=np.asarray(scores.layers),
+             sum=scores.sum, count=scores.count, n_cells=np.int64(3))  # the layout before sources
+    old = AttentionScores.load(tmp_path / "old.npz")
+    assert old.sources == scores.genes
+    np.testing.assert_array_equal(old.head_mean_sum, scores.sum.mean(axis=1))
+    np.savez_compressed(tmp_path / "packed.npz", genes=np.asarray(scores.genes), layers=np.asarray(scores.layers),
+                        sum=scores.sum, count=scores.count, n_cells=np.int64(3))
+    with pytest.raises(ValueError, match="compressed"):
+        AttentionScores.load(tmp_path / "packed.npz")
+
+
+@pytest.mark.parametrize("family", ["geneformer", "scgpt"])
+def test_model_sources_match_the_dense_rows(tmp_path, family):
+    folder = (build_tiny_geneformer(tmp_path / "m", version="V2") if family == "geneformer"
+              else build_tiny_scgpt(tmp_path / "m"))
+    model = load_model(folder)
+    adata = tiny_counts(n_cells=10)
+    genes = ["GENE2", "GENE5", "NOVEL1", "GENE9", "GENE11", "GENE30", "GENE1"]
+    dense, dense_weighted = model.attention_scores(adata, genes, batch_size=3, seed=2, value_weighted=True)
+    part, part_weighted = model.attention_scores(adata, genes, batch_size=3, seed=2, value_weighted=True,
+                                                 sources=["GENE9", "GENE2", "NOVEL1"])
+    rows = [genes.index(gene) for gene in part.sources]
+    assert part.sources == ("GENE2", "NOVEL1", "GENE9")
+    np.testing.assert_array_equal(part.sum, dense.sum[:, :, rows])
+    np.testing.assert_array_equal(part.count, dense.count)
+    assert_within(part.head_mean_sum, dense.head_mean_sum, head_sum_tolerance(dense.head_mean_sum, model.n_heads))
+    np.testing.assert_array_equal(part_weighted.head_mean_sum, dense_weighted.head_mean_sum)
 
 
 def test_restricted_context_matches_reference(tmp_path):

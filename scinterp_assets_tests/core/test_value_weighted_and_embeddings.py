@@ -85,10 +85,12 @@ def test_accumulator_adds_context_cosines_exactly():
             for j, target in enumerate(row):
                 if source >= 0 and target >= 0:
                     expected[0, :, source, target] += (unit[:, i] * unit[:, j]).sum(-1)
-    np.testing.assert_allclose(weighted.sum, expected, rtol=0, atol=1e-12)
+    # averaged over heads (FRAMEWORK section 4): no per-head rows are kept
+    assert weighted.sum.shape == (1, 2, 0, 3) and weighted.sources == ()
+    np.testing.assert_allclose(weighted.head_mean_sum, expected.mean(axis=1), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(weighted.count, attention.count)
-    np.testing.assert_allclose(weighted.sum[0, :, 2, 2], [2.0, 2.0], atol=1e-12)  # g2 in both cells: cos 1
-    np.testing.assert_allclose(weighted.sum, weighted.sum.transpose(0, 1, 3, 2), atol=1e-12)  # symmetric
+    assert weighted.head_mean_sum[0, 2, 2] == pytest.approx(2.0, abs=1e-12)  # g2 in both cells: cos 1
+    np.testing.assert_allclose(weighted.head_mean_sum, weighted.head_mean_sum.transpose(0, 2, 1), atol=1e-12)
 
     plain = AttentionAccumulator(("g0",), layers=(0,), n_heads=2, device="cpu")
     selection = plain.add_cells(torch.tensor([[0]]))
@@ -180,10 +182,10 @@ def test_geneformer_value_weighted_matches_direct_reference(tmp_path, case):
     # longest float32 reduction: the cell's tokens (up to max_positions) or the width / feed-forward size
     tolerance = float32_sum_tolerance(ref_count, n_layers=2, reduction_length=max(max_positions, 32))
     assert_within(attention.sum, ref_attention, tolerance)
-    assert_within(weighted.sum, ref_cosine, tolerance)
-    reference_mean = AttentionScores(tuple(genes), tuple(expected_layers), ref_cosine, ref_count, 12).mean()
-    assert_within(weighted.mean(), reference_mean, float32_sum_tolerance(1, 2, max(max_positions, 32)))
-    finite = weighted.mean()[np.isfinite(weighted.mean())]
+    assert_within(weighted.head_mean_sum, ref_cosine.mean(axis=1), tolerance)
+    reference = AttentionScores(tuple(genes), tuple(expected_layers), ref_cosine, ref_count, 12).head_mean()
+    assert_within(weighted.head_mean(), reference, float32_sum_tolerance(1, 2, max(max_positions, 32)))
+    finite = weighted.head_mean()[np.isfinite(weighted.head_mean())]
     assert finite.size and np.all(np.abs(finite) <= 1 + 1e-9) and finite.min() < 0.9  # not all cosine 1
     assert plain.provenance["score"] == attention.provenance["score"] == "attention_probability"
     assert weighted.provenance["score"] == weighted.score == "value_weighted_cosine"
@@ -297,10 +299,10 @@ def test_scgpt_value_weighted_matches_direct_reference(tmp_path, case):
     reduction = max(min(max_seq_len, adata.n_vars) + 1, 32)
     tolerance = float32_sum_tolerance(ref_count, n_layers=2, reduction_length=reduction)
     assert_within(attention.sum, ref_attention, tolerance)
-    assert_within(weighted.sum, ref_cosine, tolerance)
-    reference_mean = AttentionScores(tuple(genes), tuple(expected_layers), ref_cosine, ref_count, 12).mean()
-    assert_within(weighted.mean(), reference_mean, float32_sum_tolerance(1, 2, reduction))
-    finite = weighted.mean()[np.isfinite(weighted.mean())]
+    assert_within(weighted.head_mean_sum, ref_cosine.mean(axis=1), tolerance)
+    reference = AttentionScores(tuple(genes), tuple(expected_layers), ref_cosine, ref_count, 12).head_mean()
+    assert_within(weighted.head_mean(), reference, float32_sum_tolerance(1, 2, reduction))
+    finite = weighted.head_mean()[np.isfinite(weighted.head_mean())]
     assert finite.size and np.all(np.abs(finite) <= 1 + 1e-9) and finite.min() < 0.9
     assert (attention.provenance["score"], weighted.provenance["score"]) == (
         "attention_probability", "value_weighted_cosine",
@@ -312,8 +314,8 @@ def test_value_weighted_scores_round_trip_through_a_file(tmp_path):
     model = load_model(build_tiny_scgpt(tmp_path / "m"))
     _, weighted = model.attention_scores(tiny_counts(n_cells=4), ["GENE1", "GENE2"], value_weighted=True)
     loaded = AttentionScores.load(weighted.save(tmp_path / "vw.npz"))
-    assert loaded.score == "value_weighted_cosine"
-    np.testing.assert_array_equal(loaded.sum, weighted.sum)
+    assert loaded.score == "value_weighted_cosine" and loaded.sources == ()
+    np.testing.assert_array_equal(loaded.head_mean_sum, weighted.head_mean_sum)
 
 
 # ---------------------------------------------------------------------------------------------------------

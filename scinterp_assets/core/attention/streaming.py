@@ -2,14 +2,15 @@
 
 All layers' attention for one long cell is gigabytes on large models (FRAMEWORK.md section 4), so a model
 adapter runs its encoder one layer at a time and hands each layer's probabilities (B, H, n, n) to
-`AttentionAccumulator.add_layer`, which scatter-adds the selected gene pairs into float64 (L, H, G, G)
-accumulators and lets the tensor go. Adapters only have to say, per batch, which accumulator gene each
-token position is (`slots`, -1 for padding, special tokens and genes outside the requested set).
+`AttentionAccumulator.add_layer`, which scatter-adds the selected gene pairs into float64 accumulators and
+lets the tensor go: per head only for the source rows the analyses read (S x G), and the head mean over
+every pair (G x G). Adapters only have to say, per batch, which accumulator gene each token position is
+(`slots`, -1 for padding, special tokens and genes outside the requested set).
 
 Value-weighted variant (opt-in, `AttentionAccumulator(..., value_weighted=True)`): the adapter also hands
 over each layer's per-head context vectors (softmax(QK^T / sqrt(d)) V, before the output projection,
-(B, H, n, d_head)); the accumulator adds cos(c_i, c_j) of every selected gene pair into a second float64
-(L, H, G, G) sum in the same pass, with the same pair counts.
+(B, H, n, d_head)); the accumulator adds the head mean of cos(c_i, c_j) of every selected gene pair into a
+float64 (L, G, G) sum in the same pass, with the same pair counts.
 """
 
 from __future__ import annotations
@@ -183,36 +184,47 @@ def stream_attention(
 class CellSelection:
     """The accumulated token positions of each cell in one batch.
 
-    positions: per cell, int64 (K_b,) token positions in the padded batch
-    slots:     per cell, int64 (K_b,) accumulator gene index in [0, G) of those positions, all distinct
-    pairs:     per cell, int64 (K_b * K_b,) flattened (source * G + target) accumulator index of every ordered
-               pair, computed once and reused for the counts and every layer
-    spans:     per cell, (first, stop) when the positions are one contiguous run (then a layer's block is a
-               cheap slice instead of a gather; always so when every token of a cell is a requested gene)
+    positions:    per cell, int64 (K_b,) token positions in the padded batch
+    slots:        per cell, int64 (K_b,) accumulator gene index in [0, G) of those positions, all distinct
+    source_at:    per cell, int64 (S_b,) indices into `positions` of the cell's source genes (rows kept per head)
+    source_pairs: per cell, int64 (S_b * K_b,) flattened (source row * G + gene) index into the per-head sums
+    pairs:        per cell, int64 (K_b * K_b,) flattened (gene * G + gene) index into the head-mean sums, or
+                  None where no head-mean sum is accumulated directly (every gene a source, no value weighting)
+    spans:        per cell, (first, stop) when the positions are one contiguous run (then a layer's block is a
+                  cheap slice instead of a gather; always so when every token of a cell is a requested gene)
     """
 
     positions: tuple[torch.Tensor, ...]
     slots: tuple[torch.Tensor, ...]
-    pairs: tuple[torch.Tensor, ...]
+    source_at: tuple[torch.Tensor, ...]
+    source_pairs: tuple[torch.Tensor, ...]
+    pairs: tuple[torch.Tensor | None, ...]
     spans: tuple[tuple[int, int] | None, ...]
 
     def __post_init__(self) -> None:
-        if not len(self.positions) == len(self.slots) == len(self.pairs) == len(self.spans):
-            raise ValueError("CellSelection needs one positions, slots, pairs and span entry per cell")
-        for pos, slot, pair in zip(self.positions, self.slots, self.pairs):
-            if pos.shape != slot.shape or pos.ndim != 1 or pair.numel() != pos.numel() ** 2:
+        fields = (self.positions, self.slots, self.source_at, self.source_pairs, self.pairs, self.spans)
+        if len({len(field) for field in fields}) != 1:
+            raise ValueError("CellSelection needs one entry per cell in every field")
+        for pos, slot, at, source_pair in zip(self.positions, self.slots, self.source_at, self.source_pairs):
+            if pos.shape != slot.shape or pos.ndim != 1 or source_pair.numel() != at.numel() * pos.numel():
                 raise ValueError(f"CellSelection: positions {tuple(pos.shape)} != slots {tuple(slot.shape)}")
 
 
 class AttentionAccumulator:
-    """Float64 sum (L, H, G, G) and int64 pair count (G, G) accumulators, kept on the compute device.
+    """Float64 per-head sums (L, H, S, G) over the source rows, head-mean sums (L, G, G) over every pair, and
+    an int64 pair count (G, G), kept on the compute device.
+
+    sources (default: every gene) are the rows (query genes) kept per head; memory and work per head scale
+    with S x G instead of G^2. Where S < G the head mean over every pair is accumulated directly (one (K, K)
+    block per cell and layer instead of H); where every gene is a source it is derived from the per-head sums.
 
     Use per batch: `selection = acc.add_cells(slots)` once, then `acc.add_layer(layer, probs, selection)` for
     each requested layer; `acc.result()` moves everything to numpy at the end.
 
-    value_weighted=True adds a second float64 (L, H, G, G) sum, `value_sum`, of the cosine similarity of
-    the two genes' per-head context vectors; `add_layer` then needs the layer's context vectors too, and
-    `value_weighted_result()` returns that sum with the shared pair counts.
+    value_weighted=True also sums, per layer, the head mean of the cosine similarity of the two genes' per-head
+    context vectors over every pair (FRAMEWORK section 4 averages it over heads; no per-head rows are kept);
+    `add_layer` then needs the layer's context vectors too, and `value_weighted_result()` returns that sum
+    with the shared pair counts.
     """
 
     def __init__(
@@ -223,24 +235,30 @@ class AttentionAccumulator:
         device: str | torch.device,
         *,
         value_weighted: bool = False,
+        sources: Sequence[str] | None = None,
     ):
         self.genes = tuple(genes)
+        self.sources = source_rows(self.genes, sources)
         self.layers = tuple(int(layer) for layer in layers)
         self._layer_row = {layer: row for row, layer in enumerate(self.layers)}
-        n_genes = len(self.genes)
+        self.n_heads = int(n_heads)
+        n_genes, n_layers = len(self.genes), len(self.layers)
         self.device = torch.device(device)
-        shape = (len(self.layers), n_heads, n_genes, n_genes)
-        self.sum = torch.zeros(shape, dtype=torch.float64, device=self.device)
+        row_of_gene = {gene: row for row, gene in enumerate(self.sources)}
+        self._source_row = torch.tensor([row_of_gene.get(gene, -1) for gene in self.genes], dtype=torch.int64,
+                                        device=self.device)
+        self._every_gene_a_source = len(self.sources) == n_genes
+        self.sum = torch.zeros((n_layers, self.n_heads, len(self.sources), n_genes), dtype=torch.float64,
+                               device=self.device)
+        pair_shape = (n_layers, n_genes, n_genes)
+        self.head_sum = None if self._every_gene_a_source else torch.zeros(pair_shape, dtype=torch.float64,
+                                                                             device=self.device)
         self.count = torch.zeros((n_genes, n_genes), dtype=torch.int64, device=self.device)
         self.value_weighted = bool(value_weighted)
-        self.value_sum = None
+        self.value_head_sum = None
         if value_weighted:
-            self.value_sum = torch.zeros(shape, dtype=torch.float64, device=self.device)
+            self.value_head_sum = torch.zeros(pair_shape, dtype=torch.float64, device=self.device)
         self.n_cells = 0
-
-    def _pair_index(self, slots: torch.Tensor) -> torch.Tensor:
-        """Flattened (source * G + target) index of every ordered pair of a cell's slots: (K * K,)."""
-        return (slots[:, None] * len(self.genes) + slots[None, :]).reshape(-1)
 
     def add_cells(self, slots: torch.Tensor) -> CellSelection:
         """Count the gene pairs of one batch of cells (once per cell) and return their selection.
@@ -251,23 +269,31 @@ class AttentionAccumulator:
         if slots.ndim != 2:
             raise ValueError(f"slots must be (B, n), got {tuple(slots.shape)}")
         slots = slots.to(self.device)
-        positions, cell_slots, pairs, spans = [], [], [], []
-        flat_count = self.count.view(-1)
-        for row in slots:
+        n_genes = len(self.genes)
+        presence = torch.zeros((slots.shape[0], n_genes), dtype=torch.float32, device=self.device)
+        needs_pairs = self.head_sum is not None or self.value_head_sum is not None
+        fields: dict[str, list] = {name: [] for name in
+                                   ("positions", "slots", "source_at", "source_pairs", "pairs", "spans")}
+        for cell, row in enumerate(slots):
             pos = torch.nonzero(row != NOT_ACCUMULATED).squeeze(1)
             slot = row[pos]
             # A repeated gene within one cell would be counted twice and break mean() = sum / count.
             if torch.unique(slot).numel() != slot.numel():
                 raise ValueError("a cell maps two token positions to the same accumulator gene")
-            pair = self._pair_index(slot)
-            flat_count.index_add_(0, pair, torch.ones_like(pair))
-            positions.append(pos)
-            cell_slots.append(slot)
-            pairs.append(pair)
+            presence[cell, slot] = 1.0
+            source_row = self._source_row[slot]
+            at = torch.nonzero(source_row >= 0).squeeze(1)
+            fields["positions"].append(pos)
+            fields["slots"].append(slot)
+            fields["source_at"].append(at)
+            fields["source_pairs"].append((source_row[at, None] * n_genes + slot[None, :]).reshape(-1))
+            fields["pairs"].append((slot[:, None] * n_genes + slot[None, :]).reshape(-1) if needs_pairs else None)
             first, last = (int(pos[0]), int(pos[-1])) if pos.numel() else (0, -1)
-            spans.append((first, last + 1) if last - first + 1 == pos.numel() else None)
+            fields["spans"].append((first, last + 1) if last - first + 1 == pos.numel() else None)
+        # Pair counts of the whole batch as one product: exact (float32 holds integers up to 2^24 cells).
+        self.count += torch.round(presence.T @ presence).to(torch.int64)
         self.n_cells += int(slots.shape[0])
-        return CellSelection(tuple(positions), tuple(cell_slots), tuple(pairs), tuple(spans))
+        return CellSelection(**{name: tuple(values) for name, values in fields.items()})
 
     def add_layer(
         self, layer: int, probs: torch.Tensor, selection: CellSelection, context: torch.Tensor | None = None
@@ -275,10 +301,10 @@ class AttentionAccumulator:
         """Add one layer's attention probabilities (B, H, n, n), query x key, for the selected positions.
 
         context: per-head context vectors (B, H, n, d_head) of the same layer; required by (and only by) a
-        value-weighted accumulator, which adds cos(c_i, c_j) of each selected pair (i, j) to `value_sum`.
+        value-weighted accumulator, which adds the head mean of cos(c_i, c_j) of each selected pair (i, j).
         """
         row = self._layer_row[layer]
-        n_heads = self.sum.shape[1]
+        n_heads = self.n_heads
         if probs.ndim != 4 or probs.shape[1] != n_heads or probs.shape[0] != len(selection.positions):
             raise ValueError(
                 f"probs must be (B={len(selection.positions)}, H={n_heads}, n, n), got {tuple(probs.shape)}"
@@ -295,33 +321,65 @@ class AttentionAccumulator:
                 f"context must be (B={probs.shape[0]}, H={n_heads}, n={probs.shape[2]}, d_head), got "
                 f"{tuple(context.shape)}"
             )
-        target = self.sum[row].view(n_heads, -1)
-        value_target = None if self.value_sum is None else self.value_sum[row].view(n_heads, -1)
-        # One cell at a time bounds the float64 temporary to H * K^2 whatever the batch size.
-        for cell, (pos, pair, span) in enumerate(zip(selection.positions, selection.pairs, selection.spans)):
+        per_head = self.sum[row].view(n_heads, -1)
+        # One cell at a time bounds the temporaries to H * K_b^2 whatever the batch size.
+        for cell, (pos, at, source_pair, pair, span) in enumerate(zip(
+                selection.positions, selection.source_at, selection.source_pairs, selection.pairs,
+                selection.spans)):
             if pos.numel() == 0:
                 continue
-            if span is not None:
-                block = probs[cell, :, span[0] : span[1], span[0] : span[1]]
+            if self._every_gene_a_source:
+                block = _block(probs[cell], pos, pos, span)  # (H, K, K)
             else:
-                block = probs[cell][:, pos][:, :, pos]  # two 1-D gathers beat one broadcast 2-D gather
-            target.index_add_(1, pair, block.reshape(n_heads, -1).to(torch.float64))
-            if value_target is not None:
-                value_target.index_add_(1, pair, pairwise_cosine(context[cell][:, pos]).reshape(n_heads, -1))
+                block = _block(probs[cell], pos[at], pos, span)  # (H, S_b, K)
+            per_head.index_add_(1, source_pair, block.reshape(n_heads, -1).to(torch.float64))
+            if self.head_sum is not None:
+                # Summed over heads before the gather (one pass over the layer's (n, n) block, then K^2 picked
+                # instead of H K^2), in float32: relative error at most (H - 1) eps32 (see AttentionScores).
+                head_block = _block(probs[cell].sum(0), pos, pos, span)
+                self.head_sum[row].view(-1).index_add_(0, pair, head_block.reshape(-1).to(torch.float64))
+            if self.value_head_sum is not None:
+                cosine = pairwise_cosine(context[cell][:, pos]).sum(0)  # (K, K), summed over heads
+                self.value_head_sum[row].view(-1).index_add_(0, pair, cosine.reshape(-1))
 
     def result(self) -> AttentionScores:
-        """The accumulated scores as numpy arrays on the host."""
-        return self._scores(self.sum)
+        """The accumulated attention scores as numpy arrays on the host."""
+        head_mean_sum = None if self.head_sum is None else (self.head_sum / self.n_heads).cpu().numpy()
+        return AttentionScores(genes=self.genes, layers=self.layers, sum=self.sum.cpu().numpy(),
+                               count=self.count.cpu().numpy(), n_cells=self.n_cells, sources=self.sources,
+                               head_mean_sum=head_mean_sum)
 
     def value_weighted_result(self) -> AttentionScores:
-        """The summed context-vector cosines (value-weighted accumulators only) and the shared pair counts."""
-        if self.value_sum is None:
+        """The head-mean context-vector cosines summed over cells (value-weighted accumulators only), with the
+        shared pair counts; no per-head rows (sources = ())."""
+        if self.value_head_sum is None:
             raise ValueError("this accumulator was built without value_weighted=True")
-        return self._scores(self.value_sum)
+        no_rows = np.zeros((len(self.layers), self.n_heads, 0, len(self.genes)))
+        return AttentionScores(genes=self.genes, layers=self.layers, sum=no_rows, count=self.count.cpu().numpy(),
+                               n_cells=self.n_cells, sources=(),
+                               head_mean_sum=(self.value_head_sum / self.n_heads).cpu().numpy())
 
-    def _scores(self, summed: torch.Tensor) -> AttentionScores:
-        return AttentionScores(genes=self.genes, layers=self.layers, sum=summed.cpu().numpy(),
-                               count=self.count.cpu().numpy(), n_cells=self.n_cells)
+
+def _block(values: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,
+           span: tuple[int, int] | None) -> torch.Tensor:
+    """values[..., rows, :][..., columns] of a (..., n, n) tensor; `span` (first, stop) says the columns are one
+    contiguous run, which is then sliced (and the rows too, where they are the columns) instead of gathered.
+    Two 1-D gathers beat one broadcast 2-D gather."""
+    if span is not None and rows is columns:
+        return values[..., span[0]: span[1], span[0]: span[1]]
+    picked = values.index_select(-2, rows)
+    return picked[..., span[0]: span[1]] if span is not None else picked.index_select(-1, columns)
+
+
+def source_rows(genes: Sequence[str], sources: Sequence[str] | None) -> tuple[str, ...]:
+    """The per-head rows: `sources` (default every gene) in the order of `genes`; each must be one of them."""
+    if sources is None:
+        return tuple(genes)
+    wanted = {str(source) for source in sources}
+    unknown = sorted(wanted - set(genes))
+    if unknown:
+        raise ValueError(f"sources must be among the requested genes; not requested: {unknown[:10]}")
+    return tuple(gene for gene in genes if gene in wanted)
 
 
 def pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:

@@ -408,6 +408,7 @@ class GeneformerModel:
         device: str = "cpu",
         progress: ProgressCallback | None = None,
         *,
+        sources: list[str] | tuple[str, ...] | None = None,
         layer: str | None = None,
         restrict_context: bool = False,
         num_threads: int | None = None,
@@ -418,12 +419,13 @@ class GeneformerModel:
         batches of at most `batch_size` cells and `token_budget` attention entries per head (`plan_batches`).
 
         Each cell is tokenised over all genes the model knows (`restrict_context=True`: over `genes` only);
-        rows and columns are accumulated for `genes` only. `layer` names a raw-count layer to use instead of
+        rows and columns are accumulated for `genes` only: per head for the `sources` rows (default every
+        gene; the analyses' query genes keep memory at S x G per head), the head mean for every pair. `layer` names a raw-count layer to use instead of
         X. `seed` is accepted for parity with stochastic tokenisers; Geneformer's is deterministic. The
         model is moved to `device`.
 
         value_weighted=True returns `(attention, value_weighted)`: the second accumulates, over the same cells
-        and pairs, the cosine similarity of the two genes' per-head context vectors (softmax(QK^T/sqrt(d)) V,
+        and pairs, the head mean of the cosine similarity of the two genes' per-head context vectors (softmax(QK^T/sqrt(d)) V,
         BertSelfAttention's output before BertSelfOutput). `provenance["score"]` tells the two apart.
         """
         mapping = self.tokenizer.map_genes(adata)
@@ -445,7 +447,7 @@ class GeneformerModel:
         with torch.inference_mode(), torch_threads(num_threads):
             self.bert.to(device)
             accumulator = AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device,
-                                               value_weighted=value_weighted)  # fmt: skip
+                                               value_weighted=value_weighted, sources=sources)  # fmt: skip
             lengths = [len(cell) for cell in cells]
             scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress, token_budget)
         # rank-value encoding and eval-mode BERT are deterministic: the seed changes nothing, but is recorded

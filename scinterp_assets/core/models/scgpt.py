@@ -658,6 +658,7 @@ class ScGPTModel:
         device: str = "cpu",
         progress: ProgressCallback | None = None,
         *,
+        sources: list[str] | tuple[str, ...] | None = None,
         layer: str | None = None,
         restrict_context: bool = False,
         num_threads: int | None = None,
@@ -673,13 +674,13 @@ class ScGPTModel:
 
         Each cell is binned and tokenised over all genes the vocabulary knows (`restrict_context=True`: over
         `genes` only); rows (query = source) and columns (key = target) are accumulated for `genes`, never
-        for <cls>. `seed` drives the random tie-breaking of binning and the gene subset of cells longer than
+        for <cls>: per head for the `sources` rows (default every gene), the head mean for every pair. `seed` drives the random tie-breaking of binning and the gene subset of cells longer than
         max_seq_len. The scores' `provenance` records family, seed and the tokenisation options. Genes map by symbol: var_names or var[symbol_column].
         Raises GeneCoverageError when no gene (or under `min_coverage` of them) maps to the vocabulary.
         Cells without any known expressed gene are skipped.
 
         value_weighted=True returns `(attention, value_weighted)`: the second accumulates, over the same cells
-        and pairs, the cosine similarity of the two genes' per-head context vectors (probabilities @ v, v from
+        and pairs, the head mean of the cosine similarity of the two genes' per-head context vectors (probabilities @ v, v from
         the v slice of the fused in_proj/Wqkv projection, before out_proj). `provenance["score"]` tells the
         two apart.
         """
@@ -707,7 +708,7 @@ class ScGPTModel:
         with torch.inference_mode(), torch_threads(num_threads):
             self.encoder.to(device)
             accumulator = AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device,
-                                               value_weighted=value_weighted)  # fmt: skip
+                                               value_weighted=value_weighted, sources=sources)  # fmt: skip
             lengths = [len(cell.ids) for cell in cells]
             scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress, token_budget)
         provenance = self._tokenisation_provenance(seed, include_zero_genes, cls_value, symbol_column, layer)
