@@ -209,6 +209,11 @@ class AttentionConfig(_Strict):
     layers: list[int] | None = None
     device: str = "cpu"
     num_threads: int | None = Field(default=None, ge=1)  # torch intra-op threads on CPU; None: torch's default
+    # rows kept per head (the head mean covers every pair either way): "all" universe genes, or "analyses",
+    # the genes the analyses query (perturbed genes, sources of "regulates" references) plus extra_sources;
+    # per-head memory scales with sources x universe instead of universe^2
+    sources: Literal["all", "analyses"] = "all"
+    extra_sources: list[str] = []
 
 
 class AnalysisConfig(_Strict):

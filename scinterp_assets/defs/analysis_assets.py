@@ -22,6 +22,7 @@ from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound, sen
 from scinterp_assets.core.analyses.sensitivity_cells import GridSettings, grid_cell_evaluator
 from scinterp_assets.core.attention.edges import evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.attention.sources import every_pair_score_sets
 from scinterp_assets.core.datasets.de_labels import DELabelRule, relabel_within
 from scinterp_assets.core.datasets.preprocessing import perturbed_genes
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
@@ -119,8 +120,9 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         genes = evaluable_genes(attention_scores)
         seed = project.seeds.reference_battery
         with threadpool_limits(limits=settings.threads):
+            score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
             rows = reference_family_tests(
-                reference_edges, genes, score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes),
+                reference_edges, genes, every_pair_score_sets(score_sets, genes, attention_scores.sources),
                 gene_features, reference_null, reference_structure,
                 ReferenceFamilySettings(settings.bootstrap_resamples, settings.residualisation_folds,
                                         settings.residualisation_models, settings.top_k_edges,

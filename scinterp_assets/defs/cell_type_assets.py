@@ -2,12 +2,15 @@
 correlation edges and the reference edges. Each body unpacks inputs, calls one core function, returns."""
 
 
+import hashlib
+
 import anndata as ad
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from scinterp_assets.config import H5adCellType, ScinterpConfig, SyntheticCellType, TenxCellType
+from scinterp_assets.core.attention.sources import analysis_sources
 from scinterp_assets.core.datasets.de_labels import DELabelRule, compute_de_labels, on_target_overview
 from scinterp_assets.core.datasets.preprocessing import (
     LOG_LAYER,
@@ -311,5 +314,21 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                       if len(summaries) else 0},
         )
 
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"json"})
+    def attention_sources(gene_universe: pd.DataFrame, de_labels: pd.DataFrame, reference_edges: pd.DataFrame,
+                          project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """The genes attention extraction keeps per head (attention.sources): every universe gene ("all") or
+        the genes the analyses query ("analyses": perturbed genes, sources of "regulates" references and
+        attention.extra_sources). The head mean of every pair is kept either way. Its data version is its
+        content, so extraction goes stale only when the list changes."""
+        settings = project.attention
+        universe = gene_universe["gene"].tolist()
+        sources = universe if settings.sources == "all" else analysis_sources(
+            universe, de_labels["perturbation"].unique(), reference_edges, settings.extra_sources)
+        outside = sorted(set(settings.extra_sources) - set(universe))
+        return dg.Output(sources, data_version=dg.DataVersion(hashlib.sha256("\n".join(sources).encode()).hexdigest()),
+                         metadata={"mode": settings.sources, "sources": len(sources), "universe_genes": len(universe),
+                                   "extra_sources_outside_universe": ", ".join(outside) or "none"})
+
     return [screen_data, control_cells, gene_universe, de_labels, gene_features, correlation_edges, reference_edges,
-            reference_null]
+            reference_null, attention_sources]

@@ -26,6 +26,7 @@ from scinterp_assets.core.analyses.score_sets import (
 )
 from scinterp_assets.core.attention.edges import attention_edge_table, evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.attention.sources import every_pair_score_sets
 from scinterp_assets.core.datasets.screens import check_raw_counts
 from scinterp_assets.core.edges import validate_edges
 from scinterp_assets.core.models import GeneCoverageError
@@ -94,11 +95,12 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     @dg.multi_asset(
         outs={
             "attention_scores": dg.AssetOut(kinds={"pytorch", "numpy"}, description=(
-                "Summed attention probability (layers x heads x genes x genes) and pair counts over the control "
+                "Summed attention probability per head for the attention_sources rows (layers x heads x sources x "
+                "genes), its head mean for every pair (layers x genes x genes) and pair counts over the control "
                 "cells, streamed one layer at a time (query = source row, key = target column).")),
             "value_weighted_scores": dg.AssetOut(kinds={"pytorch", "numpy"}, description=(
-                "Summed cosine similarity of the two genes' per-head context vectors (softmax(QK^T/sqrt(d)) V), "
-                "same cells and pair counts, from the same pass.")),
+                "Summed head-mean cosine similarity of the two genes' per-head context vectors "
+                "(softmax(QK^T/sqrt(d)) V), every pair, same cells and pair counts, from the same pass.")),
         },
         partitions_def=multi_partitions,
         group_name=GROUP,
@@ -107,8 +109,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                                        partitions_def=multi_partitions, blocking=True)],
     )
     def attention_extraction(context: dg.AssetExecutionContext, control_cells: ad.AnnData,
-                             gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
-                             model_store: dg.ResourceParam[ModelStore]):
+                             gene_universe: pd.DataFrame, attention_sources: list,
+                             project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
         model_key, cell_type = model_and_cell_type(context)
         settings = project.attention
         model = _model_for(model_store, model_key, control_cells)
@@ -123,7 +125,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                 "unmapped_examples": ", ".join(coverage.unmapped[:10])}) from None
         started = time.perf_counter()
         scores, value_weighted = model.attention_scores(
-            cells, genes, layers=settings.layers, batch_size=settings.batch_size, seed=project.seeds.attention,
+            cells, genes, sources=attention_sources, layers=settings.layers, batch_size=settings.batch_size, seed=project.seeds.attention,
             device=settings.device, progress=_progress_logger(context, "attention", settings.batch_size),
             num_threads=settings.num_threads, value_weighted=True, token_budget=settings.batch_token_budget,
         )
@@ -256,7 +258,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         AUROC = 0.5 by relabelling genes. A reference not evaluable for the cell type, or with too few pairs
         among the genes the model can score, gets one descriptive `not_evaluable` row saying why."""
         genes = evaluable_genes(attention_scores)
-        score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+        score_sets = every_pair_score_sets(score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes),
+                                           genes, attention_scores.sources)
         score_sets.append(random_score_set(len(genes), project.seeds.random_scores))
         permutations = project.analyses.reference_permutations
         rows = reference_structure_tests(reference_edges, reference_evaluability, genes, score_sets,

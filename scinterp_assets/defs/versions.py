@@ -40,6 +40,7 @@ CONFIGURATION_READ: dict[str, tuple[str, ...]] = {
     "reference_edges": ("cell_types", "references", "reference_restriction", "contracts"),
     "reference_evaluability": ("cell_types", "references", "reference_restriction", "contracts"),
     "reference_null": ("reference_null", "seeds"),
+    "attention_sources": ("attention",),
     "model_checkpoint": (),
     "attention_scores": ("attention", "seeds", "contracts"),
     "value_weighted_scores": ("attention", "seeds", "contracts"),

@@ -49,7 +49,7 @@ references:
     format: trrust
     path: downloads/other_species.tsv
 preprocessing: {n_control_cells: 300, n_hvg: 150}
-attention: {batch_size: 16, max_cells: 120}
+attention: {batch_size: 16, max_cells: 120, sources: analyses}  # per head: the rows the analyses query
 analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 50, bootstrap_resamples: 200,
            incremental_value_repeats: 2, threads: 1}
 tiny_checkpoints:
@@ -92,10 +92,17 @@ def project(tmp_path_factory):
         yield config, defs, instance, truth
 
 
-def test_a_declared_screen_runs_through_the_same_assets(project):
-    config, defs, instance, truth = project
+@pytest.fixture(scope="module")
+def my_screen(project):
+    """The project after the declared screen ran through the cell-type and model-evaluation jobs."""
+    _, defs, instance, _ = project
     _run(defs, "cell_type_job", instance, "my_screen")
     _run(defs, "model_evaluation_job", instance, dg.MultiPartitionKey({"model": "tiny-geneformer", "cell_type": "my_screen"}))
+    return project
+
+
+def test_a_declared_screen_runs_through_the_same_assets(my_screen):
+    config, defs, instance, truth = my_screen
     storage = config.storage_dir
     networks = pd.read_parquet(storage / "reference_networks" / "__unpartitioned__.parquet")
     assert len(networks) == len(truth) + 12 and set(networks["resource"]) == {"planted_trrust", "other_species"}
@@ -119,6 +126,32 @@ def test_a_declared_screen_runs_through_the_same_assets(project):
     battery = pd.read_parquet(storage / "reference_battery" / "my_screen__tiny-geneformer.parquet")
     assert battery["test_id"].str.contains(":planted_trrust:").any()
     assert not battery["test_id"].str.contains("other_species").any()
+
+
+def test_attention_keeps_per_head_only_the_rows_the_analyses_query(my_screen):
+    """attention.sources: analyses. The perturbed genes and the planted TFs are kept per head; every-pair
+    analyses (A12, family R) then rank head means only, perturbation analyses every aggregation."""
+    import json
+
+    from scinterp_assets.core.attention.scores import AttentionScores
+
+    config = my_screen[0]
+    storage = config.storage_dir
+    universe = pd.read_parquet(storage / "gene_universe" / "my_screen.parquet")["gene"].tolist()
+    perturbed = set(pd.read_parquet(storage / "de_labels" / "my_screen.parquet")["perturbation"])
+    tfs = set(pd.read_parquet(storage / "reference_edges" / "my_screen.parquet")["source"])
+    sources = json.loads((storage / "attention_sources" / "my_screen.json").read_text())
+    assert sources == [gene for gene in universe if gene in perturbed | tfs] and len(sources) < len(universe)
+    scores = AttentionScores.load(storage / "attention_scores" / "my_screen__tiny-geneformer.attention_scores.npz")
+    assert scores.sources == tuple(sources) and scores.sum.shape[2] == len(sources)
+    assert scores.head_mean_sum.shape[1:] == (len(universe), len(universe))
+    a12 = pd.read_parquet(storage / "reference_structure" / "my_screen__tiny-geneformer.parquet")
+    attention_a12 = a12[a12["test_id"].str.contains(":attention_L")]
+    assert set(attention_a12["aggregation"]) == {"head_mean"}  # head_max exists for the source rows only
+    battery = pd.read_parquet(storage / "reference_battery" / "my_screen__tiny-geneformer.parquet")
+    assert not battery["test_id"].str.contains("head_max").any()
+    pf = pd.read_parquet(storage / "perturbation_auroc" / "my_screen__tiny-geneformer.parquet")
+    assert set(pf.loc[pf["method"] == "attention", "aggregation"]) == {"head_mean", "head_max"}
 
 
 def test_a_vocabulary_that_misses_the_screen_fails_before_the_forward_pass_and_stores_nothing(project):
