@@ -17,7 +17,7 @@ from scinterp_assets.core.analyses.layer_selection import layer_selection_tests
 from scinterp_assets.core.analyses.perturbation_prediction import per_perturbation_auroc, resampled_pf_auroc
 from scinterp_assets.core.analyses.propensity import propensity_matched_tests
 from scinterp_assets.core.analyses.reference_family import ReferenceFamilySettings, reference_family_tests
-from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, score_sets_from_edges
+from scinterp_assets.core.analyses.score_sets import gene_level_score_sets, model_score_sets
 from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound, sensitivity_grid
 from scinterp_assets.core.analyses.sensitivity_cells import GridSettings, grid_cell_evaluator
 from scinterp_assets.core.attention.edges import evaluable_genes
@@ -29,7 +29,7 @@ from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.core.stats.registry import empty_registry
 from scinterp_assets.defs.console import progress_logger
 from scinterp_assets.defs.metadata import frame_metadata
-from scinterp_assets.defs.model_assets import pf_filter
+from scinterp_assets.defs.model_assets import EDGE_CONTRACT, pf_filter
 from scinterp_assets.defs.partitions import model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
 from scinterp_assets.resources.model_store import ModelStore
@@ -50,9 +50,9 @@ def _skipped(reason: str) -> dg.Output:
 
 
 def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def layer_selection(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
-                        attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+                        attention_scores: AttentionScores, value_weighted_scores: AttentionScores,
                         correlation_edges: pd.DataFrame, de_labels: pd.DataFrame, gene_universe: pd.DataFrame,
                         project: dg.ResourceParam[ScinterpConfig],
                         model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
@@ -64,7 +64,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         if n_perturbations < folds:
             return _skipped(f"{n_perturbations} evaluable perturbations, fewer than the {folds} outer folds")
         genes = evaluable_genes(attention_scores)
-        score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+        score_sets = model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges)
         resamples = resampled_pf_auroc(de_labels, genes, score_sets, pf_filter(project),
                                        n_bootstrap=project.analyses.perturbation_bootstrap,
                                        seed=project.seeds.perturbation_bootstrap, n_target_folds=folds)
@@ -76,9 +76,9 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         )
         return dg.Output(rows, metadata=frame_metadata(rows))
 
-    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def hvg_protocol_confound_tests(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
-                                    attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+                                    attention_scores: AttentionScores, value_weighted_scores: AttentionScores,
                                     correlation_edges: pd.DataFrame, gene_features: pd.DataFrame,
                                     de_labels: pd.DataFrame, gene_universe: pd.DataFrame,
                                     project: dg.ResourceParam[ScinterpConfig],
@@ -92,7 +92,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         plain_genes = [gene for gene in evaluable_genes(attention_scores) if gene in hvgs]
         labels = relabel_within(de_labels, plain_genes,
                                 DELabelRule(rule.q_threshold, rule.min_abs_log_difference, rule.min_cells, rule.test))
-        score_sets = (score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), plain_genes)
+        score_sets = (model_score_sets(attention_scores, value_weighted_scores, plain_genes, correlation_edges)
                       + gene_level_score_sets(gene_features, plain_genes))
         plain = per_perturbation_auroc(labels, plain_genes, score_sets,
                                        pf_filter(project))
@@ -106,9 +106,9 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         return dg.Output(registry, metadata={**frame_metadata(registry),
                                              "comparison": dg.MetadataValue.md(table.to_markdown(index=False))})
 
-    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def reference_battery(context: dg.AssetExecutionContext, attention_scores: AttentionScores,
-                          attention_edges: pd.DataFrame, correlation_edges: pd.DataFrame,
+                          value_weighted_scores: AttentionScores, correlation_edges: pd.DataFrame,
                           reference_edges: pd.DataFrame, reference_null: ReferenceNulls,
                           gene_features: pd.DataFrame, reference_structure: pd.DataFrame,
                           gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
@@ -120,7 +120,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         genes = evaluable_genes(attention_scores)
         seed = project.seeds.reference_battery
         with threadpool_limits(limits=settings.threads):
-            score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+            score_sets = model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges)
             rows = reference_family_tests(
                 reference_edges, genes, every_pair_score_sets(score_sets, genes, attention_scores.sources),
                 gene_features, reference_null, reference_structure,
@@ -136,9 +136,9 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         return dg.Output(registry, metadata={**frame_metadata(registry), "evaluable_genes": len(genes),
                                              "analyses": ", ".join(sorted(registry["analysis_id"].unique()))})
 
-    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def incremental_value(context: dg.AssetExecutionContext, attention_scores: AttentionScores,
-                          attention_edges: pd.DataFrame, correlation_edges: pd.DataFrame,
+                          value_weighted_scores: AttentionScores, correlation_edges: pd.DataFrame,
                           gene_features: pd.DataFrame, de_labels: pd.DataFrame, perturbation_auroc: pd.DataFrame,
                           gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                           model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
@@ -153,7 +153,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
             return _skipped(f"{n_perturbations} evaluable perturbations, fewer than the "
                             f"{settings.incremental_value_folds} folds")
         genes = evaluable_genes(attention_scores)
-        score_sets = score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+        score_sets = model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges)
         label_rule = project.label_rule(model_and_cell_type(context)[1])
         common = {"rule": pf_filter(project),
                   "seed": project.seeds.incremental_value, "label_rule": label_rule}
@@ -174,9 +174,9 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         return dg.Output(registry, metadata={**frame_metadata(registry), "perturbations": n_perturbations,
                                              "score_sets": len(score_sets)})
 
-    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def sensitivity_grid_tests(context: dg.AssetExecutionContext, screen_data: ad.AnnData,
-                               attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+                               attention_scores: AttentionScores, value_weighted_scores: AttentionScores,
                                gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                                model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
         """A03: PF AUROC over the grid LFC threshold x N_ctrl x HVG (analyses.sensitivity_*): one-sample tests
@@ -186,7 +186,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         genes = evaluable_genes(attention_scores)
         forced = perturbed_genes(screen_data) if preprocessing.force_perturbed_genes else []
         evaluate = grid_cell_evaluator(
-            screen_data, score_sets_from_edges(attention_edges, genes), genes, forced,
+            screen_data, model_score_sets(attention_scores, value_weighted_scores, genes), genes, forced,
             GridSettings(rule.q_threshold, rule.min_cells, rule.test, rule.min_positives, rule.min_negatives,
                          preprocessing.target_sum, project.seeds.control_sampling),
         )

@@ -21,10 +21,10 @@ from scinterp_assets.core.analyses.score_sets import (
     ScoreSet,
     gene_level_score_sets,
     random_score_set,
-    score_sets_from_edges,
+    model_score_sets,
     tf_out_degree_score_sets,
 )
-from scinterp_assets.core.attention.edges import attention_edge_table, evaluable_genes
+from scinterp_assets.core.attention.edges import EDGE_AGGREGATIONS, attention_edge_table, evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.attention.sources import every_pair_score_sets
 from scinterp_assets.core.datasets.screens import check_raw_counts
@@ -37,14 +37,18 @@ from scinterp_assets.resources.contracts import ContractRunner, contract_check_s
 from scinterp_assets.resources.model_store import ModelStore
 
 GROUP = "model_evaluation"
+# The analyses read attention from the accumulators, not from attention_edges, but stay downstream of it: its
+# blocking edge-table contract (schema, share of pairs never co-present) guards the scores they rank.
+EDGE_CONTRACT = [dg.AssetKey("attention_edges")]
 
 
-def pf_score_sets(attention_scores: AttentionScores, attention_edges: pd.DataFrame, correlation_edges: pd.DataFrame,
-                  gene_features: pd.DataFrame, reference_edges: pd.DataFrame) -> tuple[list[str], list[ScoreSet]]:
+def pf_score_sets(attention_scores: AttentionScores, value_weighted_scores: AttentionScores,
+                  correlation_edges: pd.DataFrame, gene_features: pd.DataFrame,
+                  reference_edges: pd.DataFrame) -> tuple[list[str], list[ScoreSet]]:
     """The evaluable genes and every score set family P ranks targets with: attention, correlation, the
     gene-level baselines and the TF out-degree counter-example of each "regulates" reference."""
     genes = evaluable_genes(attention_scores)
-    return genes, (score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes)
+    return genes, (model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges)
                    + gene_level_score_sets(gene_features, genes) + tf_out_degree_score_sets(reference_edges, genes))
 
 
@@ -183,11 +187,13 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     )
     def attention_edges(attention_scores: AttentionScores, value_weighted_scores: AttentionScores,
                         project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
-        """Attention edges per layer (mean over cells holding both genes): attention probability as head-mean
-        and head-max, and the value-weighted cosine as head-mean (FRAMEWORK section 4)."""
+        """Attention edges per layer from the source genes (attention_sources; every gene by default), mean over
+        cells holding both genes: attention probability as head-mean and head-max, and the value-weighted cosine
+        as head-mean (FRAMEWORK section 4). The published table; the analyses read the accumulators."""
         edges = validate_edges(pd.concat([
-            attention_edge_table(attention_scores, method="attention", aggregations=("head_mean", "head_max")),
-            attention_edge_table(value_weighted_scores, method="value_weighted", aggregations=("head_mean",)),
+            attention_edge_table(scores, method=method, aggregations=EDGE_AGGREGATIONS[method],
+                                 sources=attention_scores.sources)
+            for method, scores in (("attention", attention_scores), ("value_weighted", value_weighted_scores))
         ], ignore_index=True), name="attention_edges")
         yield dg.Output(edges, metadata=frame_metadata(edges))
         result = contracts.validate(
@@ -197,16 +203,17 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
     @dg.asset(
         partitions_def=multi_partitions,
         group_name=GROUP,
+        deps=EDGE_CONTRACT,
         check_specs=[dg.AssetCheckSpec("check_enough_perturbations", asset="perturbation_auroc",
                                        partitions_def=multi_partitions, blocking=True)],
     )
-    def perturbation_auroc(attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+    def perturbation_auroc(attention_scores: AttentionScores, value_weighted_scores: AttentionScores,
                            correlation_edges: pd.DataFrame, gene_features: pd.DataFrame, de_labels: pd.DataFrame,
                            reference_edges: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]):
         """Per-perturbation PF AUROC of attention, correlation, gene-level baselines and the TF out-degree
         counter-example (one per "regulates" reference, synthetic screens: the planted network) on the
         evaluable set."""
-        genes, score_sets = pf_score_sets(attention_scores, attention_edges, correlation_edges, gene_features,
+        genes, score_sets = pf_score_sets(attention_scores, value_weighted_scores, correlation_edges, gene_features,
                                           reference_edges)
         table = per_perturbation_auroc(de_labels, genes, score_sets, pf_filter(project))
         n_perturbations = table["perturbation"].nunique()
@@ -223,9 +230,9 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             metadata={"perturbations": n_perturbations, "expected_at_least": project.contracts.min_evaluable_perturbations},
         )
 
-    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def perturbation_prediction(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
-                                attention_scores: AttentionScores, attention_edges: pd.DataFrame,
+                                attention_scores: AttentionScores, value_weighted_scores: AttentionScores,
                                 correlation_edges: pd.DataFrame, gene_features: pd.DataFrame,
                                 de_labels: pd.DataFrame, reference_edges: pd.DataFrame,
                                 gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
@@ -233,7 +240,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         """Registry rows for A01 (attention vs correlation) and A04 (gene-level baselines, confirmatory; the TF
         out-degree counter-example, descriptive): mean PF AUROC differences with a two-way (perturbations x
         targets) bootstrap; the study's paired Wilcoxon as descriptive rows."""
-        genes, score_sets = pf_score_sets(attention_scores, attention_edges, correlation_edges, gene_features,
+        genes, score_sets = pf_score_sets(attention_scores, value_weighted_scores, correlation_edges, gene_features,
                                           reference_edges)
         resamples = resampled_pf_auroc(de_labels, genes, score_sets, pf_filter(project),
                                        n_bootstrap=project.analyses.perturbation_bootstrap,
@@ -248,9 +255,9 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         return dg.Output(rows, metadata={**frame_metadata(rows),
                                          "bootstrap_resamples": project.analyses.perturbation_bootstrap})
 
-    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def reference_structure(context: dg.AssetExecutionContext, attention_scores: AttentionScores,
-                            attention_edges: pd.DataFrame, correlation_edges: pd.DataFrame,
+                            value_weighted_scores: AttentionScores, correlation_edges: pd.DataFrame,
                             reference_edges: pd.DataFrame, reference_evaluability: pd.DataFrame,
                             gene_universe: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig],
                             model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
@@ -258,8 +265,9 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         AUROC = 0.5 by relabelling genes. A reference not evaluable for the cell type, or with too few pairs
         among the genes the model can score, gets one descriptive `not_evaluable` row saying why."""
         genes = evaluable_genes(attention_scores)
-        score_sets = every_pair_score_sets(score_sets_from_edges(pd.concat([attention_edges, correlation_edges]), genes),
-                                           genes, attention_scores.sources)
+        score_sets = every_pair_score_sets(
+            model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges), genes,
+            attention_scores.sources)
         score_sets.append(random_score_set(len(genes), project.seeds.random_scores))
         permutations = project.analyses.reference_permutations
         rows = reference_structure_tests(reference_edges, reference_evaluability, genes, score_sets,

@@ -26,3 +26,37 @@ def test_every_pair_analyses_drop_per_head_aggregations_when_sources_are_a_subse
     assert every_pair_score_sets(sets, genes, sources=genes) == sets
     kept = every_pair_score_sets(sets, genes, sources=["b"])
     assert [(s.method, s.aggregation) for s in kept] == [("attention", "head_mean"), ("correlation", "none")]
+
+
+def _scores(sources=None):
+    from scinterp_assets.core.attention.scores import AttentionScores
+
+    genes = tuple(f"g{i}" for i in range(6))
+    rng = np.random.default_rng(4)
+    total = rng.random((2, 3, 6, 6))
+    count = rng.integers(0, 4, (6, 6))
+    count = np.maximum(count, count.T)
+    if sources is None:
+        return AttentionScores(genes, (1, 3), total, count, 4)
+    rows = [genes.index(gene) for gene in sources]
+    return AttentionScores(genes, (1, 3), total[:, :, rows].copy(), count, 4, sources=sources,
+                           head_mean_sum=total.mean(axis=1))
+
+
+def test_score_sets_read_from_the_accumulators_equal_those_built_from_the_edge_table():
+    from scinterp_assets.core.analyses.score_sets import attention_score_sets, score_sets_from_edges
+    from scinterp_assets.core.attention.edges import EDGE_AGGREGATIONS, attention_edge_table
+
+    genes = ["g5", "g0", "g2", "g3"]  # an evaluable subset, in another order than the scores'
+    for scores in (_scores(), _scores(sources=("g0", "g4", "g5"))):
+        for method, aggregations in EDGE_AGGREGATIONS.items():
+            direct = attention_score_sets(scores, method, genes)
+            tabled = score_sets_from_edges(attention_edge_table(scores, method=method, aggregations=aggregations),
+                                           genes)
+            assert [(s.method, s.layer, s.aggregation) for s in direct] == [
+                (s.method, s.layer, s.aggregation) for s in tabled]
+            for one, other in zip(direct, tabled):
+                np.testing.assert_array_equal(one.matrix, other.matrix)
+    sets = attention_score_sets(_scores(sources=("g0", "g4", "g5")), "attention", genes)
+    (head_max,) = [s for s in sets if s.layer == 1 and s.aggregation == "head_max"]
+    assert np.isnan(head_max.matrix[[2, 3]]).all() and np.isfinite(head_max.matrix[0, 1:]).any()  # g2, g3: no rows

@@ -115,8 +115,8 @@ def test_registry_rows_record_the_data_versions_of_the_inputs_they_were_computed
     rows = registry[registry["test_id"] == "tiny-scgpt|synthetic_a|A12:planted:correlation"]  # reference_structure
     (versions,) = set(rows["input_data_versions"])
     inputs = json.loads(versions)  # reference_structure's inputs, each at the partition it read
-    assert set(inputs) == {"attention_edges", "attention_scores", "correlation_edges", "gene_universe",
-                           "reference_edges", "reference_evaluability"}
+    assert set(inputs) == {"attention_edges", "attention_scores", "value_weighted_scores", "correlation_edges",
+                           "gene_universe", "reference_edges", "reference_evaluability"}
     partitions = {"gene_universe": "synthetic_a", "correlation_edges": "synthetic_a", "reference_edges": "synthetic_a",
                   "reference_evaluability": "synthetic_a"}
     for asset, version in inputs.items():

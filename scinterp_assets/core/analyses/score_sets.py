@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scinterp_assets.core.attention.edges import EDGE_AGGREGATIONS, head_aggregate
+from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.edges import NO_LAYER
 
 BASELINE_PREFIX = "baseline_"  # A04 gene-level baselines from expression (FRAMEWORK section 8, criterion 1)
@@ -49,6 +51,38 @@ def score_sets_from_edges(edges: pd.DataFrame, genes: list[str]) -> list[ScoreSe
         matrix[rows[inside], columns[inside]] = group["score"].to_numpy()[inside]
         sets.append(ScoreSet(str(method), int(layer), str(aggregation), matrix))
     return sets
+
+
+def attention_score_sets(scores: AttentionScores, method: str, genes: list[str]) -> list[ScoreSet]:
+    """One ScoreSet per layer and head aggregation (EDGE_AGGREGATIONS[method]) of accumulated attention scores,
+    restricted to `genes` (entries of `scores.genes`), read from the accumulators one layer at a time: the same
+    matrices `score_sets_from_edges` builds from `attention_edge_table`, without the long table (G^2 rows per
+    layer and aggregation at the study's shape). Rows outside a head-max's sources stay NaN."""
+    index = pd.Index(scores.genes)
+    columns = index.get_indexer(genes)
+    if (columns < 0).any():
+        raise ValueError(f"genes must be among the scores' genes; not there: {list(np.asarray(genes)[columns < 0][:10])}")
+    wanted = pd.Index(genes)
+    sets = []
+    for layer in scores.layers:
+        for aggregation in sorted(EDGE_AGGREGATIONS[method]):  # the order score_sets_from_edges gives
+            row_genes, values = head_aggregate(scores, layer, aggregation)
+            rows = wanted.get_indexer(row_genes)
+            inside = rows >= 0
+            matrix = np.full((len(genes), len(genes)), np.nan)
+            matrix[rows[inside]] = np.asarray(values)[inside][:, columns]
+            sets.append(ScoreSet(method, int(layer), aggregation, matrix))
+    return sets
+
+
+def model_score_sets(attention: AttentionScores, value_weighted: AttentionScores, genes: list[str],
+                     correlation_edges: pd.DataFrame | None = None) -> list[ScoreSet]:
+    """A model's edge score sets over `genes`: attention and value-weighted (from the accumulators) and, given
+    its edges, correlation; in (method, layer, aggregation) order, as `score_sets_from_edges` orders them."""
+    sets = attention_score_sets(attention, "attention", genes) + attention_score_sets(value_weighted, "value_weighted", genes)
+    if correlation_edges is not None:
+        sets += score_sets_from_edges(correlation_edges, genes)
+    return sorted(sets, key=lambda score_set: (score_set.method, score_set.layer, score_set.aggregation))
 
 
 def gene_level_score_sets(features: pd.DataFrame, genes: list[str]) -> list[ScoreSet]:
