@@ -578,6 +578,8 @@ def run_scgpt_engine(model, adata, genes, setup: Setup) -> Accumulated:
 STUDY_WORKLOAD = {"genes": 2000, "sources": 400, "min_expressed": 2500, "median_expressed": 4000,
                   "max_expressed": 8000}
 
+GENEFORMER_RUNNERS = {"naive": run_geneformer_naive, "plain": run_geneformer_plain, "engine": run_geneformer_engine}
+
 MODELS: dict[str, ModelFamily] = {
     "geneformer": ModelFamily(
         name="geneformer",
@@ -589,11 +591,7 @@ MODELS: dict[str, ModelFamily] = {
         describe=_describe_geneformer,
         tokenised_lengths=_geneformer_lengths,
         warm_up=_geneformer_warm_up,
-        runners={
-            "naive": run_geneformer_naive,
-            "plain": run_geneformer_plain,
-            "engine": run_geneformer_engine,
-        },
+        runners=GENEFORMER_RUNNERS,
         time_target=1.3,
     ),
     "geneformer-v2": ModelFamily(
@@ -607,11 +605,7 @@ MODELS: dict[str, ModelFamily] = {
         describe=_describe_geneformer_v2,
         tokenised_lengths=_geneformer_lengths,
         warm_up=_geneformer_warm_up,
-        runners={
-            "naive": run_geneformer_naive,
-            "plain": run_geneformer_plain,
-            "engine": run_geneformer_engine,
-        },
+        runners=GENEFORMER_RUNNERS,
         time_target=1.3,
     ),
     "scgpt": ModelFamily(
