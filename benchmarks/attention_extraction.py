@@ -444,6 +444,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--device", default=defaults.device, help="cpu (default) or cuda, for all methods")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--token-budget", type=int, default=defaults.token_budget,
+                        help="attention entries per head in one batch, cells x padded tokens^2, for every method "
+                        "(default 2^23, the pipeline's attention.batch_token_budget; 0: no bound)")
     parser.add_argument(
         "--naive-budget",
         type=float,
@@ -521,6 +524,7 @@ def _setup_from(args: argparse.Namespace, model: str) -> Setup:
         median_expressed=median,
         max_expressed=high,
         batch_size=args.batch_size,
+        token_budget=args.token_budget,
         seed=args.seed,
         device=args.device,
         threads=args.threads,
@@ -568,7 +572,8 @@ def _header(setup: Setup, sizes: Sequence[int], budget: float) -> str:
             f"{setup.sources or setup.genes}{' plus the head mean of every pair' if setup.sources else ''} "
             f"(engine accumulators {_accumulator_mb(setup):.0f} MB float64"
             f"{', value-weighted too' if setup.value_weighted else ''}; the naive reference keeps every pair "
-            f"per head); batch size {setup.batch_size}, cells sorted by length for all methods"
+            f"per head); batch size {setup.batch_size}, token budget {setup.token_budget or 'none'}, cells sorted "
+            "by length for all methods"
         ),
         (
             f"torch {torch.__version__}, device {setup.device}, {threads} intra-op threads, {os.cpu_count()} "

@@ -51,6 +51,9 @@ class Setup:
     median_expressed: int = 400
     max_expressed: int = 1000
     batch_size: int = 8
+    # attention entries per head in one batch (cells x padded tokens^2), as the pipeline's
+    # attention.batch_token_budget (default 2^23: 2 cells of 2,048 tokens, 1 of 4,096); 0: no bound
+    token_budget: int = 2**23
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None  # torch intra-op threads for every method (None: torch's default)
@@ -340,7 +343,7 @@ def run_geneformer_plain(model, adata, genes, setup: Setup) -> None:
     device = torch.device(setup.device)
     with torch.inference_mode():
         model.bert.to(device)
-        for batch in plan_batches([len(cell) for cell in cells], setup.batch_size):
+        for batch in plan_batches([len(cell) for cell in cells], setup.batch_size, setup.token_budget or None):
             ids, mask = pad_sequences([cells[i] for i in batch], model.tokenizer.pad_token)
             model.bert.bert(
                 input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device)
@@ -361,7 +364,7 @@ def run_geneformer_naive(model, adata, genes, setup: Setup):
     device = torch.device(setup.device)
     with torch.inference_mode():
         model.bert.to(device)
-        for batch in plan_batches([len(cell) for cell in cells], setup.batch_size):
+        for batch in plan_batches([len(cell) for cell in cells], setup.batch_size, setup.token_budget or None):
             ids, mask = pad_sequences([cells[i] for i in batch], model.tokenizer.pad_token)
             output = model.bert.bert(
                 input_ids=torch.from_numpy(ids).to(device),
@@ -376,7 +379,8 @@ def run_geneformer_naive(model, adata, genes, setup: Setup):
 
 def run_geneformer_engine(model, adata, genes, setup: Setup) -> Accumulated:
     scores = model.attention_scores(adata, genes, batch_size=setup.batch_size, device=setup.device,
-                                    sources=requested_sources(setup), value_weighted=setup.value_weighted)
+                                    sources=requested_sources(setup), value_weighted=setup.value_weighted,
+                                    token_budget=setup.token_budget or None)
     synchronise(setup.device)
     return engine_result(scores[0] if setup.value_weighted else scores)
 
@@ -487,7 +491,7 @@ def run_scgpt_plain(model, adata, genes, setup: Setup) -> None:
     cells = _scgpt_cells(model, adata)
     with torch.inference_mode():
         model.encoder.to(setup.device)
-        for batch in plan_batches([len(cell.ids) for cell in cells], setup.batch_size):
+        for batch in plan_batches([len(cell.ids) for cell in cells], setup.batch_size, setup.token_budget or None):
             _, tensors = _scgpt_batch(model, cells, batch, setup.device)
             model.encoder(*tensors)
     synchronise(setup.device)
@@ -504,7 +508,7 @@ def run_scgpt_eager(model, adata, genes, setup: Setup) -> None:
     cells = _scgpt_cells(model, adata)
     with torch.inference_mode():
         model.encoder.to(setup.device)
-        for batch in plan_batches([len(cell.ids) for cell in cells], setup.batch_size):
+        for batch in plan_batches([len(cell.ids) for cell in cells], setup.batch_size, setup.token_budget or None):
             _, (ids, values, attend) = _scgpt_batch(model, cells, batch, setup.device)
             hidden = model.encoder.embed(ids, values)
             for layer in model.encoder.transformer_encoder.layers:
@@ -543,7 +547,7 @@ def run_scgpt_naive(model, adata, genes, setup: Setup):
     with torch.inference_mode():
         model.encoder.to(setup.device)
         layers = torch_encoder_layers(model.encoder)
-        for batch in plan_batches([len(cell.ids) for cell in cells], setup.batch_size):
+        for batch in plan_batches([len(cell.ids) for cell in cells], setup.batch_size, setup.token_budget or None):
             (ids, _, attend), (ids_t, values_t, attend_t) = _scgpt_batch(model, cells, batch, setup.device)
             hidden, padding, attentions = model.encoder.embed(ids_t, values_t), ~attend_t, []
             for layer in layers:  # TransformerEncoderLayer's post-norm blocks, asking for the weights
@@ -563,7 +567,7 @@ def run_scgpt_naive(model, adata, genes, setup: Setup):
 def run_scgpt_engine(model, adata, genes, setup: Setup) -> Accumulated:
     scores = model.attention_scores(
         adata, genes, batch_size=setup.batch_size, seed=TOKENISATION_SEED, device=setup.device,
-        sources=requested_sources(setup), value_weighted=setup.value_weighted,
+        sources=requested_sources(setup), value_weighted=setup.value_weighted, token_budget=setup.token_budget or None,
     )
     synchronise(setup.device)
     return engine_result(scores[0] if setup.value_weighted else scores)

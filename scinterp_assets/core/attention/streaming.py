@@ -174,6 +174,7 @@ def stream_attention(
         for index, probs, *context in layer_outputs:
             if index in accumulator.layers:
                 accumulator.add_layer(index, probs, selection, context[0] if context else None)
+            del probs, context  # released before the next layer's forward pass allocates its own
         done += len(batch)
         if progress is not None:
             progress(done, len(lengths), time.perf_counter() - started)
@@ -339,7 +340,7 @@ class AttentionAccumulator:
                 head_block = _block(probs[cell].sum(0), pos, pos, span)
                 self.head_sum[row].view(-1).index_add_(0, pair, head_block.reshape(-1).to(torch.float64))
             if self.value_head_sum is not None:
-                cosine = pairwise_cosine(context[cell][:, pos]).sum(0)  # (K, K), summed over heads
+                cosine = head_summed_cosine(context[cell][:, pos])  # (K, K)
                 self.value_head_sum[row].view(-1).index_add_(0, pair, cosine.reshape(-1))
 
     def result(self) -> AttentionScores:
@@ -382,9 +383,11 @@ def source_rows(genes: Sequence[str], sources: Sequence[str] | None) -> tuple[st
     return tuple(gene for gene in genes if gene in wanted)
 
 
-def pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of every ordered pair of vectors, per head: (H, K, d) -> float64 (H, K, K).
-
-    Computed in float64; a zero vector has cosine 0 with everything (its norm is clamped at 1e-12)."""
+def head_summed_cosine(vectors: torch.Tensor) -> torch.Tensor:
+    """Sum over heads of the cosine similarity of every ordered pair of per-head vectors: (H, K, d) ->
+    float64 (K, K). One product of the heads' unit vectors laid side by side ((K, H * d)), which is the same
+    sum without an (H, K, K) temporary. Computed in float64; a zero vector has cosine 0 with everything (its
+    norm is clamped at 1e-12)."""
     unit = torch.nn.functional.normalize(vectors.to(torch.float64), dim=-1, eps=1e-12)
-    return unit @ unit.transpose(-2, -1)
+    side_by_side = unit.transpose(0, 1).reshape(unit.shape[1], -1)
+    return side_by_side @ side_by_side.T

@@ -540,8 +540,9 @@ class GeneformerModel:
             finally:
                 hook.remove()
             if with_context:
-                context, probs = captured
+                probs, context = captured.pop(), captured.pop()
                 batch, length = context.shape[:2]
                 yield index, probs, context.view(batch, length, self.n_heads, -1).transpose(1, 2)
+                del probs, context  # not alive while the next layer runs
             else:
                 yield index, captured.pop()

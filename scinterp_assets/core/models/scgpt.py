@@ -238,9 +238,11 @@ class ScGPTEncoder(nn.Module):
             if with_context:
                 hidden, probs, context = layer.forward_with_context(hidden, attend)
                 yield index, probs, context
+                del context
             else:
                 hidden, probs = layer(hidden, attend, return_probs=True)
                 yield index, probs
+            del probs  # not alive while the next layer runs
 
 
 # ---------------------------------------------------------------------------------------------------------
