@@ -564,8 +564,8 @@ def _header(setup: Setup, sizes: Sequence[int], budget: float) -> str:
         (
             f"cells: synthetic raw counts, expressed genes per cell log-normal with median "
             f"{setup.median_expressed}, clipped to [{setup.min_expressed}, {setup.max_expressed}], cut to the "
-            f"{MODELS[setup.model].max_genes} genes the context holds (Geneformer: the highest-ranked; scGPT: a "
-            "seeded random subset); the n-cell set is the first n cells of the largest"
+            f"{MODELS[setup.model].max_genes} genes the context holds ({MODELS[setup.model].cut}); the n-cell set "
+            "is the first n cells of the largest"
         ),
         (
             f"accumulated genes G = {setup.genes} (the most often detected), per-head rows S = "

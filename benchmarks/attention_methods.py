@@ -83,6 +83,7 @@ class ModelFamily:
     shape:             the released model the benchmark mimics (layers, heads, hidden, intermediate, vocab) and
                        the study's workload on it (G, sources, full-length cells: expressed genes per cell)
     max_genes:         genes a cell's context holds; a cell expressing more is cut by the tokeniser
+    cut:               which genes such a cell keeps, as the header says it
     gene_names:        n -> the first n gene names of the vocabulary (var names of the synthetic data)
     write_checkpoint:  (folder, setup) -> folder, a seeded random checkpoint in the family's real layout
     describe:          setup -> the report header's model line
@@ -97,6 +98,7 @@ class ModelFamily:
     title: str
     shape: Mapping[str, int]
     max_genes: int
+    cut: str
     gene_names: Callable[[int], list[str]]
     write_checkpoint: Callable[[Path, Setup], Path]
     describe: Callable[[Setup], str]
@@ -590,6 +592,7 @@ MODELS: dict[str, ModelFamily] = {
         title="Geneformer",
         shape={"layers": 6, "heads": 4, "hidden": 256, "intermediate": 512, "vocab": 25_424, **STUDY_WORKLOAD},
         max_genes=V1_MAX_POSITIONS,
+        cut="the highest-ranked",
         gene_names=ensembl_ids,
         write_checkpoint=write_geneformer_checkpoint,
         describe=_describe_geneformer,
@@ -604,6 +607,7 @@ MODELS: dict[str, ModelFamily] = {
         shape={"layers": 18, "heads": 18, "hidden": 1152, "intermediate": 4608, "vocab": 20_271,  # V2-316M
                **STUDY_WORKLOAD, "min_expressed": 4500, "median_expressed": 6000, "max_expressed": 9000},
         max_genes=V2_MAX_POSITIONS - 2,
+        cut="the highest-ranked",
         gene_names=ensembl_ids,
         write_checkpoint=write_geneformer_v2_checkpoint,
         describe=_describe_geneformer_v2,
@@ -616,7 +620,8 @@ MODELS: dict[str, ModelFamily] = {
         name="scgpt",
         title="scGPT",
         shape={"layers": 12, "heads": 8, "hidden": 512, "intermediate": 512, "vocab": 60_694, **STUDY_WORKLOAD},
-        max_genes=1199,  # max_seq_len 1,200 tokens including <cls>; longer cells would be subset at random
+        max_genes=1199,  # max_seq_len 1,200 tokens including <cls>
+        cut="a seeded random subset, as scGPT's tokeniser draws one",
         gene_names=gene_symbols,
         write_checkpoint=write_scgpt_checkpoint,
         describe=_describe_scgpt,
