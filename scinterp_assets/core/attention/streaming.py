@@ -291,7 +291,7 @@ class AttentionAccumulator:
             fields["pairs"].append((slot[:, None] * n_genes + slot[None, :]).reshape(-1) if needs_pairs else None)
             first, last = (int(pos[0]), int(pos[-1])) if pos.numel() else (0, -1)
             fields["spans"].append((first, last + 1) if last - first + 1 == pos.numel() else None)
-        # Pair counts of the whole batch as one product: exact (float32 holds integers up to 2^24 cells).
+        # Pair counts of the whole batch as one product: exact (a batch's counts are small integers in float32).
         self.count += torch.round(presence.T @ presence).to(torch.int64)
         self.n_cells += int(slots.shape[0])
         return CellSelection(**{name: tuple(values) for name, values in fields.items()})
