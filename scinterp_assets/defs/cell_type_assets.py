@@ -326,6 +326,12 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
         sources = universe if settings.sources == "all" else analysis_sources(
             universe, de_labels["perturbation"].unique(), reference_edges, settings.extra_sources)
         outside = sorted(set(settings.extra_sources) - set(universe))
+        if not sources:
+            raise dg.Failure(description=(
+                f"attention.sources: analyses found no gene to keep per head among the {len(universe)} universe "
+                "genes: no perturbed gene and no source of a 'regulates' reference is in the universe "
+                f"(extra_sources outside it: {', '.join(outside) or 'none'}). Fix: set attention.sources: all, or "
+                "list universe genes in attention.extra_sources."))
         return dg.Output(sources, data_version=dg.DataVersion(hashlib.sha256("\n".join(sources).encode()).hexdigest()),
                          metadata={"mode": settings.sources, "sources": len(sources), "universe_genes": len(universe),
                                    "extra_sources_outside_universe": ", ".join(outside) or "none"})

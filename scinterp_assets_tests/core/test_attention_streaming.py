@@ -252,7 +252,11 @@ def test_sources_keep_the_dense_rows_and_every_pair_of_the_head_mean():
     generator = torch.Generator().manual_seed(3)
     probs = torch.rand(3, 4, 7, 7, generator=generator)
     context = torch.randn(3, 4, 7, 5, generator=generator)
-    slots = torch.tensor([[0, 2, -1, 5, 1, 3, 4], [2, 1, 0, -1, -1, -1, -1], [5, 4, 3, 2, 1, 0, -1]])
+    # cell 1 holds no source gene (g4, g1), cell 3 nothing at all; cell 2 is one contiguous run (a slice)
+    probs = torch.cat([probs, torch.rand(1, 4, 7, 7, generator=generator)])
+    context = torch.cat([context, torch.randn(1, 4, 7, 5, generator=generator)])
+    slots = torch.tensor([[0, 2, -1, 5, 1, 3, 4], [2, 0, 5, -1, -1, -1, -1], [5, 4, 3, 2, 1, 0, -1],
+                          [-1, -1, -1, -1, -1, -1, -1]])
     results = {}
     for name, sources in (("dense", None), ("sources", ("g4", "g1"))):  # given out of order on purpose
         accumulator = AttentionAccumulator(genes, (0,), 4, "cpu", value_weighted=True, sources=sources)
@@ -268,6 +272,15 @@ def test_sources_keep_the_dense_rows_and_every_pair_of_the_head_mean():
     np.testing.assert_array_equal(part_weighted.head_mean_sum, dense_weighted.head_mean_sum)
     np.testing.assert_array_equal(part.mean(), dense.mean()[:, :, [1, 4]])
     assert np.isnan(part.mean()[0, :, 0, 1]).all() and np.isnan(part.mean()[0, :, 1, 4]).all()  # own gene
+    # independently of the accumulator: the head mean of every pair, a brute-force loop over cells and heads
+    expected = np.zeros((6, 6))
+    for cell, row in enumerate(slots.tolist()):
+        for i, source in enumerate(row):
+            for j, target in enumerate(row):
+                if source >= 0 and target >= 0:
+                    expected[source, target] += probs[cell, :, i, j].double().mean().item()
+    assert_within(part.head_mean_sum[0], expected, head_sum_tolerance(expected, 4))
+    assert part.n_cells == 4 and part.count[5, 5] == 3  # g5 in cells 0, 1 and 2
     with pytest.raises(ValueError, match="not requested: \\['g9'\\]"):
         AttentionAccumulator(genes, (0,), 4, "cpu", sources=("g1", "g9"))
 
@@ -291,6 +304,12 @@ def test_attention_edge_table_reads_head_max_from_the_sources_only():
     expected = dense_edges[(dense_edges["aggregation"] == "head_max") & dense_edges["source"].isin(["g0", "g3"])]
     pd.testing.assert_frame_equal(head_max.sort_values(key).reset_index(drop=True),
                                   expected.sort_values(key).reset_index(drop=True))
+    # and independently: the max over heads of sum / count, the mean over heads of the same
+    first = head_max[(head_max["layer"] == 0) & (head_max["source"] == "g3") & (head_max["target"] == "g1")]
+    assert first["score"].item() == pytest.approx((total[0, :, 3, 1] / 4).max(), rel=1e-15)
+    mean_edge = head_mean[1][(head_mean[1]["layer"] == 1) & (head_mean[1]["source"] == "g2")
+                             & (head_mean[1]["target"] == "g4")]
+    assert mean_edge["score"].item() == pytest.approx((total[1, :, 2, 4] / 4).mean(), rel=1e-14)
     with pytest.raises(ValueError, match="required"):
         AttentionScores(genes, (0, 1), part.sum, count, 4, sources=("g0", "g3"))
     with pytest.raises(ValueError, match="order of `genes`"):

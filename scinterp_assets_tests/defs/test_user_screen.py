@@ -139,7 +139,8 @@ def test_attention_keeps_per_head_only_the_rows_the_analyses_query(my_screen):
     storage = config.storage_dir
     universe = pd.read_parquet(storage / "gene_universe" / "my_screen.parquet")["gene"].tolist()
     perturbed = set(pd.read_parquet(storage / "de_labels" / "my_screen.parquet")["perturbation"])
-    tfs = set(pd.read_parquet(storage / "reference_edges" / "my_screen.parquet")["source"])
+    reference = pd.read_parquet(storage / "reference_edges" / "my_screen.parquet")
+    tfs = set(reference.loc[reference["relation"] == "regulates", "source"])
     sources = json.loads((storage / "attention_sources" / "my_screen.json").read_text())
     assert sources == [gene for gene in universe if gene in perturbed | tfs] and len(sources) < len(universe)
     scores = AttentionScores.load(storage / "attention_scores" / "my_screen__tiny-geneformer.attention_scores.npz")

@@ -48,15 +48,18 @@ class AttentionScores:
     n_cells: cells that went through the model
     sources: the S genes kept per head (rows of `sum`), in the order of `genes`; default every gene
     head_mean_sum: float64 (L, G, G); sum over cells of the mean over heads, for every pair. Derived from
-             `sum` when every gene is a source; otherwise accumulated per cell as a float32 sum over the H
-             heads (relative error at most (H - 1) eps32 against a float64 sum). Value-weighted scores
+             `sum` when every gene is a source; otherwise accumulated per cell, for attention as a float32 sum
+             over the H heads (relative error at most (H - 1) eps32 against a float64 sum), for
+             value-weighted cosines in float64. Value-weighted scores
              (provenance["score"] == "value_weighted_cosine") hold head-mean cosines in [-1, 1] here,
              symmetric in the two genes, and no per-head rows (sources = ())
     provenance: JSON-serialisable settings that produced the scores (family, seed, tokenisation options,
              "score": ATTENTION_PROBABILITY or VALUE_WEIGHTED_COSINE)
 
-    `load` maps the stored arrays instead of reading them: a step that needs only the counts (or one layer)
-    reads only those pages of the file.
+    `load` maps `sum` and `head_mean_sum` instead of reading them: a step that needs only the counts (read
+    whole, G x G) or one layer reads only those pages of the file. A file from before per-head sources has no
+    `head_mean_sum`; it is then derived, which reads `sum` whole. The mapped arrays may be unaligned (an npz
+    member starts wherever the zip puts it): numpy handles that; code that needs aligned buffers should copy.
     """
 
     genes: tuple[str, ...]
