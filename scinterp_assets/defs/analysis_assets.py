@@ -22,7 +22,7 @@ from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound, sen
 from scinterp_assets.core.analyses.sensitivity_cells import GridSettings, grid_cell_evaluator
 from scinterp_assets.core.attention.edges import evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
-from scinterp_assets.core.attention.sources import every_pair_score_sets
+from scinterp_assets.core.attention.sources import score_sets_defined_on
 from scinterp_assets.core.datasets.de_labels import DELabelRule, relabel_within
 from scinterp_assets.core.datasets.preprocessing import perturbed_genes
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
@@ -122,7 +122,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         with threadpool_limits(limits=settings.threads):
             score_sets = model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges)
             rows = reference_family_tests(
-                reference_edges, genes, every_pair_score_sets(score_sets, genes, attention_scores.sources),
+                reference_edges, genes, score_sets_defined_on(score_sets, genes, attention_scores.sources),
                 gene_features, reference_null, reference_structure,
                 ReferenceFamilySettings(settings.bootstrap_resamples, settings.residualisation_folds,
                                         settings.residualisation_models, settings.top_k_edges,
@@ -184,9 +184,13 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         (more controls than the screen has, more HVGs than the extracted universe) are skipped, not capped."""
         settings, rule, preprocessing = project.analyses, project.de_labels, project.preprocessing
         genes = evaluable_genes(attention_scores)
-        forced = perturbed_genes(screen_data) if preprocessing.force_perturbed_genes else []
+        perturbed = perturbed_genes(screen_data)
+        forced = perturbed if preprocessing.force_perturbed_genes else []
+        # the grid ranks targets from the screen's perturbed genes, which need not all be attention sources
+        score_sets = score_sets_defined_on(model_score_sets(attention_scores, value_weighted_scores, genes),
+                                           set(perturbed) & set(genes), attention_scores.sources)
         evaluate = grid_cell_evaluator(
-            screen_data, model_score_sets(attention_scores, value_weighted_scores, genes), genes, forced,
+            screen_data, score_sets, genes, forced,
             GridSettings(rule.q_threshold, rule.min_cells, rule.test, rule.min_positives, rule.min_negatives,
                          preprocessing.target_sum, project.seeds.control_sampling),
         )

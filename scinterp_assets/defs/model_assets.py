@@ -26,7 +26,7 @@ from scinterp_assets.core.analyses.score_sets import (
 )
 from scinterp_assets.core.attention.edges import EDGE_AGGREGATIONS, attention_edge_table, evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
-from scinterp_assets.core.attention.sources import every_pair_score_sets
+from scinterp_assets.core.attention.sources import score_sets_defined_on
 from scinterp_assets.core.datasets.screens import check_raw_counts
 from scinterp_assets.core.edges import validate_edges
 from scinterp_assets.core.models import GeneCoverageError
@@ -265,7 +265,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         AUROC = 0.5 by relabelling genes. A reference not evaluable for the cell type, or with too few pairs
         among the genes the model can score, gets one descriptive `not_evaluable` row saying why."""
         genes = evaluable_genes(attention_scores)
-        score_sets = every_pair_score_sets(
+        score_sets = score_sets_defined_on(
             model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges), genes,
             attention_scores.sources)
         score_sets.append(random_score_set(len(genes), project.seeds.random_scores))

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from scinterp_assets.core.analyses.score_sets import ScoreSet
-from scinterp_assets.core.attention.sources import analysis_sources, every_pair_score_sets
+from scinterp_assets.core.attention.sources import analysis_sources, score_sets_defined_on
 
 
 def test_analysis_sources_are_perturbed_genes_regulators_and_extras_in_universe_order():
@@ -18,14 +18,17 @@ def test_analysis_sources_are_perturbed_genes_regulators_and_extras_in_universe_
     assert sources == ["G1", "G4", "G5"]
 
 
-def test_every_pair_analyses_drop_per_head_aggregations_when_sources_are_a_subset():
+def test_analyses_drop_per_head_aggregations_when_their_rows_are_not_all_sources():
     genes = ["a", "b", "c"]
     matrix = np.arange(9.0).reshape(3, 3)
     sets = [ScoreSet("attention", 0, "head_mean", matrix), ScoreSet("attention", 0, "head_max", matrix),
             ScoreSet("correlation", -1, "none", matrix)]
-    assert every_pair_score_sets(sets, genes, sources=genes) == sets
-    kept = every_pair_score_sets(sets, genes, sources=["b"])
+    assert score_sets_defined_on(sets, genes, sources=genes) == sets
+    kept = score_sets_defined_on(sets, genes, sources=["b"])
     assert [(s.method, s.aggregation) for s in kept] == [("attention", "head_mean"), ("correlation", "none")]
+    # a perturbation analysis ranking from b only needs b's row
+    assert score_sets_defined_on(sets, ["b"], sources=["b"]) == sets
+    assert len(score_sets_defined_on(sets, ["a", "b"], sources=["b"])) == 2
 
 
 def _scores(sources=None):
