@@ -2,8 +2,6 @@
 correlation edges and the reference edges. Each body unpacks inputs, calls one core function, returns."""
 
 
-import hashlib
-
 import anndata as ad
 import dagster as dg
 import numpy as np
@@ -48,6 +46,7 @@ from scinterp_assets.core.networks.references import (
 )
 from scinterp_assets.defs.console import progress_logger
 from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.versions import text_digest
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 
 GROUP = "cell_type_data"
@@ -332,7 +331,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                 "genes: no perturbed gene and no source of a 'regulates' reference is in the universe "
                 f"(extra_sources outside it: {', '.join(outside) or 'none'}). Fix: set attention.sources: all, or "
                 "list universe genes in attention.extra_sources."))
-        return dg.Output(sources, data_version=dg.DataVersion(hashlib.sha256("\n".join(sources).encode()).hexdigest()),
+        return dg.Output(sources, data_version=dg.DataVersion(text_digest(*sources)),
                          metadata={"mode": settings.sources, "sources": len(sources), "universe_genes": len(universe),
                                    "extra_sources_outside_universe": ", ".join(outside) or "none"})
 

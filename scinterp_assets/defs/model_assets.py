@@ -129,7 +129,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                 "unmapped_examples": ", ".join(coverage.unmapped[:10])}) from None
         started = time.perf_counter()
         scores, value_weighted = model.attention_scores(
-            cells, genes, sources=attention_sources, layers=settings.layers, batch_size=settings.batch_size, seed=project.seeds.attention,
+            cells, genes, sources=attention_sources, layers=settings.layers, batch_size=settings.batch_size,
+            seed=project.seeds.attention,
             device=settings.device, progress=_progress_logger(context, "attention", settings.batch_size),
             num_threads=settings.num_threads, value_weighted=True, token_budget=settings.batch_token_budget,
         )

@@ -58,7 +58,7 @@ def with_code_versions(assets: Iterable[dg.AssetsDefinition], config: ScinterpCo
         source = code_source_digest(assets_def.op.compute_fn.decorated_fn)
         versioned.append(assets_def.map_asset_specs(
             lambda spec, source=source: spec.replace_attributes(
-                code_version=_digest(__version__, source, _configuration_read(config, spec.key.to_user_string())))))
+                code_version=text_digest(__version__, source, _configuration_read(config, spec.key.to_user_string())))))
     return versioned
 
 
@@ -80,7 +80,7 @@ def code_source_digest(function: Callable) -> str:
     # in a fixed order: the walk visits sets of names, whose order changes with each process's hash seed
     parts = [inspect.getsource(helper) for helper in sorted(helpers, key=lambda helper: helper.__qualname__)]
     parts += [_module_file(name).read_text() for name in sorted(modules)]
-    return _digest(*parts)
+    return text_digest(*parts)
 
 
 def _reached(function: Callable) -> tuple[list[Callable], set[str]]:
@@ -211,7 +211,8 @@ def _input_partition(context: dg.AssetExecutionContext, key: dg.AssetKey) -> str
     return partition.keys_by_dimension[dimension]
 
 
-def _digest(*parts: str) -> str:
+def text_digest(*parts: str) -> str:
+    """Short sha256 of the parts, each ended by a NUL (so ("ab", "c") and ("a", "bc") differ)."""
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part.encode())

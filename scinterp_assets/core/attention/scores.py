@@ -81,9 +81,7 @@ class AttentionScores:
             raise ValueError("AttentionScores.genes has duplicates; each gene needs one row and one column")
         if len(set(self.layers)) != n_layers:
             raise ValueError(f"AttentionScores.layers has duplicates: {self.layers}")
-        position = {gene: i for i, gene in enumerate(self.genes)}
-        if any(gene not in position for gene in sources) or list(self.source_index) != sorted(
-                set(self.source_index)):
+        if not set(sources) <= set(self.genes) or list(self.source_index) != sorted(set(self.source_index)):
             raise ValueError("AttentionScores.sources must be distinct genes, in the order of `genes`")
         if self.sum.dtype != np.float64 or self.sum.ndim != 4 or self.sum.shape[0] != n_layers or (
             self.sum.shape[2:] != (n_sources, n_genes)
