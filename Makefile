@@ -8,7 +8,7 @@ export SCINTERP_CONFIG ?= $(CURDIR)/scinterp.yaml
 WITH_HOME = DAGSTER_HOME=$${DAGSTER_HOME:-$$($(BIN)/scinterp dagster-home)}
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast ui bench calibrate upgrade lock clean
+.PHONY: install demo test test-fast ui bench bench-study calibrate upgrade lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -49,6 +49,11 @@ bench: install
 	$(BIN)/python -m benchmarks.attention_extraction
 	$(BIN)/python -m benchmarks.degree_preserving_null
 	$(BIN)/python -m benchmarks.incremental_value
+
+# The study's workload end to end (scinterp.study-shape.yaml: 8,000 real genes, 2,000 controls, 280
+# perturbations, a random-weight Geneformer V1-10M): every asset's wall time and peak memory (hours on 2 cores).
+bench-study: install
+	$(BIN)/python -m benchmarks.study_shape
 
 # False-positive rate and power of the confirmatory tests on seeded null and planted worlds (about an hour on
 # 2 cores; not part of `make test`). Exits non-zero when a null rate is above its nominal level.

@@ -27,7 +27,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from benchmarks.attention_methods import (
     synthetic_counts,
 )
 from benchmarks.contention import CONTENTION_WARNING, machine_cpu_seconds, own_cpu_seconds
+from benchmarks.memory import peak_rss_bytes, reset_peak_rss
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CELLS = (100, 500, 2000)
@@ -65,39 +65,6 @@ MB = 1e6  # decimal megabytes throughout
 
 # ----------------------------------------------------------------------------------------------------------
 # Measurement of one (method, cell count)
-
-
-def _status_kib(field: str) -> int | None:
-    """A memory field of /proc/self/status (VmHWM, VmRSS) in KiB, or None where there is no /proc."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _peak_rss_bytes() -> int:
-    """Peak resident set of this process: VmHWM where /proc has it (resettable), else ru_maxrss."""
-    peak = _status_kib("VmHWM")
-    if peak is not None:
-        return peak * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS to its current RSS (Linux: write 5 to /proc/self/clear_refs); True if the
-    peak now equals the current RSS, False where refused (the peak then still holds load-time highs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    peak, current = _status_kib("VmHWM"), _status_kib("VmRSS")
-    return peak is not None and current is not None and peak - current < 4096
 
 
 def wait_for_idle(max_wait_s: float, window_s: float = 2.0) -> tuple[float, float | None]:
@@ -135,8 +102,8 @@ def _measure(method: str, n_cells: int, setup: Setup, model, save_dir: Path | No
     genes = requested_genes(setup)
     family.warm_up(model, setup.device)  # thread pools and lazy initialisation are not the method's time
     gc.collect()
-    reset = _reset_peak_rss()
-    baseline = _peak_rss_bytes()
+    reset = reset_peak_rss()
+    baseline = peak_rss_bytes()
     cuda = setup.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -155,7 +122,7 @@ def _measure(method: str, n_cells: int, setup: Setup, model, save_dir: Path | No
         "cells": n_cells,
         "seconds": seconds,
         "cells_per_s": n_cells / seconds,
-        "peak_growth_mb": (_peak_rss_bytes() - baseline) / MB,
+        "peak_growth_mb": (peak_rss_bytes() - baseline) / MB,
         "baseline_mb": baseline / MB,
         "peak_reset": reset,
         "cuda_peak_mb": (torch.cuda.max_memory_allocated() - cuda_baseline) / MB if cuda else None,

@@ -239,6 +239,14 @@ def add_cells_naively(
 # Geneformer (V1 size: 6 layers x 4 heads x 256 wide)
 
 
+# The released shapes (config.json of each release) and their context lengths
+RELEASED_GENEFORMER: dict[str, tuple[dict[str, int], int]] = {
+    "v1-10m": ({"layers": 6, "heads": 4, "hidden": 256, "intermediate": 512}, V1_MAX_POSITIONS),
+    "v2-104m": ({"layers": 12, "heads": 12, "hidden": 768, "intermediate": 3072}, V2_MAX_POSITIONS),
+    "v2-316m": ({"layers": 18, "heads": 18, "hidden": 1152, "intermediate": 4608}, V2_MAX_POSITIONS),
+}
+
+
 def ensembl_ids(n_genes: int) -> list[str]:
     return [f"ENSG{i:011d}" for i in range(1, n_genes + 1)]
 
@@ -257,9 +265,6 @@ def write_geneformer_v2_checkpoint(folder: Path, setup: Setup) -> Path:
 
 
 def _write_geneformer(folder: Path, setup: Setup, specials: tuple[str, ...], max_positions: int) -> Path:
-    import torch
-    from transformers import BertConfig, BertForMaskedLM
-
     from scinterp_assets.core.models.pretrain import write_geneformer_dictionaries
 
     genes = ensembl_ids(setup.vocab)
@@ -268,23 +273,50 @@ def _write_geneformer(folder: Path, setup: Setup, specials: tuple[str, ...], max
     rng = np.random.default_rng([setup.seed, 0])
     medians = {gene: np.float32(m) for gene, m in zip(genes, rng.lognormal(0.0, 0.5, setup.vocab))}
     symbols = {f"GENE{i}": gene for i, gene in enumerate(genes, start=1)}
+    shape = {key: getattr(setup, key) for key in ("layers", "heads", "hidden", "intermediate")}
+    _write_random_bert(folder, len(token_dictionary), shape, max_positions, setup.seed)
+    write_geneformer_dictionaries(folder, token_dictionary, medians, symbols)
+    return folder
+
+
+def write_released_geneformer(folder: Path, release: str, dictionary_folder: Path, seed: int = 0) -> Path:
+    """A seeded random BertForMaskedLM of a released Geneformer shape (RELEASED_GENEFORMER) in the release's
+    folder layout, around the real dictionaries found in `dictionary_folder` (copied byte for byte beside
+    config.json, as Geneformer's own dictionaries): the real vocabulary, tokenisation and context length."""
+    import shutil
+
+    from scinterp_assets.core.models.dictionaries import load_pickled_dictionary
+    from scinterp_assets.core.models.geneformer import find_dictionaries
+
+    shape, max_positions = RELEASED_GENEFORMER[release]
+    found = find_dictionaries(Path(dictionary_folder))
+    _write_random_bert(folder, len(load_pickled_dictionary(found["token"])), shape, max_positions, seed)
+    for path in found.values():
+        shutil.copyfile(path, folder / path.name)
+    return folder
+
+
+def _write_random_bert(folder: Path, vocab_size: int, shape: Mapping[str, int], max_positions: int,
+                       seed: int) -> None:
+    """A seeded random BertForMaskedLM as Geneformer's (relu, pad token 0) saved into `folder`."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
     config = BertConfig(
-        vocab_size=len(token_dictionary),
-        hidden_size=setup.hidden,
-        num_hidden_layers=setup.layers,
-        num_attention_heads=setup.heads,
-        intermediate_size=setup.intermediate,
+        vocab_size=vocab_size,
+        hidden_size=shape["hidden"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        intermediate_size=shape["intermediate"],
         max_position_embeddings=max_positions,
         hidden_act="relu",  # as Geneformer V1 and V2
         pad_token_id=0,
     )
-    torch.manual_seed(setup.seed)
+    torch.manual_seed(seed)
     model = BertForMaskedLM(config)
-    _redraw_matrices(model, setup.seed)
+    _redraw_matrices(model, seed)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    write_geneformer_dictionaries(folder, token_dictionary, medians, symbols)
-    return folder
 
 
 def _redraw_matrices(module, seed: int) -> None:
@@ -590,7 +622,7 @@ MODELS: dict[str, ModelFamily] = {
     "geneformer": ModelFamily(
         name="geneformer",
         title="Geneformer",
-        shape={"layers": 6, "heads": 4, "hidden": 256, "intermediate": 512, "vocab": 25_424, **STUDY_WORKLOAD},
+        shape={**RELEASED_GENEFORMER["v1-10m"][0], "vocab": 25_424, **STUDY_WORKLOAD},
         max_genes=V1_MAX_POSITIONS,
         cut="the highest-ranked",
         gene_names=ensembl_ids,
@@ -604,7 +636,7 @@ MODELS: dict[str, ModelFamily] = {
     "geneformer-v2": ModelFamily(
         name="geneformer-v2",
         title="Geneformer V2",
-        shape={"layers": 18, "heads": 18, "hidden": 1152, "intermediate": 4608, "vocab": 20_271,  # V2-316M
+        shape={**RELEASED_GENEFORMER["v2-316m"][0], "vocab": 20_271,
                **STUDY_WORKLOAD, "min_expressed": 4500, "median_expressed": 6000, "max_expressed": 9000},
         max_genes=V2_MAX_POSITIONS - 2,
         cut="the highest-ranked",

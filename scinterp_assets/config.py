@@ -48,6 +48,12 @@ class SyntheticCellType(_Strict):
     n_control_cells: int = Field(default=1500, ge=100)
     n_perturbed_genes: int = Field(default=40, ge=30)
     cells_per_perturbation: int = Field(default=60, ge=10)
+    mean_library_size: float = Field(default=4000.0, gt=0)  # UMIs of an average control cell
+    expression_log_sd: float = Field(default=1.5, gt=0)  # spread of the genes' log mean expression
+    # Geneformer dictionary folders (token_dictionary and gene_name_id_dict pickles, e.g. a release's V1 and
+    # V2 dictionaries): genes then carry real symbols and Ensembl ids that every listed vocabulary holds, so
+    # real vocabularies tokenise the world; empty: synthetic names (TF01, G0001; ENSSYN ids)
+    gene_dictionaries: list[Path] = []
 
 
 class PseudoBulkLabelConfig(_Strict):
@@ -418,6 +424,16 @@ def _resolve_paths(config: ScinterpConfig, base: Path) -> ScinterpConfig:
             if pseudobulk_paths:
                 paths["pseudobulk_labels"] = pseudobulk.model_copy(update=pseudobulk_paths)
             cell_type = cell_type.model_copy(update=paths)
+        elif cell_type.gene_dictionaries:
+            folders = [resolve(folder) for folder in cell_type.gene_dictionaries]
+            for index, folder in enumerate(folders):
+                if not folder.is_dir():
+                    raise ConfigError(
+                        f"{config.source}: key 'cell_types.{name}.gene_dictionaries.{index}': folder {folder} does "
+                        "not exist; point it at a folder holding Geneformer's token_dictionary and gene_name_id_dict "
+                        "pickles (relative paths are read from the configuration's folder)"
+                    )
+            cell_type = cell_type.model_copy(update={"gene_dictionaries": folders})
         cell_types[name] = cell_type
     references = {}
     for name, reference in config.references.items():

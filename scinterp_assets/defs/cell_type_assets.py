@@ -24,9 +24,10 @@ from scinterp_assets.core.datasets.pseudobulk import (
     read_perturbation_cells,
 )
 from scinterp_assets.core.datasets.screens import cell_qc_frame, load_screen_file
-from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world
+from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world, vocabulary_gene_names
 from scinterp_assets.core.datasets.tenx import load_tenx_screen
 from scinterp_assets.core.edges import edges_from_matrix, validate_edges
+from scinterp_assets.core.models.geneformer import read_gene_vocabulary
 from scinterp_assets.core.networks.planted import planted_reference_edges
 from scinterp_assets.core.networks.reference_formats import (
     DROPPED_ROWS,
@@ -56,6 +57,10 @@ REFERENCE_GROUP = "references"
 def load_screen(cell_type: SyntheticCellType | H5adCellType | TenxCellType) -> ad.AnnData:
     """Configuration entry -> screen in the platform layout."""
     if isinstance(cell_type, SyntheticCellType):
+        names = None
+        if cell_type.gene_dictionaries:
+            names = vocabulary_gene_names([read_gene_vocabulary(folder) for folder in cell_type.gene_dictionaries],
+                                          cell_type.n_genes)
         return simulate_world(
             SyntheticWorldSpec(
                 modality=cell_type.modality,
@@ -66,7 +71,10 @@ def load_screen(cell_type: SyntheticCellType | H5adCellType | TenxCellType) -> a
                 n_control_cells=cell_type.n_control_cells,
                 n_perturbed_genes=cell_type.n_perturbed_genes,
                 cells_per_perturbation=cell_type.cells_per_perturbation,
-            )
+                mean_library_size=cell_type.mean_library_size,
+                expression_log_sd=cell_type.expression_log_sd,
+            ),
+            names,
         )
     if isinstance(cell_type, TenxCellType):
         return load_tenx_screen(cell_type.screen_spec())

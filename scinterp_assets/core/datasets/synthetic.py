@@ -5,6 +5,8 @@ Genes
 Genes ``0 .. n_tfs-1`` are transcription factors named ``TF01, TF02, ...``; gene ``i >= n_tfs`` is
 ``G{i+1:04d}``. Names and synthetic Ensembl ids (``ENSSYN`` + 11 digits of ``i+1``) depend only on the gene
 index, so worlds with different ``wiring_seed`` (different "cell types") share one model vocabulary.
+Alternatively (``vocabulary_gene_names``) gene ``i`` takes the ``i``-th of a fixed seeded order of real genes
+that released model vocabularies hold, so those models' own dictionaries tokenise the world.
 
 Expression, all in natural-log space
 ------------------------------------
@@ -38,6 +40,7 @@ and strengths); ``seed``, mixed with ``wiring_seed`` and the modality, fixes the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import anndata as ad
@@ -48,6 +51,7 @@ from scipy import sparse
 MODALITIES: tuple[str, ...] = ("CRISPRi", "CRISPRa")
 CONTROL_LABEL = "non-targeting"
 _NETWORK_STREAM, _SCREEN_STREAM = 0, 1
+_NAMING_SEED = 0  # the order of real genes vocabulary_gene_names draws from: fixed, so names never move
 # the smallest world in which the evaluation is meaningful (enough genes, TFs, states, perturbations)
 _MINIMUMS = {"n_genes": 200, "n_tfs": 20, "n_modules": 0, "n_states": 3, "n_control_cells": 1,
              "n_perturbed_genes": 30, "cells_per_perturbation": 1, "min_non_tf_perturbations": 1,
@@ -169,6 +173,36 @@ def gene_symbols(n_genes: int, n_tfs: int) -> list[str]:
     return [f"TF{i + 1:0{tf_width}d}" if i < n_tfs else f"G{i + 1:0{gene_width}d}" for i in range(n_genes)]
 
 
+def vocabulary_gene_names(
+    vocabularies: Sequence[tuple[Mapping[str, str], Mapping[str, object]]], n_genes: int
+) -> pd.DataFrame:
+    """``n_genes`` real genes (columns ``symbol``, ``ensembl_id``) that every vocabulary holds, row ``i``
+    naming gene ``i`` of a world (so the first ``n_tfs`` rows name its TFs).
+
+    Each vocabulary is a pair (symbol -> Ensembl id, Ensembl id -> token), as a Geneformer release's
+    gene_name_id_dict and token_dictionary. A gene is eligible when every vocabulary maps its symbol to the same
+    Ensembl id, no other symbol maps to that id, and every token dictionary holds the id. The eligible genes,
+    sorted by symbol, are put in one fixed seeded order and the first ``n_genes`` taken, so a gene's name
+    depends only on its index and the vocabularies: worlds of any size and wiring share them.
+    """
+    if not vocabularies:
+        raise ValueError("vocabulary_gene_names: give at least one (symbol -> Ensembl id, token) vocabulary")
+    eligible = None
+    for name_ids, token_ids in vocabularies:
+        ids_per_symbol = pd.Series(name_ids, dtype=object).astype(str)
+        unique_ids = ids_per_symbol[~ids_per_symbol.duplicated(keep=False)]
+        held = {symbol: gene for symbol, gene in unique_ids.items() if gene in token_ids}
+        eligible = held if eligible is None else {s: g for s, g in eligible.items() if held.get(s) == g}
+    if len(eligible) < n_genes:
+        raise ValueError(
+            f"vocabulary_gene_names: the vocabularies share {len(eligible)} one-to-one genes, fewer than the "
+            f"{n_genes} asked for; lower n_genes or name fewer vocabularies"
+        )
+    symbols = np.array(sorted(eligible))
+    chosen = symbols[np.random.default_rng(_NAMING_SEED).permutation(symbols.size)[:n_genes]]
+    return pd.DataFrame({"symbol": chosen, "ensembl_id": [eligible[symbol] for symbol in chosen]})
+
+
 def _plant_network(spec: SyntheticWorldSpec) -> _Network:
     rng = np.random.default_rng([spec.wiring_seed, _NETWORK_STREAM])
     n_genes, n_tfs = spec.n_genes, spec.n_tfs
@@ -198,10 +232,12 @@ def _plant_network(spec: SyntheticWorldSpec) -> _Network:
     # a gene with k regulators sums k noisy inputs; dividing by sqrt(k) keeps its log variance bounded
     weights /= np.sqrt(np.maximum((weights != 0).sum(axis=0), 1))
 
-    # W is nilpotent, so the series ends; exact zeros stay exact, unlike a numerical inverse
-    total_effect, walk = np.eye(n_genes), np.eye(n_genes)
-    while (walk := walk @ weights).any():
-        total_effect += walk
+    # W is nilpotent, so the series ends; exact zeros stay exact, unlike a numerical inverse. Only TF rows of
+    # W are nonzero, so every power W^k (k >= 1) is nonzero only in TF rows: W^(k+1)[TFs] = W^k[TFs, TFs] W[TFs]
+    total_effect, walk = np.eye(n_genes), weights[:n_tfs]
+    while walk.any():
+        total_effect[:n_tfs] += walk
+        walk = walk[:, :n_tfs] @ weights[:n_tfs]
 
     state_offsets = np.zeros((spec.n_states, n_genes))
     state_offsets[:, :n_tfs] = rng.normal(0.0, spec.state_effect_sd, (spec.n_states, n_tfs))
@@ -230,8 +266,11 @@ def _design_screen(spec: SyntheticWorldSpec, network: _Network) -> tuple[np.ndar
     return np.concatenate([tfs, chosen]), strengths
 
 
-def simulate_world(spec: SyntheticWorldSpec) -> ad.AnnData:
+def simulate_world(spec: SyntheticWorldSpec, gene_names: pd.DataFrame | None = None) -> ad.AnnData:
     """Simulate one screen: control and perturbed cells as raw counts, plus the planted truth.
+
+    ``gene_names`` (columns ``symbol``, ``ensembl_id``, one row per gene, as `vocabulary_gene_names` returns)
+    replaces the synthetic names; None keeps them.
 
     Returns AnnData (cells x genes) in the screen contract: ``X`` raw UMI counts (CSR, float32);
     ``var``: ``ensembl_id``, ``is_tf``; ``obs``: ``perturbation`` (gene symbol or ``"non-targeting"``),
@@ -243,7 +282,7 @@ def simulate_world(spec: SyntheticWorldSpec) -> ad.AnnData:
     network = _plant_network(spec)
     perturbed_genes, strengths = _design_screen(spec, network)
     log_factors = np.log(1.0 - strengths if spec.modality == "CRISPRi" else strengths)
-    symbols = np.array(gene_symbols(spec.n_genes, spec.n_tfs))
+    symbols, ensembl_ids = _gene_names(spec, gene_names)
     n_tfs = spec.n_tfs
 
     rng = np.random.default_rng([spec.seed, spec.wiring_seed, MODALITIES.index(spec.modality)])
@@ -273,7 +312,7 @@ def simulate_world(spec: SyntheticWorldSpec) -> ad.AnnData:
          "cell_state": pd.Categorical(np.array(state_labels)[states], categories=state_labels)},
         index=pd.Index([f"cell{i:06d}" for i in range(n_cells)]),
     )
-    var = pd.DataFrame({"ensembl_id": [f"ENSSYN{i + 1:011d}" for i in range(spec.n_genes)],
+    var = pd.DataFrame({"ensembl_id": ensembl_ids,
                         "is_tf": np.arange(spec.n_genes) < n_tfs}, index=pd.Index(symbols))
     adata = ad.AnnData(X=sparse.csr_matrix(counts.astype(np.float32)), obs=obs, var=var)
     adata.uns.update(
@@ -283,6 +322,19 @@ def simulate_world(spec: SyntheticWorldSpec) -> ad.AnnData:
         **_truth_tables(network, symbols, perturbed_genes, strengths, log_factors),
     )
     return adata
+
+
+def _gene_names(spec: SyntheticWorldSpec, gene_names: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    """(symbols, Ensembl ids), one per gene: the synthetic ones, or `gene_names` checked against the spec."""
+    if gene_names is None:
+        return (np.array(gene_symbols(spec.n_genes, spec.n_tfs)),
+                np.array([f"ENSSYN{i + 1:011d}" for i in range(spec.n_genes)]))
+    if len(gene_names) != spec.n_genes:
+        raise ValueError(f"simulate_world: gene_names has {len(gene_names)} rows for n_genes={spec.n_genes}")
+    for column in ("symbol", "ensembl_id"):
+        if column not in gene_names or gene_names[column].duplicated().any():
+            raise ValueError(f"simulate_world: gene_names needs a column {column!r} without repeated values")
+    return gene_names["symbol"].astype(str).to_numpy(), gene_names["ensembl_id"].astype(str).to_numpy()
 
 
 def _as_h5ad_dict(spec: SyntheticWorldSpec) -> dict[str, object]:

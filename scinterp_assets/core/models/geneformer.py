@@ -274,6 +274,13 @@ def find_dictionaries(folder: Path, dictionary_dir: Path | None = None) -> dict[
     return found
 
 
+def read_gene_vocabulary(folder: Path) -> tuple[dict, dict]:
+    """(symbol -> Ensembl id, Ensembl id -> token) of the Geneformer dictionaries in `folder`, read without
+    executing code; ModelLoadError names a missing or ambiguous file."""
+    found = find_dictionaries(Path(folder))
+    return load_pickled_dictionary(found["name"]), load_pickled_dictionary(found["token"])
+
+
 def read_bert_config(folder: Path) -> dict:
     """config.json of a folder as a dict; raises ModelLoadError when unreadable."""
     path = folder / "config.json"
