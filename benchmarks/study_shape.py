@@ -189,7 +189,6 @@ def main(argv: Sequence[str] | None = None) -> list[StepRecord]:
     transformers_logging.disable_progress_bar()
     config = load_config(arguments.config)
     os.environ["DAGSTER_HOME"] = dagster_home()
-    write_checkpoint(config, arguments.release, arguments.dictionaries, arguments.seed)
     instance = dg.DagsterInstance.get()
     windows_log = config.home / "bench-study.memory.jsonl"
     runs_file = config.home / "bench-study.runs.json"

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.attention_extraction import METHODS, main
-from benchmarks.attention_methods import MODELS, default_setup, write_scgpt_checkpoint
+from benchmarks.attention_methods import MODELS, default_setup, write_released_geneformer, write_scgpt_checkpoint
 
 TINY = [
     "--cells",
@@ -198,3 +201,60 @@ def test_calibration_benchmark_comparisons_and_references_run_on_tiny_worlds(cap
     assert code in (0, 1) and "calibration of A09/A10/A12" in printed
     tests = {line.split(" | ")[3] for line in printed.splitlines() if line.startswith("| ")}
     assert {"A09 beyond features", "A12 gene permutation", "A12 Mann-Whitney"} <= tests
+
+
+RELEASED_DICTIONARIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "geneformer"
+
+
+def test_study_shaped_world_fills_the_context_of_a_released_v1_shape_around_the_real_dictionaries(tmp_path):
+    """The study-shape world is tokenised by the released V1 dictionaries: every gene maps, and a cell that
+    expresses more known genes than the 2,048-token context is cut to it."""
+    if not (RELEASED_DICTIONARIES / "V1").is_dir():
+        pytest.skip("../shared/models/geneformer is not on this machine")
+    from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world, vocabulary_gene_names
+    from scinterp_assets.core.models import load_model
+    from scinterp_assets.core.models.geneformer import read_gene_vocabulary
+
+    vocabularies = [read_gene_vocabulary(RELEASED_DICTIONARIES / version) for version in ("V1", "V2")]
+    names = vocabulary_gene_names(vocabularies, 3000)
+    world = simulate_world(SyntheticWorldSpec(n_genes=3000, n_tfs=100, n_control_cells=20, n_perturbed_genes=30,
+                                              cells_per_perturbation=1, mean_library_size=40000,
+                                              expression_log_sd=1.0), names)
+    folder = write_released_geneformer(tmp_path / "v1-10m", "v1-10m", RELEASED_DICTIONARIES / "V1")
+    for name in ("token_dictionary_gc30M.pkl", "gene_median_dictionary_gc30M.pkl", "gene_name_id_dict_gc30M.pkl"):
+        assert (folder / name).read_bytes() == (RELEASED_DICTIONARIES / "V1" / name).read_bytes()
+    model = load_model(folder)
+    assert model.bert.config.vocab_size == len(vocabularies[0][1])  # 25,426 tokens with <pad> and <mask>
+    assert model.coverage(world).fraction == 1.0
+    detected = np.diff(world.X.indptr)
+    lengths = np.array([len(cell) for cell in model.tokenizer.tokenize(world)])
+    np.testing.assert_array_equal(lengths, np.minimum(detected, 2048))
+    assert (detected > 2048).mean() > 0.9
+
+
+def test_peak_sampler_attributes_each_step_its_own_peak():
+    """Two steps in one process, the second allocating and touching 400 MB: its peak exceeds the first's by
+    about that much, whatever the first held before."""
+    import dagster as dg
+
+    from benchmarks.study_shape import PeakSampler, step_records
+
+    @dg.asset
+    def small() -> int:
+        time.sleep(1.0)
+        return 1
+
+    @dg.asset
+    def large(small: int) -> int:
+        block = np.ones(50_000_000)  # 400 MB, every page written
+        time.sleep(1.0)
+        return int(block[-1]) + small
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        with PeakSampler(interval=0.05) as sampler:
+            result = dg.materialize([small, large], instance=instance)
+        records = {record.step: record for record in step_records(instance, sampler, [result.run_id])}
+    assert set(records) == {"small", "large"} and all(r.status == "ok" for r in records.values())
+    assert records["small"].seconds >= 1.0 and records["large"].started > records["small"].started
+    if sampler.resettable:
+        assert 300 < records["large"].peak_mb - records["small"].peak_mb < 500

@@ -122,3 +122,23 @@ def test_pseudobulk_labels_resolve_and_name_the_rule(tmp_path):
     missing = text.replace("min_abs_z: 1.5}", "min_abs_z: 1.5, perturbation_stats: s2.tsv}")
     with pytest.raises(ConfigError, match=r"cell_types\.k562\.pseudobulk_labels\.perturbation_stats.*s2\.tsv does not exist"):
         load_config(_write(tmp_path, missing))
+
+
+def test_study_shape_configuration_loads_with_its_dictionaries():
+    root = Path(__file__).parents[1]
+    if not (root.parent / "shared" / "models" / "geneformer" / "V1").is_dir():
+        pytest.skip("../shared/models/geneformer is not on this machine")
+    config = load_config(root / "scinterp.study-shape.yaml")
+    (cell_type,) = config.cell_types.values()
+    assert [folder.name for folder in cell_type.gene_dictionaries] == ["V1", "V2"]
+    assert all(folder.is_absolute() and folder.is_dir() for folder in cell_type.gene_dictionaries)
+    assert config.attention.sources == "analyses"
+
+
+def test_synthetic_gene_dictionaries_resolve_and_a_missing_folder_is_named(tmp_path):
+    (tmp_path / "dictionaries").mkdir()
+    text = MINIMAL.replace("seed: 2}", "seed: 2, gene_dictionaries: [dictionaries]}")
+    config = load_config(_write(tmp_path, text))
+    assert config.cell_types["synthetic_a"].gene_dictionaries == [tmp_path / "dictionaries"]
+    with pytest.raises(ConfigError, match=r"cell_types\.synthetic_a\.gene_dictionaries\.0.*absent.*token_dictionary"):
+        load_config(_write(tmp_path, text.replace("[dictionaries]", "[absent]")))

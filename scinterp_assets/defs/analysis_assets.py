@@ -22,13 +22,12 @@ from scinterp_assets.core.analyses.sensitivity import hvg_protocol_confound, sen
 from scinterp_assets.core.analyses.sensitivity_cells import GridSettings, grid_cell_evaluator
 from scinterp_assets.core.attention.edges import evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
-from scinterp_assets.core.attention.sources import score_sets_defined_on
 from scinterp_assets.core.datasets.de_labels import DELabelRule, relabel_within
 from scinterp_assets.core.datasets.preprocessing import perturbed_genes
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.core.stats.registry import empty_registry
 from scinterp_assets.defs.console import progress_logger
-from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.metadata import accumulator_reads, frame_metadata
 from scinterp_assets.defs.model_assets import EDGE_CONTRACT, pf_filter
 from scinterp_assets.defs.partitions import model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
@@ -74,7 +73,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
             **shared_registry_fields(context, project, model_store, len(gene_universe)),
             negatives="non-DE universe targets", label_rule=project.label_rule(model_and_cell_type(context)[1]),
         )
-        return dg.Output(rows, metadata=frame_metadata(rows))
+        return dg.Output(rows, metadata={**frame_metadata(rows), **accumulator_reads(attention_scores, value_weighted_scores)})
 
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def hvg_protocol_confound_tests(context: dg.AssetExecutionContext, perturbation_auroc: pd.DataFrame,
@@ -103,7 +102,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
             context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
             negatives="non-DE universe targets", label_rule=project.label_rule(model_and_cell_type(context)[1]),
         )
-        return dg.Output(registry, metadata={**frame_metadata(registry),
+        return dg.Output(registry, metadata={**frame_metadata(registry), **accumulator_reads(attention_scores, value_weighted_scores),
                                              "comparison": dg.MetadataValue.md(table.to_markdown(index=False))})
 
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
@@ -120,9 +119,10 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         genes = evaluable_genes(attention_scores)
         seed = project.seeds.reference_battery
         with threadpool_limits(limits=settings.threads):
-            score_sets = model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges)
+            score_sets = model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges,
+                                          ranked_rows=genes)
             rows = reference_family_tests(
-                reference_edges, genes, score_sets_defined_on(score_sets, genes, attention_scores.sources),
+                reference_edges, genes, score_sets,
                 gene_features, reference_null, reference_structure,
                 ReferenceFamilySettings(settings.bootstrap_resamples, settings.residualisation_folds,
                                         settings.residualisation_models, settings.top_k_edges,
@@ -134,6 +134,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)),
                                   label_rule="reference membership", seed=seed)
         return dg.Output(registry, metadata={**frame_metadata(registry), "evaluable_genes": len(genes),
+                                             **accumulator_reads(attention_scores, value_weighted_scores),
                                              "analyses": ", ".join(sorted(registry["analysis_id"].unique()))})
 
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
@@ -172,7 +173,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
                                              n_bootstrap=settings.incremental_value_bootstrap, **folds, **common)
         registry = registry_table(context, rows, **shared_registry_fields(context, project, model_store, len(gene_universe)))
         return dg.Output(registry, metadata={**frame_metadata(registry), "perturbations": n_perturbations,
-                                             "score_sets": len(score_sets)})
+                                             "score_sets": len(score_sets), **accumulator_reads(attention_scores, value_weighted_scores)})
 
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def sensitivity_grid_tests(context: dg.AssetExecutionContext, screen_data: ad.AnnData,
@@ -187,8 +188,8 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         perturbed = perturbed_genes(screen_data)
         forced = perturbed if preprocessing.force_perturbed_genes else []
         # the grid ranks targets from the screen's perturbed genes, which need not all be attention sources
-        score_sets = score_sets_defined_on(model_score_sets(attention_scores, value_weighted_scores, genes),
-                                           set(perturbed) & set(genes), attention_scores.sources)
+        score_sets = model_score_sets(attention_scores, value_weighted_scores, genes,
+                                      ranked_rows=set(perturbed) & set(genes))
         evaluate = grid_cell_evaluator(
             screen_data, score_sets, genes, forced,
             GridSettings(rule.q_threshold, rule.min_cells, rule.test, rule.min_positives, rule.min_negatives,
@@ -202,7 +203,7 @@ def build_analysis_assets(multi_partitions: dg.MultiPartitionsDefinition) -> lis
         registry = registry_table(context, grid.rows,
                                   **shared_registry_fields(context, project, model_store, len(gene_universe)),
                                   negatives="non-DE universe targets")
-        return dg.Output(registry, metadata={**frame_metadata(registry),
+        return dg.Output(registry, metadata={**frame_metadata(registry), **accumulator_reads(attention_scores, value_weighted_scores),
                                              "grid": dg.MetadataValue.md(grid.cells.to_markdown(index=False))})
 
     return [layer_selection, hvg_protocol_confound_tests, reference_battery, incremental_value, sensitivity_grid_tests]

@@ -4,6 +4,10 @@
 import dagster as dg
 import pandas as pd
 
+from scinterp_assets.core.attention.scores import AttentionScores
+
+MB = 1e6
+
 
 def frame_metadata(frame: pd.DataFrame, preview_rows: int = 8) -> dict:
     return {
@@ -11,3 +15,14 @@ def frame_metadata(frame: pd.DataFrame, preview_rows: int = 8) -> dict:
         "columns": dg.MetadataValue.text(", ".join(map(str, frame.columns))),
         "preview": dg.MetadataValue.md(frame.head(preview_rows).to_markdown(index=False) if len(frame) else "(empty)"),
     }
+
+
+def accumulator_reads(attention_scores: AttentionScores, value_weighted_scores: AttentionScores) -> dict:
+    """`accumulators_read_mb`: per input, megabytes of the attention accumulators the step read (the
+    layers its score sets used, and the pair counts) against the megabytes stored (AttentionScores.bytes_read,
+    .nbytes). Stored arrays are memory-mapped, so what was not read was never loaded."""
+    inputs = {"attention_scores": attention_scores, "value_weighted_scores": value_weighted_scores}
+    return {"accumulators_read_mb": dg.MetadataValue.json({
+        name: {"read": round(scores.bytes_read / MB, 3), "stored": round(scores.nbytes / MB, 3)}
+        for name, scores in inputs.items()
+    })}

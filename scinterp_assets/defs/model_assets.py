@@ -26,11 +26,10 @@ from scinterp_assets.core.analyses.score_sets import (
 )
 from scinterp_assets.core.attention.edges import EDGE_AGGREGATIONS, attention_edge_table, evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
-from scinterp_assets.core.attention.sources import score_sets_defined_on
 from scinterp_assets.core.datasets.screens import check_raw_counts
 from scinterp_assets.core.edges import validate_edges
 from scinterp_assets.core.models import GeneCoverageError
-from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.metadata import accumulator_reads, frame_metadata
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
@@ -196,7 +195,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                                  sources=attention_scores.sources)
             for method, scores in (("attention", attention_scores), ("value_weighted", value_weighted_scores))
         ], ignore_index=True), name="attention_edges")
-        yield dg.Output(edges, metadata=frame_metadata(edges))
+        yield dg.Output(edges, metadata={**frame_metadata(edges), **accumulator_reads(attention_scores, value_weighted_scores)})
         result = contracts.validate(
             "edge_table", edges, parameters={"max_null_score_fraction": project.contracts.max_null_score_fraction})
         yield contracts.check_result(result)
@@ -224,7 +223,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                          else f"not run: no reference with relation 'regulates' (references: {resources})")
         yield dg.Output(table, metadata={**frame_metadata(table), "perturbations": n_perturbations,
                                          "evaluable_genes": len(genes),
-                                         "tf_out_degree_counterexample": tf_out_degree})
+                                         "tf_out_degree_counterexample": tf_out_degree, **accumulator_reads(attention_scores, value_weighted_scores)})
         yield dg.AssetCheckResult(
             check_name="check_enough_perturbations",
             passed=bool(n_perturbations >= project.contracts.min_evaluable_perturbations),
@@ -254,7 +253,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             seed=project.seeds.perturbation_bootstrap,
         )
         return dg.Output(rows, metadata={**frame_metadata(rows),
-                                         "bootstrap_resamples": project.analyses.perturbation_bootstrap})
+                                         "bootstrap_resamples": project.analyses.perturbation_bootstrap,
+                                         **accumulator_reads(attention_scores, value_weighted_scores)})
 
     @dg.asset(partitions_def=multi_partitions, group_name=GROUP, deps=EDGE_CONTRACT)
     def reference_structure(context: dg.AssetExecutionContext, attention_scores: AttentionScores,
@@ -266,9 +266,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         AUROC = 0.5 by relabelling genes. A reference not evaluable for the cell type, or with too few pairs
         among the genes the model can score, gets one descriptive `not_evaluable` row saying why."""
         genes = evaluable_genes(attention_scores)
-        score_sets = score_sets_defined_on(
-            model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges), genes,
-            attention_scores.sources)
+        score_sets = model_score_sets(attention_scores, value_weighted_scores, genes, correlation_edges,
+                                      ranked_rows=genes)
         score_sets.append(random_score_set(len(genes), project.seeds.random_scores))
         permutations = project.analyses.reference_permutations
         rows = reference_structure_tests(reference_edges, reference_evaluability, genes, score_sets,
@@ -279,6 +278,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                                label_rule="reference membership", seed=project.seeds.reference_permutation)
         not_evaluable = table.loc[table["statistic_name"] == NOT_EVALUABLE, "note"].tolist()
         return dg.Output(table, metadata={**frame_metadata(table), "gene_permutations": permutations,
+                                          **accumulator_reads(attention_scores, value_weighted_scores),
                                           "not_evaluable": dg.MetadataValue.md("\n".join(f"- {note}" for note in not_evaluable)
                                                                                or "none")})
 

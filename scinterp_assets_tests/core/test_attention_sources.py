@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from scinterp_assets.core.analyses.score_sets import ScoreSet
-from scinterp_assets.core.attention.sources import analysis_sources, score_sets_defined_on
+from scinterp_assets.core.attention.sources import analysis_sources, per_head_defined
 
 
 def test_analysis_sources_are_perturbed_genes_regulators_and_extras_in_universe_order():
@@ -19,16 +19,22 @@ def test_analysis_sources_are_perturbed_genes_regulators_and_extras_in_universe_
 
 
 def test_analyses_drop_per_head_aggregations_when_their_rows_are_not_all_sources():
-    genes = ["a", "b", "c"]
-    matrix = np.arange(9.0).reshape(3, 3)
-    sets = [ScoreSet("attention", 0, "head_mean", matrix), ScoreSet("attention", 0, "head_max", matrix),
-            ScoreSet("correlation", -1, "none", matrix)]
-    assert score_sets_defined_on(sets, genes, sources=genes) == sets
-    kept = score_sets_defined_on(sets, genes, sources=["b"])
-    assert [(s.method, s.aggregation) for s in kept] == [("attention", "head_mean"), ("correlation", "none")]
-    # a perturbation analysis ranking from b only needs b's row
-    assert score_sets_defined_on(sets, ["b"], sources=["b"]) == sets
-    assert len(score_sets_defined_on(sets, ["a", "b"], sources=["b"])) == 2
+    assert per_head_defined(["a", "b"], sources=["a", "b", "c"])
+    assert not per_head_defined(["a", "b"], sources=["b"])
+    from scinterp_assets.core.analyses.score_sets import attention_score_sets
+
+    scores = _scores(sources=("g0", "g4", "g5"))
+    genes = list(scores.genes)
+    every = attention_score_sets(scores, "attention", genes)
+    assert {s.aggregation for s in every} == {"head_mean", "head_max"}
+    # an every-pair analysis (rows: every gene) leaves head_max out, and never reads the per-head sums
+    fresh = _scores(sources=("g0", "g4", "g5"))
+    kept = attention_score_sets(fresh, "attention", genes, ranked_rows=genes)
+    assert [(s.layer, s.aggregation) for s in kept] == [(s.layer, s.aggregation) for s in every
+                                                        if s.aggregation == "head_mean"]
+    assert fresh.bytes_read == fresh.count.nbytes + fresh.head_mean_sum.nbytes
+    # a perturbation analysis ranking from sources only keeps every aggregation
+    assert len(attention_score_sets(scores, "attention", genes, ranked_rows=["g0", "g5"])) == len(every)
 
 
 def _scores(sources=None):

@@ -414,3 +414,18 @@ def test_forward_stops_at_last_requested_layer_and_hooks_never_survive(tmp_path)
     with pytest.raises(RuntimeError, match="stop"):
         model.attention_scores(adata, ["GENE1", "GENE2"], batch_size=2, progress=fail)
     assert [len(module._forward_hooks) for module in attention_modules] == hooks_before
+
+
+def test_bytes_read_counts_each_served_layer_once(tmp_path):
+    scores = _scores(n_layers=3)
+    part = AttentionScores.load(AttentionScores(
+        scores.genes, scores.layers, scores.sum[:, :, [1]].copy(), scores.count, 3, sources=("g1",),
+        head_mean_sum=scores.head_mean_sum).save(tmp_path / "part.npz"))
+    one_layer = part.head_mean_sum[0].nbytes
+    assert part.bytes_read == part.count.nbytes  # the counts only: nothing served yet
+    part.head_mean(scores.layers[1])
+    part.head_mean(scores.layers[1])
+    assert part.bytes_read == part.count.nbytes + one_layer
+    part.mean()  # every layer's per-head rows
+    assert part.bytes_read == part.count.nbytes + one_layer + part.sum.nbytes
+    assert part.nbytes == part.sum.nbytes + part.head_mean_sum.nbytes + part.count.nbytes

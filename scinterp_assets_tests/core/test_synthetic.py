@@ -9,7 +9,12 @@ import pytest
 from scipy import sparse, stats
 from sklearn.metrics import roc_auc_score
 
-from scinterp_assets.core.datasets.synthetic import CONTROL_LABEL, SyntheticWorldSpec, simulate_world
+from scinterp_assets.core.datasets.synthetic import (
+    CONTROL_LABEL,
+    SyntheticWorldSpec,
+    simulate_world,
+    vocabulary_gene_names,
+)
 
 TRUTH_TABLES = ("truth_edges", "truth_effects", "truth_perturbation_strength", "truth_modules")
 
@@ -256,3 +261,48 @@ def test_most_tf_perturbations_pass_the_de_filter(world: str, request) -> None:
     assert passing[is_tf].mean() >= 0.75
     # non-TF perturbations change only themselves, so they must not show trans effects
     assert passing[~is_tf].sum() <= 1
+
+
+def _vocabulary(symbol_ids: dict[str, str], extra_tokens: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    tokens = {"<pad>": 0, "<mask>": 1}
+    for gene in [*symbol_ids.values(), *extra_tokens]:
+        tokens.setdefault(gene, len(tokens))
+    return symbol_ids, tokens
+
+
+def test_vocabulary_gene_names_keep_one_to_one_genes_that_every_vocabulary_holds() -> None:
+    first = _vocabulary({"A": "E1", "B": "E2", "C": "E3", "C-AS": "E3", "D": "E4", "F": "E6"})
+    second_names, second_tokens = _vocabulary({"A": "E1", "B": "E9", "C": "E3", "D": "E4", "F": "E6"})
+    del second_tokens["E4"]  # D: named alike, but the second model has no token for it
+    names = vocabulary_gene_names([first, (second_names, second_tokens)], 2)
+    # B maps to different ids, C shares its id with another symbol, D lacks a token: A and F remain
+    assert sorted(names["symbol"]) == ["A", "F"]
+    assert dict(zip(names["symbol"], names["ensembl_id"])) == {"A": "E1", "F": "E6"}
+    with pytest.raises(ValueError, match="share 2 one-to-one genes, fewer than the 3"):
+        vocabulary_gene_names([first, (second_names, second_tokens)], 3)
+
+
+def test_vocabulary_gene_names_depend_only_on_the_gene_index() -> None:
+    vocabulary = _vocabulary({f"S{i}": f"E{i}" for i in range(50)})
+    few, many = vocabulary_gene_names([vocabulary], 10), vocabulary_gene_names([vocabulary], 40)
+    pd.testing.assert_frame_equal(few, many.iloc[:10])
+    assert many["symbol"].tolist() != sorted(many["symbol"])  # a seeded order, not the alphabet's start
+
+
+def test_world_named_by_given_genes_carries_them_everywhere() -> None:
+    spec = SyntheticWorldSpec(n_control_cells=20, cells_per_perturbation=2)
+    names = pd.DataFrame({"symbol": [f"SYM{i}" for i in range(spec.n_genes)],
+                          "ensembl_id": [f"ENSG{i:011d}" for i in range(spec.n_genes)]})
+    named, plain = simulate_world(spec, names), simulate_world(spec)
+    np.testing.assert_array_equal(named.X.toarray(), plain.X.toarray())  # names change no count
+    assert named.var_names.tolist() == names["symbol"].tolist()
+    assert named.var["ensembl_id"].tolist() == names["ensembl_id"].tolist()
+    renamed = dict(zip(plain.var_names, named.var_names))
+    expected_edges = plain.uns["truth_edges"].assign(source=lambda t: t["source"].map(renamed),
+                                                     target=lambda t: t["target"].map(renamed))
+    pd.testing.assert_frame_equal(named.uns["truth_edges"], expected_edges)
+    assert set(named.obs["perturbation"].cat.categories) - {CONTROL_LABEL} <= set(names["symbol"])
+    with pytest.raises(ValueError, match="gene_names has 299 rows for n_genes=300"):
+        simulate_world(spec, names.iloc[:-1])
+    with pytest.raises(ValueError, match="'ensembl_id' without repeated values"):
+        simulate_world(spec, names.assign(ensembl_id="ENSG0"))

@@ -153,6 +153,17 @@ def test_attention_keeps_per_head_only_the_rows_the_analyses_query(my_screen):
     assert not battery["test_id"].str.contains("head_max").any()
     pf = pd.read_parquet(storage / "perturbation_auroc" / "my_screen__tiny-geneformer.parquet")
     assert set(pf.loc[pf["method"] == "attention", "aggregation"]) == {"head_mean", "head_max"}
+    # what each step read of the accumulators (metadata): every-pair analyses no per-head rows at all
+    instance = my_screen[2]
+
+    def read(asset: str) -> dict:
+        record = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records[0]
+        return record.asset_materialization.metadata["accumulators_read_mb"].value["attention_scores"]
+
+    head_means_and_counts = round((scores.count.nbytes + scores.head_mean_sum.nbytes) / 1e6, 3)
+    assert read("reference_structure") == read("reference_battery") == {
+        "read": head_means_and_counts, "stored": round(scores.nbytes / 1e6, 3)}
+    assert read("perturbation_auroc")["read"] == round(scores.nbytes / 1e6, 3)  # head_max: the per-head rows
 
 
 def test_a_vocabulary_that_misses_the_screen_fails_before_the_forward_pass_and_stores_nothing(project):

@@ -6,6 +6,7 @@ Rows are sources (the perturbed gene / the query gene), columns are targets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 
 from scinterp_assets.core.attention.edges import EDGE_AGGREGATIONS, head_aggregate
 from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.attention.sources import PER_HEAD_AGGREGATIONS, per_head_defined
 from scinterp_assets.core.edges import NO_LAYER
 
 BASELINE_PREFIX = "baseline_"  # A04 gene-level baselines from expression (FRAMEWORK section 8, criterion 1)
@@ -53,19 +55,25 @@ def score_sets_from_edges(edges: pd.DataFrame, genes: list[str]) -> list[ScoreSe
     return sets
 
 
-def attention_score_sets(scores: AttentionScores, method: str, genes: list[str]) -> list[ScoreSet]:
+def attention_score_sets(scores: AttentionScores, method: str, genes: list[str],
+                         ranked_rows: Iterable[str] | None = None) -> list[ScoreSet]:
     """One ScoreSet per layer and head aggregation (EDGE_AGGREGATIONS[method]) of accumulated attention scores,
     restricted to `genes` (entries of `scores.genes`), read from the accumulators one layer at a time: the same
     matrices `score_sets_from_edges` builds from `attention_edge_table`, without the long table (G^2 rows per
-    layer and aggregation at the study's shape). Rows outside a head-max's sources stay NaN."""
+    layer and aggregation at the study's shape). Rows outside a head-max's sources stay NaN. `ranked_rows`:
+    the genes the analysis ranks targets from; unless every one is a source (`per_head_defined`), per-head
+    aggregations are left out and the per-head accumulators never read (None: kept)."""
     index = pd.Index(scores.genes)
     columns = index.get_indexer(genes)
     if (columns < 0).any():
         raise ValueError(f"genes must be among the scores' genes; not there: {list(np.asarray(genes)[columns < 0][:10])}")
     wanted = pd.Index(genes)
+    aggregations = EDGE_AGGREGATIONS[method]
+    if ranked_rows is not None and not per_head_defined(ranked_rows, scores.sources):
+        aggregations = [aggregation for aggregation in aggregations if aggregation not in PER_HEAD_AGGREGATIONS]
     sets = []
     for layer in scores.layers:
-        for aggregation in sorted(EDGE_AGGREGATIONS[method]):  # the order score_sets_from_edges gives
+        for aggregation in sorted(aggregations):  # the order score_sets_from_edges gives
             row_genes, values = head_aggregate(scores, layer, aggregation)
             rows = wanted.get_indexer(row_genes)
             inside = rows >= 0
@@ -76,10 +84,13 @@ def attention_score_sets(scores: AttentionScores, method: str, genes: list[str])
 
 
 def model_score_sets(attention: AttentionScores, value_weighted: AttentionScores, genes: list[str],
-                     correlation_edges: pd.DataFrame | None = None) -> list[ScoreSet]:
-    """A model's edge score sets over `genes`: attention and value-weighted (from the accumulators) and, given
-    its edges, correlation; in (method, layer, aggregation) order, as `score_sets_from_edges` orders them."""
-    sets = attention_score_sets(attention, "attention", genes) + attention_score_sets(value_weighted, "value_weighted", genes)
+                     correlation_edges: pd.DataFrame | None = None,
+                     ranked_rows: Iterable[str] | None = None) -> list[ScoreSet]:
+    """A model's edge score sets over `genes`: attention and value-weighted (from the accumulators; per-head
+    aggregations only where defined on `ranked_rows`, see `attention_score_sets`) and, given its edges,
+    correlation; in (method, layer, aggregation) order, as `score_sets_from_edges` orders them."""
+    sets = (attention_score_sets(attention, "attention", genes, ranked_rows)
+            + attention_score_sets(value_weighted, "value_weighted", genes, ranked_rows))
     if correlation_edges is not None:
         sets += score_sets_from_edges(correlation_edges, genes)
     return sorted(sets, key=lambda score_set: (score_set.method, score_set.layer, score_set.aggregation))

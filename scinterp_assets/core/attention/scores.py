@@ -70,6 +70,8 @@ class AttentionScores:
     provenance: dict = field(default_factory=dict)
     sources: tuple[str, ...] | None = None
     head_mean_sum: np.ndarray | None = None
+    # (array name, layer or None for all) of every slice `mean` / `head_mean` served: see `bytes_read`
+    _slices_read: set = field(default_factory=set, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "genes", tuple(str(g) for g in self.genes))
@@ -134,14 +136,33 @@ class AttentionScores:
         """Per-head mean attention (or context cosine) of the source rows, float64 (L, H, S, G) = sum / count
         (one layer: (H, S, G)); NaN where count is 0 and where a source meets itself (self-attention of a
         gene is not an edge)."""
+        self._slices_read.add(("sum", layer))
         summed = self.sum if layer is None else self.sum[self.layers.index(layer)]
         return summed / self._pair_divisor(self.source_index)
 
     def head_mean(self, layer: int | None = None) -> np.ndarray:
         """Mean over heads of the mean per pair, every pair: float64 (L, G, G) (one layer: (G, G)); NaN where
         count is 0 and on the diagonal."""
+        self._slices_read.add(("head_mean_sum", layer))
         summed = self.head_mean_sum if layer is None else self.head_mean_sum[self.layers.index(layer)]
         return summed / self._pair_divisor(np.arange(len(self.genes)))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the accumulators: per-head sums, head-mean sums and pair counts."""
+        return self.sum.nbytes + self.head_mean_sum.nbytes + self.count.nbytes
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the accumulators that `mean` and `head_mean` have served so far, each layer of an array
+        counted once however often it was read, plus the pair counts (read whole): with a mapped `load`, what
+        a step read of the file (a step that reads one layer's head means reads 1 / L of them)."""
+        layers_read = {"sum": set(), "head_mean_sum": set()}
+        for array, layer in self._slices_read:
+            layers_read[array] |= set(range(len(self.layers))) if layer is None else {self.layers.index(layer)}
+        per_layer = {"sum": self.sum[0].nbytes if self.layers else 0,
+                     "head_mean_sum": self.head_mean_sum[0].nbytes if self.layers else 0}
+        return self.count.nbytes + sum(len(read) * per_layer[array] for array, read in layers_read.items())
 
     def save(self, path: str | Path) -> Path:
         """Write one uncompressed .npz file atomically (temp file in the same folder, then rename)."""

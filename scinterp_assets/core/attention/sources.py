@@ -24,12 +24,9 @@ def analysis_sources(universe: Sequence[str], perturbed: Iterable[str], referenc
     return [gene for gene in universe if gene in wanted]
 
 
-def score_sets_defined_on(score_sets: list, rows: Iterable[str], sources: Sequence[str]) -> list:
-    """The score sets defined on every source row in `rows` (the genes an analysis ranks targets from: every
-    evaluable gene for every-pair analyses, the perturbed genes for perturbation analyses): all of them where
-    those rows are sources; otherwise those whose aggregation does not need each head's scores
-    (PER_HEAD_AGGREGATIONS are kept for the source rows only, and a NaN row would rank lowest, not be left
-    out)."""
-    if set(rows) <= set(sources):
-        return list(score_sets)
-    return [score_set for score_set in score_sets if score_set.aggregation not in PER_HEAD_AGGREGATIONS]
+def per_head_defined(rows: Iterable[str], sources: Sequence[str]) -> bool:
+    """Whether PER_HEAD_AGGREGATIONS are defined on every row in `rows` (the genes an analysis ranks targets
+    from: every evaluable gene for every-pair analyses, the perturbed genes for perturbation analyses): they
+    are kept for the source rows only, and a NaN row would rank lowest, not be left out, so an analysis whose
+    rows are not all sources must leave them out (and then need not read the per-head accumulators at all)."""
+    return set(rows) <= set(sources)
