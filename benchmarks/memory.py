@@ -28,6 +28,12 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes
 
 
+def current_rss_bytes() -> int | None:
+    """This process's resident set now (VmRSS), or None where there is no /proc."""
+    current = _status_kib("VmRSS")
+    return None if current is None else current * 1024
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's peak RSS to its current RSS (Linux: write 5 to /proc/self/clear_refs); True if the
     peak now equals the current RSS, False where refused (the peak then still holds load-time highs)."""

@@ -213,6 +213,7 @@ def test_study_shaped_world_fills_the_context_of_a_released_v1_shape_around_the_
         pytest.skip("../shared/models/geneformer is not on this machine")
     from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world, vocabulary_gene_names
     from scinterp_assets.core.models import load_model
+    from scinterp_assets.core.models.dictionaries import load_pickled_dictionary
     from scinterp_assets.core.models.geneformer import read_gene_vocabulary
 
     vocabularies = [read_gene_vocabulary(RELEASED_DICTIONARIES / version) for version in ("V1", "V2")]
@@ -224,7 +225,8 @@ def test_study_shaped_world_fills_the_context_of_a_released_v1_shape_around_the_
     for name in ("token_dictionary_gc30M.pkl", "gene_median_dictionary_gc30M.pkl", "gene_name_id_dict_gc30M.pkl"):
         assert (folder / name).read_bytes() == (RELEASED_DICTIONARIES / "V1" / name).read_bytes()
     model = load_model(folder)
-    assert model.bert.config.vocab_size == len(vocabularies[0][1])  # 25,426 tokens with <pad> and <mask>
+    released_tokens = load_pickled_dictionary(RELEASED_DICTIONARIES / "V1" / "token_dictionary_gc30M.pkl")
+    assert model.bert.config.vocab_size == len(released_tokens)  # 25,426 tokens with <pad> and <mask>
     assert model.coverage(world).fraction == 1.0
     detected = np.diff(world.X.indptr)
     lengths = np.array([len(cell) for cell in model.tokenizer.tokenize(world)])
@@ -233,11 +235,12 @@ def test_study_shaped_world_fills_the_context_of_a_released_v1_shape_around_the_
 
 
 def test_peak_sampler_attributes_each_step_its_own_peak():
-    """Two steps in one process, the second allocating and touching 400 MB: its peak exceeds the first's by
-    about that much, whatever the first held before."""
+    """Two steps in one process, the second allocating and touching 400 MB half a second after it starts
+    (many sampling windows later): its peak and its growth exceed the first's by about that much, whatever
+    the process held before."""
     import dagster as dg
 
-    from benchmarks.study_shape import PeakSampler, step_records
+    from benchmarks.study_shape import PeakSampler, Windows, format_report, step_records
 
     @dg.asset
     def small() -> int:
@@ -246,15 +249,22 @@ def test_peak_sampler_attributes_each_step_its_own_peak():
 
     @dg.asset
     def large(small: int) -> int:
+        time.sleep(0.5)
         block = np.ones(50_000_000)  # 400 MB, every page written
-        time.sleep(1.0)
+        time.sleep(0.5)
         return int(block[-1]) + small
 
     with dg.DagsterInstance.ephemeral() as instance:
         with PeakSampler(interval=0.05) as sampler:
+            if not sampler.resettable:
+                pytest.skip("this system cannot reset a process's peak resident set")
             result = dg.materialize([small, large], instance=instance)
-        records = {record.step: record for record in step_records(instance, sampler, [result.run_id])}
+        records = {record.step: record for record in step_records(instance, Windows(sampler.windows),
+                                                                  [result.run_id])}
     assert set(records) == {"small", "large"} and all(r.status == "ok" for r in records.values())
     assert records["small"].seconds >= 1.0 and records["large"].started > records["small"].started
-    if sampler.resettable:
-        assert 300 < records["large"].peak_mb - records["small"].peak_mb < 500
+    assert 300 < records["large"].peak_mb - records["small"].peak_mb < 500
+    assert 300 < records["large"].growth_mb < 500 and records["small"].growth_mb < 100
+    report = format_report(list(records.values()), wall_seconds=3.0)
+    assert "dominating steps:" in report and "large" in report
+    assert format_report([], wall_seconds=0.0) == "no step ran"

@@ -306,3 +306,33 @@ def test_world_named_by_given_genes_carries_them_everywhere() -> None:
         simulate_world(spec, names.iloc[:-1])
     with pytest.raises(ValueError, match="'ensembl_id' without repeated values"):
         simulate_world(spec, names.assign(ensembl_id="ENSG0"))
+
+
+@pytest.mark.parametrize("wiring_seed", [1, 2])
+def test_total_effect_equals_the_full_matrix_series_bit_for_bit_on_the_demo_worlds(wiring_seed: int) -> None:
+    """The TF-row series gives the demo's worlds exactly the matrix the full G x G series gave."""
+    from scinterp_assets.core.datasets.synthetic import _plant_network
+
+    network = _plant_network(SyntheticWorldSpec(wiring_seed=wiring_seed))  # the demo's 300 genes, 24 TFs
+    total, walk = np.eye(network.weights.shape[0]), np.eye(network.weights.shape[0])
+    while (walk := walk @ network.weights).any():
+        total += walk
+    np.testing.assert_array_equal(network.total_effect, total)
+
+
+def test_gene_vocabulary_keeps_only_genes_the_tokeniser_ranks_under_their_own_id(tmp_path) -> None:
+    import pickle
+
+    from scinterp_assets.core.models.dictionaries import ModelLoadError
+    from scinterp_assets.core.models.geneformer import read_gene_vocabulary
+    from scinterp_assets.core.models.pretrain import write_geneformer_dictionaries
+
+    tokens = {"<pad>": 0, "<mask>": 1, "E1": 2, "E2": 3, "E3": 4, "E4": 5}
+    medians = {"E1": np.float32(1.5), "E2": np.float32(0.0), "E3": np.float32(2.0), "E4": np.float32(0.7)}
+    write_geneformer_dictionaries(tmp_path, tokens, medians, {"A": "E1", "B": "E2", "C": "E3", "D": "E4"})
+    (tmp_path / "ensembl_mapping_dict.pkl").write_bytes(pickle.dumps({"E3": "E4", "E1": "E1"}))
+    names, kept = read_gene_vocabulary(tmp_path)
+    assert names == {"A": "E1", "B": "E2", "C": "E3", "D": "E4"}
+    assert kept == {"E1": 2, "E4": 5}  # E2: median 0; E3: mapped onto E4's token
+    with pytest.raises(ModelLoadError, match="gene vocabulary .*gene_dictionaries"):
+        read_gene_vocabulary(tmp_path / "absent")

@@ -89,6 +89,7 @@ def model_score_sets(attention: AttentionScores, value_weighted: AttentionScores
     """A model's edge score sets over `genes`: attention and value-weighted (from the accumulators; per-head
     aggregations only where defined on `ranked_rows`, see `attention_score_sets`) and, given its edges,
     correlation; in (method, layer, aggregation) order, as `score_sets_from_edges` orders them."""
+    ranked_rows = None if ranked_rows is None else set(ranked_rows)  # read twice
     sets = (attention_score_sets(attention, "attention", genes, ranked_rows)
             + attention_score_sets(value_weighted, "value_weighted", genes, ranked_rows))
     if correlation_edges is not None:

@@ -96,6 +96,7 @@ class AttentionScores:
             if n_sources != n_genes:
                 raise ValueError("AttentionScores.head_mean_sum is required when not every gene is a source")
             object.__setattr__(self, "head_mean_sum", self.sum.mean(axis=1))
+            self._slices_read.add(("sum", None))  # derived: the per-head sums were read whole
         if self.head_mean_sum.dtype != np.float64 or self.head_mean_sum.shape != (n_layers, n_genes, n_genes):
             raise ValueError(
                 f"AttentionScores.head_mean_sum must be float64 (L={n_layers}, G={n_genes}, G={n_genes}); got "
@@ -136,15 +137,15 @@ class AttentionScores:
         """Per-head mean attention (or context cosine) of the source rows, float64 (L, H, S, G) = sum / count
         (one layer: (H, S, G)); NaN where count is 0 and where a source meets itself (self-attention of a
         gene is not an edge)."""
-        self._slices_read.add(("sum", layer))
         summed = self.sum if layer is None else self.sum[self.layers.index(layer)]
+        self._slices_read.add(("sum", layer))
         return summed / self._pair_divisor(self.source_index)
 
     def head_mean(self, layer: int | None = None) -> np.ndarray:
         """Mean over heads of the mean per pair, every pair: float64 (L, G, G) (one layer: (G, G)); NaN where
         count is 0 and on the diagonal."""
-        self._slices_read.add(("head_mean_sum", layer))
         summed = self.head_mean_sum if layer is None else self.head_mean_sum[self.layers.index(layer)]
+        self._slices_read.add(("head_mean_sum", layer))
         return summed / self._pair_divisor(np.arange(len(self.genes)))
 
     @property

@@ -51,7 +51,7 @@ from scipy import sparse
 MODALITIES: tuple[str, ...] = ("CRISPRi", "CRISPRa")
 CONTROL_LABEL = "non-targeting"
 _NETWORK_STREAM, _SCREEN_STREAM = 0, 1
-_NAMING_SEED = 0  # the order of real genes vocabulary_gene_names draws from: fixed, so names never move
+_NAMING_SEED = 0  # the order of real genes vocabulary_gene_names draws from (fixed, with numpy's Generator)
 # the smallest world in which the evaluation is meaningful (enough genes, TFs, states, perturbations)
 _MINIMUMS = {"n_genes": 200, "n_tfs": 20, "n_modules": 0, "n_states": 3, "n_control_cells": 1,
              "n_perturbed_genes": 30, "cells_per_perturbation": 1, "min_non_tf_perturbations": 1,
@@ -233,7 +233,9 @@ def _plant_network(spec: SyntheticWorldSpec) -> _Network:
     weights /= np.sqrt(np.maximum((weights != 0).sum(axis=0), 1))
 
     # W is nilpotent, so the series ends; exact zeros stay exact, unlike a numerical inverse. Only TF rows of
-    # W are nonzero, so every power W^k (k >= 1) is nonzero only in TF rows: W^(k+1)[TFs] = W^k[TFs, TFs] W[TFs]
+    # W are nonzero, so every power W^k (k >= 1) is nonzero only in TF rows: W^(k+1)[TFs] = W^k[TFs, TFs] W[TFs].
+    # The full G x G products gave the same sums plus exact zeros; BLAS may order a long sum differently, so
+    # worlds with many TFs can differ in the last bit (the demo's worlds are identical: test_synthetic.py)
     total_effect, walk = np.eye(n_genes), weights[:n_tfs]
     while walk.any():
         total_effect[:n_tfs] += walk

@@ -276,9 +276,18 @@ def find_dictionaries(folder: Path, dictionary_dir: Path | None = None) -> dict[
 
 def read_gene_vocabulary(folder: Path) -> tuple[dict, dict]:
     """(symbol -> Ensembl id, Ensembl id -> token) of the Geneformer dictionaries in `folder`, read without
-    executing code; ModelLoadError names a missing or ambiguous file."""
-    found = find_dictionaries(Path(folder))
-    return load_pickled_dictionary(found["name"]), load_pickled_dictionary(found["token"])
+    executing code, the tokens restricted to the genes the tokeniser can rank under their own id: a positive
+    median, and an Ensembl mapping (where shipped) that keeps the id. ModelLoadError names a missing file."""
+    try:
+        found = find_dictionaries(Path(folder))
+    except ModelLoadError as error:
+        raise ModelLoadError(f"gene vocabulary {folder}: {error}. A synthetic cell type's gene_dictionaries "
+                             "must name folders holding a Geneformer release's dictionaries") from error
+    medians = load_pickled_dictionary(found["median"])
+    mapping = load_pickled_dictionary(found["ensembl_mapping"]) if "ensembl_mapping" in found else {}
+    tokens = {gene: token for gene, token in load_pickled_dictionary(found["token"]).items()
+              if 0 < float(medians.get(gene, np.nan)) < np.inf and mapping.get(gene, gene) == gene}
+    return load_pickled_dictionary(found["name"]), tokens
 
 
 def read_bert_config(folder: Path) -> dict:
