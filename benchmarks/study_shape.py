@@ -95,6 +95,7 @@ class PeakSampler:
         self._thread = threading.Thread(target=self._run, name="peak-rss-sampler", daemon=True)
 
     def __enter__(self) -> PeakSampler:
+        self._sample(time.time(), time.time())  # a first sample now, so every step has an RSS at its start
         self._thread.start()
         return self
 
@@ -106,14 +107,17 @@ class PeakSampler:
         start = time.time()
         while not self._stop.wait(self.interval):
             end = time.time()
-            current = current_rss_bytes()
-            window = (start, end, peak_rss_bytes(), float("nan") if current is None else current)
-            reset_peak_rss()
-            self.windows.append(window)
-            if self.log is not None:
-                with self.log.open("a") as handle:
-                    handle.write(json.dumps(window) + "\n")
+            self._sample(start, end)
             start = end
+
+    def _sample(self, start: float, end: float) -> None:
+        current = current_rss_bytes()
+        window = (start, end, peak_rss_bytes(), float("nan") if current is None else current)
+        reset_peak_rss()
+        self.windows.append(window)
+        if self.log is not None:
+            with self.log.open("a") as handle:
+                handle.write(json.dumps(window) + "\n")
 
 
 def read_windows(log: Path) -> Windows:
