@@ -546,7 +546,7 @@ def run_scgpt_eager(model, adata, genes, setup: Setup) -> None:
             _, (ids, values, attend) = _scgpt_batch(model, cells, batch, setup.device)
             hidden = model.encoder.embed(ids, values)
             for layer in model.encoder.transformer_encoder.layers:
-                hidden, _ = layer(hidden, attend, return_probs=True)
+                hidden = layer(hidden, attend, return_probs=True)[0]
     synchronise(setup.device)
 
 

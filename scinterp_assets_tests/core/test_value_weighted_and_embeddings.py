@@ -16,7 +16,6 @@ from scinterp_assets.core.attention.embeddings import CellEmbeddings, pool_hidde
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.attention.streaming import AttentionAccumulator, plan_batches, torch_threads
 from scinterp_assets.core.models import load_model
-from scinterp_assets.core.models.scgpt import EncoderLayer
 from scinterp_assets_tests.core.test_attention_streaming import reference_tokens
 from scinterp_assets_tests.core.test_scgpt import reference_embedding, reference_layers
 from scinterp_assets_tests.core.tiny_models import (
@@ -199,7 +198,6 @@ def test_value_weighted_false_runs_no_extra_work(tmp_path, monkeypatch):
         raise AssertionError("value-weighted work ran without value_weighted=True")
 
     monkeypatch.setattr(streaming, "head_summed_cosine", forbidden)
-    monkeypatch.setattr(EncoderLayer, "forward_with_context", forbidden)
     adata = tiny_counts(n_cells=6)
     genes = ["GENE1", "GENE2", "GENE5"]
     for model in (

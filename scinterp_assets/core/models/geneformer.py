@@ -39,6 +39,7 @@ from scinterp_assets.core.attention.streaming import (
     torch_threads,
 )
 from scinterp_assets.core.models.dictionaries import ModelLoadError, load_pickled_dictionary
+from scinterp_assets.core.models.interventions import LayerSites
 
 TARGET_SUM = 10_000.0
 V1_INPUT_SIZE = 2048  # genes per cell, no special tokens
@@ -523,6 +524,19 @@ class GeneformerModel:
             provenance=provenance,
         )
 
+    def intervention_sites(self, layer: int) -> LayerSites:
+        """Layer `layer`'s modules for `interventions.intervene`: BertSelfAttention (its value projection
+        gives the heads' values), BertSelfOutput.dense (input: the heads' context vectors concatenated) and
+        BertOutput.dense (the feed-forward block's output before the residual sum and LayerNorm)."""
+        bert_layer = self.bert.bert.encoder.layer[layer]
+        return LayerSites(
+            attention=bert_layer.attention.self,
+            read_call=_bert_attention_call,
+            values=bert_layer.attention.self.value,
+            head_projection=bert_layer.attention.output.dense,
+            mlp_output=bert_layer.output.dense,
+        )
+
     def layer_attention(
         self, ids: torch.Tensor, mask: torch.Tensor, last_layer: int, with_context: bool = False
     ):
@@ -562,3 +576,18 @@ class GeneformerModel:
                 del probs, context  # not alive while the next layer runs
             else:
                 yield index, captured.pop()
+
+
+def _bert_attention_call(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """BertSelfAttention's (hidden_states, attention_mask) -> (hidden_states, bool (B, n) True at real tokens).
+
+    The eager mask is additive (0 where a key may be attended, the dtype's minimum at padding), (B, 1, 1, n)
+    or (B, 1, n, n) with identical rows for a padding mask (row 0, the first token, is never padding); a
+    boolean mask is True where a key may be attended; no mask means no padding."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+    batch, length = hidden.shape[:2]
+    if mask is None:
+        return hidden, torch.ones(batch, length, dtype=torch.bool, device=hidden.device)
+    keys = mask.reshape(batch, -1, mask.shape[-1])[:, 0, :]
+    return hidden, keys if keys.dtype == torch.bool else keys > torch.finfo(keys.dtype).min / 2

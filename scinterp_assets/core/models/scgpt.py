@@ -51,6 +51,7 @@ from scinterp_assets.core.attention.streaming import (
     torch_threads,
 )
 from scinterp_assets.core.models.dictionaries import ModelLoadError
+from scinterp_assets.core.models.interventions import LayerSites
 from scinterp_assets.core.models.geneformer import (
     CountDataError,
     GeneCoverage,
@@ -123,6 +124,11 @@ class SelfAttention(nn.Module):
         q, k, v = heads.permute(2, 0, 3, 1, 4)
         return q, k, v
 
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """The heads' value vectors, concatenated (B, n, H * d_head): the v rows of the fused projection."""
+        width = self.out_proj.in_features
+        return F.linear(x, self.in_proj_weight[2 * width :], self.in_proj_bias[2 * width :])
+
     def probs_and_context(self, x: torch.Tensor, attend: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Explicit attention: probabilities (B, H, n, n), query x key, and per-head context vectors
         probs @ v (B, H, n, d_head), v being the v slice of the fused projection (before out_proj)."""
@@ -140,10 +146,11 @@ class SelfAttention(nn.Module):
 
     def forward(
         self, x: torch.Tensor, attend: torch.Tensor, return_probs: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """x: (B, n, d); attend: bool (B, n), False at padding (masked as keys).
 
-        Returns the projected context (B, n, d) and, when asked, the probabilities (B, H, n, n), query x key.
+        Returns the projected context (B, n, d) and, when asked, the probabilities (B, H, n, n), query x key,
+        and the per-head context vectors (B, H, n, d_head) (else None, None).
         """
         probs = None
         if return_probs:
@@ -151,7 +158,7 @@ class SelfAttention(nn.Module):
         else:  # the fused kernel, for training; it returns no probabilities
             q, k, v = self._qkv(x)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend[:, None, None, :])
-        return self.project(context), probs
+        return self.project(context), probs, context if return_probs else None
 
 
 class EncoderLayer(nn.Module):
@@ -167,16 +174,12 @@ class EncoderLayer(nn.Module):
 
     def forward(
         self, x: torch.Tensor, attend: torch.Tensor, return_probs: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        context, probs = self.self_attn(x, attend, return_probs)
-        return self._update(x, context), probs
-
-    def forward_with_context(
-        self, x: torch.Tensor, attend: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As forward(return_probs=True), also returning the per-head context vectors (B, H, n, d_head)."""
-        probs, context = self.self_attn.probs_and_context(x, attend)
-        return self._update(x, self.self_attn.project(context)), probs, context
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The layer's output (B, n, d) and, with `return_probs`, its attention probabilities (B, H, n, n) and
+        per-head context vectors (B, H, n, d_head) (else None, None). Every path calls the attention module,
+        so hooks on it (interventions) see every forward pass."""
+        attended, probs, context = self.self_attn(x, attend, return_probs)
+        return self._update(x, attended), probs, context
 
     def _update(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """Post-norm residual blocks around the projected attention output (B, n, d)."""
@@ -224,7 +227,7 @@ class ScGPTEncoder(nn.Module):
         """Last layer's output (B, n, d); attend: bool (B, n), False at padding."""
         hidden = self.embed(ids, values)
         for layer in self.transformer_encoder.layers:
-            hidden, _ = layer(hidden, attend)
+            hidden = layer(hidden, attend)[0]
         return hidden
 
     def layer_attention(
@@ -235,14 +238,9 @@ class ScGPTEncoder(nn.Module):
         with `with_context` (layer index, probabilities, per-head context vectors (B, H, n, d_head))."""
         hidden = self.embed(ids, values)
         for index, layer in enumerate(self.transformer_encoder.layers[: last_layer + 1]):
-            if with_context:
-                hidden, probs, context = layer.forward_with_context(hidden, attend)
-                yield index, probs, context
-                del context
-            else:
-                hidden, probs = layer(hidden, attend, return_probs=True)
-                yield index, probs
-            del probs  # not alive while the next layer runs
+            hidden, probs, context = layer(hidden, attend, return_probs=True)
+            yield (index, probs, context) if with_context else (index, probs)
+            del probs, context  # not alive while the next layer runs
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -616,6 +614,19 @@ class ScGPTModel:
         self.args = args
         self.n_layers = encoder.shape.n_layers
         self.n_heads = encoder.shape.n_heads
+
+    def intervention_sites(self, layer: int) -> LayerSites:
+        """Layer `layer`'s modules for `interventions.intervene`: the self-attention module (called as
+        (x, attend, ...)), its output projection (input: the heads' context vectors concatenated) and the
+        feed-forward block's second linear map (its output is added to the residual stream before norm2)."""
+        encoder_layer = self.encoder.transformer_encoder.layers[layer]
+        return LayerSites(
+            attention=encoder_layer.self_attn,
+            read_call=lambda args, kwargs: (args[0], args[1]),
+            values=encoder_layer.self_attn.values,
+            head_projection=encoder_layer.self_attn.out_proj,
+            mlp_output=encoder_layer.linear2,
+        )
 
     def coverage(self, adata: AnnData, symbol_column: str | None = None) -> GeneCoverage:
         return self.tokenizer.map_genes(adata, symbol_column).coverage()
