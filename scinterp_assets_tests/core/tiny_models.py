@@ -179,11 +179,15 @@ def tiny_scgpt_state(
             prefix + "norm2.weight": vector(width, 1.0),
             prefix + "norm2.bias": vector(width),
         }
-    state |= {  # heads that attention extraction never uses
+    state |= {  # heads that attention extraction never uses (the expression decoder serves output readouts)
         "decoder.fc.0.weight": matrix(width, width),
         "decoder.fc.0.bias": vector(width),
         "cls_decoder._decoder.0.weight": matrix(width, width),
         "mvc_decoder.gene2query.weight": matrix(width, width),
+        "decoder.fc.2.weight": matrix(width, width),
+        "decoder.fc.2.bias": vector(width),
+        "decoder.fc.4.weight": matrix(1, width),
+        "decoder.fc.4.bias": vector(1),
     }
     return state
 

@@ -9,6 +9,7 @@ genes dropped, sorted descending, truncated to the model input size; V2 adds <cl
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from scinterp_assets.core.attention.streaming import (
 )
 from scinterp_assets.core.models.dictionaries import ModelLoadError, load_pickled_dictionary
 from scinterp_assets.core.models.interventions import LayerSites
+from scinterp_assets.core.models.readouts import ForwardStates, ReadoutCell
 
 TARGET_SUM = 10_000.0
 V1_INPUT_SIZE = 2048  # genes per cell, no special tokens
@@ -382,7 +384,9 @@ def load_geneformer(folder: str | Path, dictionary_dir: str | Path | None = None
             f"{folder}: the weights lack or mis-shape {len(absent)} encoder tensor(s), e.g. {examples}; the "
             "weight file does not match config.json"
         )
-    return GeneformerModel(folder, bert.eval(), tokenizer)
+    # the masked-language-model head (cls.predictions.*) serves only the output readouts of interventions
+    has_mlm_head = not any(str(key).startswith("cls.") for key in report["missing_keys"])
+    return GeneformerModel(folder, bert.eval(), tokenizer, has_mlm_head)
 
 
 class GeneformerModel:
@@ -391,8 +395,9 @@ class GeneformerModel:
     family = "geneformer"
     needs_raw_counts = True  # rank-value encoding divides counts by totals and corpus medians
 
-    def __init__(self, checkpoint_dir: Path, bert, tokenizer: RankValueTokenizer):
+    def __init__(self, checkpoint_dir: Path, bert, tokenizer: RankValueTokenizer, has_mlm_head: bool = True):
         self.checkpoint_dir = checkpoint_dir
+        self.has_mlm_head = has_mlm_head
         self.bert = bert
         self.tokenizer = tokenizer
         self.n_layers = int(bert.config.num_hidden_layers)
@@ -536,6 +541,54 @@ class GeneformerModel:
             head_projection=bert_layer.attention.output.dense,
             mlp_output=bert_layer.output.dense,
         )
+
+    # readouts of interventions (core/models/readouts.py)
+    in_silico_readout = "embedding_shift"
+
+    def readout_cells(self, adata: AnnData, *, layer: str | None = None) -> list[ReadoutCell]:
+        """The cells of `adata` tokenised as for attention, those without a known expressed gene left out;
+        `genes` is False at <cls> and <eos>."""
+        mapping = self.tokenizer.map_genes(adata)
+        self._require_coverage(adata, mapping)
+        specials = [t for t in (self.tokenizer.cls_token, self.tokenizer.eos_token) if t is not None]
+        cells = [ReadoutCell(cell, None, ~np.isin(cell, specials)) for cell in self.tokenizer.tokenize(adata, mapping, layer=layer)]
+        return [cell for cell in cells if cell.genes.any()]
+
+    def token_slots(self, adata: AnnData, genes: Sequence[str]) -> np.ndarray:
+        """int64 (vocab,): the index in `genes` (var names of `adata`) of each token, NOT_ACCUMULATED elsewhere."""
+        mapping = self.tokenizer.map_genes(adata)
+        return plan_extraction(adata.var_names, genes, None, self.n_layers, var_tokens=mapping.tokens,
+                               var_owns_token=mapping.owner, vocab_size=self.bert.config.vocab_size,
+                               restrict_context=False).slot_of_token  # fmt: skip
+
+    def forward_states(self, cells: Sequence[ReadoutCell], device: str = "cpu") -> ForwardStates:
+        """Every layer's output for a batch of cells; outputs are the masked-language-model logits."""
+        if not self.has_mlm_head:
+            raise ModelLoadError(
+                f"{self.checkpoint_dir}: the weights hold no masked-language-model head (cls.predictions.*), "
+                "which the output readouts need. Fix: use the BertForMaskedLM checkpoint as released")
+        ids, mask = (torch.from_numpy(array).to(device) for array in pad_sequences([cell.ids for cell in cells], self.tokenizer.pad_token))
+        self.bert.to(device)
+        output = self.bert.bert(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+        return ForwardStates(tuple(output.hidden_states[1:]), mask, self.bert.cls)
+
+    def mask(self, cell: ReadoutCell, positions: np.ndarray) -> tuple[ReadoutCell, np.ndarray]:
+        """The cell with the tokens at `positions` replaced by <mask>; targets: the true token ids."""
+        ids = cell.ids.copy()
+        ids[positions] = self.tokenizer.token_ids[MASK]
+        return ReadoutCell(ids, None, cell.genes), cell.ids[positions]
+
+    def masked_errors(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of each masked gene's true token under the logits, and whether it is the top token."""
+        targets = targets.to(outputs.device)
+        return torch.nn.functional.cross_entropy(outputs, targets, reduction="none"), outputs.argmax(-1) == targets
+
+    def silence(self, cell: ReadoutCell, position: int) -> tuple[ReadoutCell, np.ndarray]:
+        """The cell with the gene at `position` deleted (Geneformer's in-silico deletion); kept[i] is the new
+        position of original position i (-1 for the deleted one)."""
+        kept = np.arange(len(cell.ids)) - (np.arange(len(cell.ids)) > position)
+        kept[position] = -1
+        return ReadoutCell(np.delete(cell.ids, position), None, np.delete(cell.genes, position)), kept
 
     def layer_attention(
         self, ids: torch.Tensor, mask: torch.Tensor, last_layer: int, with_context: bool = False

@@ -17,6 +17,7 @@ weights, since flash attention returns no probabilities.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 import math
 import re
 import warnings
@@ -52,6 +53,7 @@ from scinterp_assets.core.attention.streaming import (
 )
 from scinterp_assets.core.models.dictionaries import ModelLoadError
 from scinterp_assets.core.models.interventions import LayerSites
+from scinterp_assets.core.models.readouts import ForwardStates, ReadoutCell
 from scinterp_assets.core.models.geneformer import (
     CountDataError,
     GeneCoverage,
@@ -62,7 +64,7 @@ from scinterp_assets.core.models.geneformer import (
 ARGS_FILE, VOCAB_FILE, WEIGHTS_FILE = "args.json", "vocab.json", "best_model.pt"
 PAD, CLS, EOC = "<pad>", "<cls>", "<eoc>"
 # Defaults of released args.json files, used when a key is absent (nheads has none: it is required).
-DEFAULT_N_BINS, DEFAULT_PAD_VALUE, DEFAULT_MAX_SEQ_LEN = 51, -2.0, 1200
+DEFAULT_N_BINS, DEFAULT_PAD_VALUE, DEFAULT_MAX_SEQ_LEN, DEFAULT_MASK_VALUE = 51, -2.0, 1200, -1.0
 # Used as the padding token when vocab.json has no <pad>: padded positions are masked out of attention by
 # position (never by id) and never accumulated, so the embedding row they look up cannot reach a result.
 FALLBACK_PAD_ID = 0
@@ -187,6 +189,21 @@ class EncoderLayer(nn.Module):
         return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
 
 
+class ExpressionDecoder(nn.Module):
+    """scGPT's ExprDecoder (without batch labels or explicit zero probabilities): a gene token's last-layer
+    state (.., d) -> its predicted expression value (.., 1). Parameter names as in scGPT (`decoder.fc.*`)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Linear(d_model, d_model), nn.LeakyReLU(), nn.Linear(d_model, d_model), nn.LeakyReLU(),
+            nn.Linear(d_model, 1),
+        )  # fmt: skip
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.fc(states)
+
+
 class LayerStack(nn.Module):
     def __init__(self, layers: list[EncoderLayer]):
         super().__init__()
@@ -256,6 +273,7 @@ class ScGPTArgs:
     pad_token: str = PAD
     pad_value: float = DEFAULT_PAD_VALUE
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN
+    mask_value: float = DEFAULT_MASK_VALUE
 
 
 def _read_json(path: Path, what: str) -> object:
@@ -289,9 +307,13 @@ def read_args(path: Path) -> ScGPTArgs:
         )
     if raw.get("pre_norm", False):
         raise ModelLoadError(f"{path}: pre_norm is true; only the released post-norm encoder is supported")
-    pad_value = raw.get("pad_value", DEFAULT_PAD_VALUE)
-    if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)) or not math.isfinite(pad_value):
-        raise ModelLoadError(f"{path}: 'pad_value' must be a finite number, found {pad_value!r}")
+
+    def number(key: str, default: float) -> float:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ModelLoadError(f"{path}: '{key}' must be a finite number, found {value!r}")
+        return float(value)
+
     pad_token = raw.get("pad_token", PAD)
     if not isinstance(pad_token, str):
         raise ModelLoadError(f"{path}: 'pad_token' must be a string, found {pad_token!r}")
@@ -299,8 +321,9 @@ def read_args(path: Path) -> ScGPTArgs:
         n_heads=integer("nheads", 0, 1),
         n_bins=integer("n_bins", DEFAULT_N_BINS, 3),  # at least two quantile edges
         pad_token=pad_token,
-        pad_value=float(pad_value),
+        pad_value=number("pad_value", DEFAULT_PAD_VALUE),
         max_seq_len=integer("max_seq_len", DEFAULT_MAX_SEQ_LEN, 2),  # <cls> and one gene
+        mask_value=number("mask_value", DEFAULT_MASK_VALUE),  # the input value of a masked gene
     )
 
 
@@ -414,6 +437,23 @@ def canonical_weights(state: dict[str, torch.Tensor], n_heads: int, path: Path) 
     return shape, weights
 
 
+def load_expression_decoder(state: dict[str, torch.Tensor], d_model: int, path: Path) -> tuple[ExpressionDecoder | None, str | None]:
+    """The checkpoint's expression decoder (`decoder.fc.*`), or None and why it cannot be used. Attention
+    extraction never needs it; the readouts that do (masked values, predicted in-silico change) raise that
+    reason. A decoder made for batch labels (input 2 x width) is not supported."""
+    weights = {key.removeprefix("decoder."): value for key, value in state.items() if key.startswith("decoder.fc.")}
+    if not weights:
+        return None, f"{path} holds no expression decoder (decoder.fc.*)"
+    decoder = ExpressionDecoder(d_model)
+    expected = {key: tuple(value.shape) for key, value in decoder.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in weights.items()}
+    if found != expected:
+        return None, (f"{path}: the expression decoder's tensors {found} are not scGPT's ExprDecoder for width "
+                      f"{d_model} {expected} (a decoder for batch labels or explicit zero probabilities is not supported)")  # fmt: skip
+    decoder.load_state_dict(weights)
+    return decoder.eval(), None
+
+
 def load_scgpt(folder: str | Path) -> ScGPTModel:
     """Load an scGPT checkpoint folder (args.json, vocab.json, best_model.pt) without executing code from it.
 
@@ -436,7 +476,8 @@ def load_scgpt(folder: str | Path) -> ScGPTModel:
     encoder = ScGPTEncoder(shape)
     encoder.load_state_dict(weights)
     tokenizer = BinnedValueTokenizer(vocab, args.n_bins, args.max_seq_len, args.pad_value, args.pad_token)
-    return ScGPTModel(folder, encoder.eval(), tokenizer, args)
+    decoder = load_expression_decoder(state, shape.d_model, folder / WEIGHTS_FILE)
+    return ScGPTModel(folder, encoder.eval(), tokenizer, args, decoder)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -607,11 +648,13 @@ class ScGPTModel:
     needs_raw_counts = False  # per-cell value binning is rank-based: normalised or log1p input bins alike
     version = "scGPT"
 
-    def __init__(self, checkpoint_dir: Path, encoder: ScGPTEncoder, tokenizer: BinnedValueTokenizer, args):
+    def __init__(self, checkpoint_dir: Path, encoder: ScGPTEncoder, tokenizer: BinnedValueTokenizer, args,
+                 decoder: tuple[ExpressionDecoder | None, str | None] = (None, "no expression decoder was loaded")):  # fmt: skip
         self.checkpoint_dir = checkpoint_dir
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.args = args
+        self.decoder, self._decoder_problem = decoder
         self.n_layers = encoder.shape.n_layers
         self.n_heads = encoder.shape.n_heads
 
@@ -627,6 +670,61 @@ class ScGPTModel:
             head_projection=encoder_layer.self_attn.out_proj,
             mlp_output=encoder_layer.linear2,
         )
+
+    # readouts of interventions (core/models/readouts.py)
+    in_silico_readout = "predicted_change"
+
+    def readout_cells(self, adata: AnnData, *, seed: int = 0, layer: str | None = None,
+                      symbol_column: str | None = None, include_zero_genes: bool = False,
+                      cls_value: float = 0.0) -> list[ReadoutCell]:  # fmt: skip
+        """The cells of `adata` tokenised as for attention (same options), those without a known expressed
+        gene left out; `genes` is False at <cls>."""
+        mapping = self.tokenizer.map_genes(adata, symbol_column)
+        self._require_coverage(adata, mapping, symbol_column, 0.0)
+        cells = self.tokenizer.tokenize(adata, mapping, seed=seed, layer=layer,
+                                        include_zero_genes=include_zero_genes, cls_value=cls_value)  # fmt: skip
+        readout = [ReadoutCell(cell.ids, cell.values, cell.ids != self.tokenizer.cls_id) for cell in cells]
+        return [cell for cell in readout if cell.genes.any()]
+
+    def token_slots(self, adata: AnnData, genes: Sequence[str], symbol_column: str | None = None) -> np.ndarray:
+        """int64 (vocab,): the index in `genes` (var names of `adata`) of each token, NOT_ACCUMULATED elsewhere."""
+        mapping = self.tokenizer.map_genes(adata, symbol_column)
+        return plan_extraction(adata.var_names, genes, None, self.n_layers, var_tokens=mapping.tokens,
+                               var_owns_token=mapping.owner, vocab_size=self.encoder.shape.vocab_size,
+                               restrict_context=False).slot_of_token  # fmt: skip
+
+    def forward_states(self, cells: Sequence[ReadoutCell], device: str = "cpu") -> ForwardStates:
+        """Every layer's output for a batch of cells; outputs are the expression decoder's predictions."""
+        binned = [BinnedCell(cell.ids, cell.values) for cell in cells]
+        ids, values, attend = (torch.from_numpy(array).to(device) for array in self.tokenizer.pad(binned))
+        self.encoder.to(device)
+        hidden, states = self.encoder.embed(ids, values), []
+        for layer in self.encoder.transformer_encoder.layers:
+            hidden = layer(hidden, attend)[0]
+            states.append(hidden)
+        return ForwardStates(tuple(states), attend, self._decode)
+
+    def _decode(self, states: torch.Tensor) -> torch.Tensor:
+        if self.decoder is None:
+            raise ModelLoadError(f"{self._decoder_problem}; this readout needs scGPT's expression decoder. Fix: "
+                                 "use the released checkpoint's best_model.pt, which holds it")  # fmt: skip
+        return self.decoder.to(states.device)(states)
+
+    def mask(self, cell: ReadoutCell, positions: np.ndarray) -> tuple[ReadoutCell, np.ndarray]:
+        """The cell with the values at `positions` set to args.json's mask_value; targets: the true values."""
+        values = cell.values.copy()
+        values[positions] = self.args.mask_value
+        return ReadoutCell(cell.ids, values, cell.genes), cell.values[positions].astype(np.float32)
+
+    def masked_errors(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Squared error of each masked gene's predicted value; there is no exact-hit accuracy for a value."""
+        return (outputs.squeeze(-1) - targets.to(outputs.device)) ** 2, None
+
+    def silence(self, cell: ReadoutCell, position: int) -> tuple[ReadoutCell, np.ndarray]:
+        """The cell with the gene at `position` set to the zero-expression bin (0); positions unchanged."""
+        values = cell.values.copy()
+        values[position] = 0.0
+        return ReadoutCell(cell.ids, values, cell.genes), np.arange(len(cell.ids))
 
     def coverage(self, adata: AnnData, symbol_column: str | None = None) -> GeneCoverage:
         return self.tokenizer.map_genes(adata, symbol_column).coverage()

@@ -33,6 +33,7 @@ from scinterp_assets.core.models.scgpt import (
     BinnedCell,
     BinnedValueTokenizer,
     EncoderShape,
+    ExpressionDecoder,
     ScGPTEncoder,
 )
 from scinterp_assets.core.models.training import TrainingBudget, train_masked, write_folder_atomically
@@ -87,30 +88,17 @@ def build_vocab(adatas: Sequence[AnnData]) -> dict[str, int]:
     return {gene: i for i, gene in enumerate(genes + [PAD, CLS, EOC])}
 
 
-class ExprDecoder(nn.Module):
-    """Per-token value regression head: Linear, LeakyReLU, Linear, LeakyReLU, Linear -> (B, n)."""
-
-    def __init__(self, d_model: int):
-        super().__init__()
-        self.fc = nn.Sequential(
-            nn.Linear(d_model, d_model), nn.LeakyReLU(), nn.Linear(d_model, d_model), nn.LeakyReLU(),
-            nn.Linear(d_model, 1),
-        )  # fmt: skip
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.fc(hidden).squeeze(-1)
-
-
 class MaskedValueModel(nn.Module):
     """Encoder + expression decoder; `state_dict()` keys are scGPT's (encoder part under in_proj names)."""
 
     def __init__(self, shape: EncoderShape):
         super().__init__()
         self.body = ScGPTEncoder(shape)
-        self.decoder = ExprDecoder(shape.d_model)
+        self.decoder = ExpressionDecoder(shape.d_model)
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.body(ids, values, attend))
+        """Predicted values (B, n)."""
+        return self.decoder(self.body(ids, values, attend)).squeeze(-1)
 
     def released_state_dict(self) -> dict[str, torch.Tensor]:
         """Encoder tensors under scGPT's names with flash q/k/v names (`self_attn.Wqkv.*`), plus decoder.*."""
