@@ -1,0 +1,189 @@
+"""Which heads and layers the causal interventions act on (FRAMEWORK.md A17-A18), and how a targeted
+intervention is tested against random ones.
+
+Heads are ranked by their per-head reference AUROC (`head_reference_auroc`: each head's mean attention from
+the reference's sources, the TF rows, to every other gene). For every k (capped by the model's head count):
+  top_k              the k heads with the highest AUROC (the "regulatory heads")
+  random_k           `n_random_draws` seeded draws of k heads from all heads
+  entropy_matched_k  for each top head, the not-yet-chosen other head whose mean attention entropy is
+                     closest: as diffuse or as sharp as the regulatory heads, without their AUROC
+  bottom_k           the k heads with the lowest AUROC
+and per layer:
+  regulatory layer   the layer with the highest mean head AUROC: all its heads, and its MLP block
+  random layers      every other layer in a seeded order, up to `n_random_draws`: all heads, and the MLP
+
+The test (`rank_p_value`): a targeted condition's effect is compared with the effects of the random
+conditions of the same size, p = (1 + #{random effect >= targeted effect}) / (1 + N). Under the null that the
+AUROC ranking says nothing about which heads matter, the top-k set is one more exchangeable draw and the
+p-value is valid whatever the readout; a paired test over cells between two fixed head sets would not be (two
+different head sets differ in effect for reasons unrelated to regulation, and enough cells detect that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scinterp_assets.core.analyses.reference_battery import ReferenceLabels
+from scinterp_assets.core.models.interventions import (
+    Intervention,
+    InterventionKind,
+    uniform_attention,
+    zero_heads,
+    zero_mlp,
+)
+from scinterp_assets.core.stats.auroc import auroc
+
+HEAD_CONDITIONS = ("top_k", "random_k", "entropy_matched_k", "bottom_k")
+LAYER_CONDITIONS = ("regulatory_layer", "random_layer")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One intervention condition: `name` (HEAD_CONDITIONS, LAYER_CONDITIONS or "clean"), `k` heads (a
+    layer condition counts the layer's heads; 0 for an MLP block or clean), the random `draw` (0 otherwise),
+    the heads as (layer, head) pairs, and the interventions that realise it."""
+
+    name: str
+    k: int
+    draw: int
+    target: str  # "heads", "mlp" or "none"
+    heads: tuple[tuple[int, int], ...]
+    interventions: tuple[Intervention, ...]
+
+    @property
+    def label(self) -> str:
+        draw = f"#{self.draw}" if self.name.startswith("random") else ""
+        return f"{self.name}{draw} k={self.k}" if self.target == "heads" else f"{self.name}{draw} {self.target}"
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(sorted({intervention.layer for intervention in self.interventions}))
+
+
+CLEAN = Condition("clean", 0, 0, "none", (), ())
+
+
+def head_reference_auroc(per_head: np.ndarray, sources: Sequence[str], labels: ReferenceLabels) -> np.ndarray:
+    """float64 (L, H): AUROC of each head's mean attention from the reference's TF rows that are sources
+    (rows of `per_head`, (L, H, S, G) over `sources` x labels.genes) to every other gene, against membership.
+    NaN for every head when no TF is a source (nothing to rank)."""
+    n_layers, n_heads, n_sources, n_genes = per_head.shape
+    if n_genes != len(labels.genes) or n_sources != len(sources):
+        raise ValueError(f"per-head scores are {per_head.shape}; expected (L, H, {len(sources)}, {len(labels.genes)})")
+    gene_index = {gene: i for i, gene in enumerate(labels.genes)}
+    rows = np.array([gene_index[gene] for gene in sources], dtype=np.int64)
+    is_tf = np.isin(rows, labels.tf_rows)
+    if not is_tf.any():
+        return np.full((n_layers, n_heads), np.nan)
+    tf_rows, tf_sources = rows[is_tf], np.flatnonzero(is_tf)
+    pairs = np.ones((len(tf_rows), n_genes), dtype=bool)
+    pairs[np.arange(len(tf_rows)), tf_rows] = False  # no self pairs
+    truth = labels.membership[tf_rows][pairs]
+    scores = per_head[:, :, tf_sources][..., pairs]  # (L, H, pairs)
+    return np.asarray(auroc(truth, scores.reshape(n_layers * n_heads, -1).T)).reshape(n_layers, n_heads)
+
+
+def attention_entropy(probs: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Summed entropy (nats) per head of the attention of every real query over the keys: probs float
+    (B, H, n, n), real bool (B, n). Returns float64 (H,) sums; divide by the number of real queries."""
+    p = np.asarray(probs, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    per_query = terms.sum(axis=-1)  # (B, H, n)
+    return (per_query * np.asarray(real, dtype=bool)[:, None, :]).sum(axis=(0, 2))
+
+
+def _ranked(head_auroc: np.ndarray, descending: bool) -> list[tuple[int, int]]:
+    """Heads ordered by AUROC (NaN last either way), ties by (layer, head)."""
+    n_layers, n_heads = head_auroc.shape
+    heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    values = head_auroc.ravel()
+    key = np.where(np.isnan(values), np.inf, -values if descending else values)
+    return [heads[i] for i in np.lexsort((np.arange(len(heads)), key))]
+
+
+def _as_interventions(heads: Sequence[tuple[int, int]], kind: InterventionKind) -> tuple[Intervention, ...]:
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+    make = zero_heads if kind == "zero_heads" else uniform_attention
+    return tuple(make(layer, by_layer[layer]) for layer in sorted(by_layer))
+
+
+def _entropy_matched(top: Sequence[tuple[int, int]], entropy: np.ndarray) -> list[tuple[int, int]]:
+    """For each top head in turn, the closest-entropy head outside the top set not chosen yet (ties by
+    (layer, head))."""
+    n_layers, n_heads = entropy.shape
+    available = [(layer, head) for layer in range(n_layers) for head in range(n_heads) if (layer, head) not in set(top)]
+    matched = []
+    for layer, head in top:
+        if not available:
+            break
+        distances = [abs(entropy[candidate] - entropy[layer, head]) for candidate in available]
+        matched.append(available.pop(int(np.argmin(distances))))
+    return matched
+
+
+def head_conditions(head_auroc: np.ndarray, head_entropy: np.ndarray, ks: Sequence[int], *, kind: InterventionKind,
+                    n_random_draws: int, seed: int) -> list[Condition]:  # fmt: skip
+    """The head conditions for every k in `ks` (capped by the head count, duplicates after capping dropped):
+    top-k, bottom-k, entropy-matched (when enough heads remain outside the top k) and `n_random_draws`
+    random draws, each realised with `kind` ("zero_heads" or "uniform_attention")."""
+    if head_auroc.shape != head_entropy.shape:
+        raise ValueError(f"head AUROC {head_auroc.shape} and entropy {head_entropy.shape} must have one shape")
+    if np.isnan(head_auroc).all():
+        raise ValueError("no head has a reference AUROC (no TF of the reference is a source); cannot rank heads")
+    total = head_auroc.size
+    rng = np.random.default_rng(seed)
+    all_heads = [(layer, head) for layer in range(head_auroc.shape[0]) for head in range(head_auroc.shape[1])]
+    descending, ascending = _ranked(head_auroc, True), _ranked(head_auroc, False)
+    conditions = []
+    for k in sorted({min(int(k), total) for k in ks if int(k) > 0}):
+        top = descending[:k]
+        picks = {"top_k": top, "bottom_k": ascending[:k]}
+        matched = _entropy_matched(top, head_entropy)
+        if len(matched) == k:
+            picks["entropy_matched_k"] = matched
+        for name, heads in picks.items():
+            conditions.append(Condition(name, k, 0, "heads", tuple(sorted(heads)), _as_interventions(heads, kind)))
+        for draw in range(n_random_draws):
+            heads = [all_heads[i] for i in rng.choice(total, k, replace=False)]
+            conditions.append(Condition("random_k", k, draw, "heads", tuple(sorted(heads)), _as_interventions(heads, kind)))
+    return conditions
+
+
+def layer_conditions(head_auroc: np.ndarray, *, target: str, kind: InterventionKind = "zero_heads",
+                     n_random_draws: int, seed: int) -> list[Condition]:  # fmt: skip
+    """The regulatory layer (highest mean head AUROC) and up to `n_random_draws` other layers in a seeded
+    order, each as all its heads (target "heads", realised with `kind`) or its MLP block (target "mlp")."""
+    if target not in ("heads", "mlp"):
+        raise ValueError(f"layer condition target must be 'heads' or 'mlp', got {target!r}")
+    n_layers, n_heads = head_auroc.shape
+    if np.isnan(head_auroc).all():
+        raise ValueError("no head has a reference AUROC (no TF of the reference is a source); cannot rank layers")
+    defined = ~np.isnan(head_auroc)
+    layer_means = np.where(defined.any(axis=1), np.where(defined, head_auroc, 0.0).sum(axis=1) / np.maximum(defined.sum(axis=1), 1), -np.inf)
+    regulatory = int(np.argmax(layer_means))
+    others = [layer for layer in np.random.default_rng(seed).permutation(n_layers).tolist() if layer != regulatory]
+
+    def condition(name: str, layer: int, draw: int) -> Condition:
+        if target == "mlp":
+            return Condition(name, 0, draw, "mlp", (), (zero_mlp(layer),))
+        heads = tuple((layer, head) for head in range(n_heads))
+        return Condition(name, n_heads, draw, "heads", heads, _as_interventions(heads, kind))
+
+    return [condition("regulatory_layer", regulatory, 0)] + [
+        condition("random_layer", layer, draw) for draw, layer in enumerate(others[:n_random_draws])]
+
+
+def rank_p_value(targeted: float, random_effects: Sequence[float]) -> float:
+    """One-sided p-value of a targeted condition's effect among random conditions' effects (larger = more
+    harm): (1 + #{random >= targeted}) / (1 + N). NaN effects are left out; NaN without any random effect."""
+    effects = np.asarray(random_effects, dtype=np.float64)
+    effects = effects[~np.isnan(effects)]
+    if np.isnan(targeted) or effects.size == 0:
+        return float("nan")
+    return float((1 + np.count_nonzero(effects >= targeted)) / (1 + effects.size))
