@@ -11,7 +11,9 @@ from scinterp_assets.core.models import ModelLoadError, load_model
 from scinterp_assets.core.models.interventions import intervene, uniform_attention, zero_heads, zero_mlp
 from scinterp_assets.core.models.readouts import (
     Batching,
+    entropy_sums,
     fidelity,
+    head_entropy,
     in_silico_response,
     masked_positions,
     masked_prediction,
@@ -171,3 +173,28 @@ def test_readouts_that_need_an_output_head_say_which_file_lacks_it(tmp_path):
     assert not model.has_mlm_head
     with pytest.raises(ModelLoadError, match=r"encoder_only.*masked-language-model head"):
         fidelity(model, model.readout_cells(tiny_counts(n_cells=3)), [zero_mlp(0)], BATCHING)
+
+
+def test_entropy_sums_of_uniform_and_one_hot_attention():
+    real = torch.tensor([[True, True, True, True, False]])
+    probs = torch.zeros(1, 2, 5, 5)
+    probs[0, 0, :, :4] = 0.25  # head 0 uniform over the 4 real keys
+    probs[0, 1, :, 0] = 1.0  # head 1 always on the first key
+    np.testing.assert_allclose(entropy_sums(probs, real).numpy(), [4 * np.log(4), 0.0], rtol=1e-7)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_entropy_equals_the_unbatched_computation(models, family):
+    model = models[family]
+    cells = model.readout_cells(tiny_counts(n_cells=5, seed=2))
+    result = head_entropy(model, cells, BATCHING)
+    sums, queries = np.zeros((model.n_layers, model.n_heads)), 0
+    with torch.inference_mode():
+        for cell in cells:
+            real, stream = model.layer_probabilities([cell])
+            for layer, probs in stream:
+                p = probs[0].double().numpy()  # (H, n, n), one cell: no padding
+                sums[layer] += np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=(1, 2))
+            queries += len(cell.ids)
+    assert_within(result, sums / queries, float32_sum_tolerance(1, model.n_layers, 32))
+    assert np.all(result > 0) and np.all(result <= np.log(max(len(c.ids) for c in cells)))

@@ -86,16 +86,6 @@ def head_reference_auroc(per_head: np.ndarray, sources: Sequence[str], labels: R
     return np.asarray(auroc(truth, scores.reshape(n_layers * n_heads, -1).T)).reshape(n_layers, n_heads)
 
 
-def attention_entropy(probs: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """Summed entropy (nats) per head of the attention of every real query over the keys: probs float
-    (B, H, n, n), real bool (B, n). Returns float64 (H,) sums; divide by the number of real queries."""
-    p = np.asarray(probs, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, -p * np.log(p), 0.0)
-    per_query = terms.sum(axis=-1)  # (B, H, n)
-    return (per_query * np.asarray(real, dtype=bool)[:, None, :]).sum(axis=(0, 2))
-
-
 def _ranked(head_auroc: np.ndarray, descending: bool) -> list[tuple[int, int]]:
     """Heads ordered by AUROC (NaN last either way), ties by (layer, head)."""
     n_layers, n_heads = head_auroc.shape

@@ -572,6 +572,12 @@ class GeneformerModel:
         output = self.bert.bert(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
         return ForwardStates(tuple(output.hidden_states[1:]), mask, self.bert.cls)
 
+    def layer_probabilities(self, cells: Sequence[ReadoutCell], device: str = "cpu"):
+        """(real bool (B, n), a stream of (layer, probabilities (B, H, n, n))) for a batch of cells."""
+        ids, mask = (torch.from_numpy(array).to(device) for array in pad_sequences([cell.ids for cell in cells], self.tokenizer.pad_token))
+        self.bert.to(device)
+        return mask, self.layer_attention(ids, mask, self.n_layers - 1)
+
     def mask(self, cell: ReadoutCell, positions: np.ndarray) -> tuple[ReadoutCell, np.ndarray]:
         """The cell with the tokens at `positions` replaced by <mask>; targets: the true token ids."""
         ids = cell.ids.copy()

@@ -17,13 +17,16 @@ after its own layer. These readouts look at what the model computes instead, for
                        change of the decoder's prediction for every other gene), as a perturbation x target
                        matrix to score against the measured DE labels
 
-A model offers them through a few methods: `readout_cells`, `token_slots`, `forward_states`, `mask` /
-`masked_errors` and `silence`, and its `in_silico_readout` ("embedding_shift" or "predicted_change").
+`head_entropy` measures each head's mean attention entropy, which control heads are matched on.
+
+A model offers them through a few methods: `readout_cells`, `token_slots`, `forward_states`,
+`layer_probabilities`, `mask` / `masked_errors` and `silence`, and its `in_silico_readout`
+("embedding_shift" or "predicted_change").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -70,6 +73,8 @@ class ReadoutModel(Intervenable, Protocol):
     def masked_errors(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
     def silence(self, cell: ReadoutCell, position: int) -> tuple[ReadoutCell, np.ndarray]: ...
+
+    def layer_probabilities(self, cells: Sequence[ReadoutCell], device: str) -> tuple[torch.Tensor, Iterator]: ...
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,27 @@ def fidelity(model: ReadoutModel, cells: Sequence[ReadoutCell], interventions: I
                 after = changed.outputs(changed.hidden[-1][row, positions]).flatten()
                 output_sum += float(cosine_distance(before, after))
     return Fidelity(hidden_sums / max(tokens, 1), output_sum / max(len(cells), 1))
+
+
+def entropy_sums(probs: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Summed entropy (nats) per head of every real query's attention over the keys: probs (B, H, n, n),
+    real bool (B, n). Returns float64 (H,)."""
+    p = probs.double()
+    terms = torch.where(p > 0, -p * torch.log(p), torch.zeros_like(p))
+    return (terms.sum(dim=-1) * real[:, None, :].double()).sum(dim=(0, 2))
+
+
+def head_entropy(model: ReadoutModel, cells: Sequence[ReadoutCell], batching: Batching) -> np.ndarray:
+    """float64 (L, H): each head's mean attention entropy (nats) over every real query of `cells`: how
+    diffuse its attention is, the quantity entropy-matched control heads are matched on."""
+    sums, queries = np.zeros((model.n_layers, model.n_heads)), 0
+    with torch.inference_mode():
+        for batch in batching.batches(cells):
+            real, stream = model.layer_probabilities([cells[i] for i in batch], batching.device)
+            for layer, probs in stream:
+                sums[layer] += entropy_sums(probs, real).cpu().numpy()
+            queries += int(real.sum())
+    return sums / max(queries, 1)
 
 
 @dataclass(frozen=True)

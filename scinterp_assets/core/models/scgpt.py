@@ -710,6 +710,13 @@ class ScGPTModel:
                                  "use the released checkpoint's best_model.pt, which holds it")  # fmt: skip
         return self.decoder.to(states.device)(states)
 
+    def layer_probabilities(self, cells: Sequence[ReadoutCell], device: str = "cpu"):
+        """(real bool (B, n), a stream of (layer, probabilities (B, H, n, n))) for a batch of cells."""
+        binned = [BinnedCell(cell.ids, cell.values) for cell in cells]
+        ids, values, attend = (torch.from_numpy(array).to(device) for array in self.tokenizer.pad(binned))
+        self.encoder.to(device)
+        return attend, self.encoder.layer_attention(ids, values, attend, self.n_layers - 1)
+
     def mask(self, cell: ReadoutCell, positions: np.ndarray) -> tuple[ReadoutCell, np.ndarray]:
         """The cell with the values at `positions` set to args.json's mask_value; targets: the true values."""
         values = cell.values.copy()

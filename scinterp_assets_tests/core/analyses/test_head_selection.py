@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from scinterp_assets.core.analyses.head_selection import (
-    attention_entropy,
     head_conditions,
     head_reference_auroc,
     layer_conditions,
@@ -55,15 +54,6 @@ def test_head_reference_auroc_ranks_the_planted_head_first_and_equals_brute_forc
     with pytest.raises(ValueError, match="expected"):
         head_reference_auroc(per_head[:, :, :2], sources, labels)
     assert np.isnan(head_reference_auroc(per_head[:, :, 2:3], ["G6"], labels)).all()
-
-
-def test_attention_entropy_of_uniform_and_one_hot_attention():
-    real = np.array([[True, True, True, True, False]])
-    probs = np.zeros((1, 2, 5, 5))
-    probs[0, 0, :, :4] = 0.25  # head 0 uniform over the 4 real keys
-    probs[0, 1, :, 0] = 1.0  # head 1 always on the first key
-    sums = attention_entropy(probs, real)
-    np.testing.assert_allclose(sums, [4 * np.log(4), 0.0])
 
 
 def heads_of(condition) -> set[tuple[int, int]]:
