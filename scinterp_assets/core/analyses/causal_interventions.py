@@ -1,0 +1,217 @@
+"""Family C: causal interventions on a model (FRAMEWORK.md A17 head ablation, A18 orthogonal interventions,
+A19 fidelity), read out on what the model computes rather than on re-extracted attention.
+
+Conditions (`intervention_plan`, heads ranked by per-head reference AUROC, core/analyses/head_selection.py):
+  A17  zero the top-k / bottom-k / entropy-matched / random-k heads, and all heads of the regulatory layer
+       versus random layers
+  A18  uniform attention (values kept) in the top-k / random-k heads, and the MLP block of the regulatory
+       layer versus random layers
+Each condition is evaluated (`evaluate_condition`, core/models/readouts.py) on held-out control cells by
+  fidelity            maximum hidden-state and output cosine distance from the clean run (A19; a condition
+                      that moves neither beyond `fidelity_threshold` "did not move the model")
+  masked prediction   the mean increase over cells of the masked-gene loss (same seeded masks everywhere)
+  in-silico response  the drop in mean PF AUROC of the model's predicted response to silencing each
+                      perturbed gene, scored against the measured DE labels
+Both harms are positive when the intervention hurts. A targeted condition is tested against the random
+conditions of its size by the rank p-value (`head_selection.rank_p_value`), valid under the null that the
+AUROC ranking says nothing about which heads matter. The rows are exploratory (confirmatory False): their
+false-positive rate on null worlds is not measured yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from scinterp_assets.core.analyses.head_selection import (
+    CLEAN,
+    Condition,
+    head_conditions,
+    layer_conditions,
+    rank_p_value,
+)
+from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
+from scinterp_assets.core.analyses.score_sets import ScoreSet
+from scinterp_assets.core.edges import NO_LAYER
+from scinterp_assets.core.models.readouts import (
+    Batching,
+    ReadoutCell,
+    ReadoutModel,
+    fidelity,
+    in_silico_response,
+    masked_positions,
+    masked_prediction,
+)
+
+HARMS = {  # readout -> (column of the conditions table, what it measures)
+    "masked_loss": ("masked_loss_increase", "mean increase over cells of the masked-gene loss"),
+    "in_silico": ("in_silico_pf_auroc_drop", "drop of the mean PF AUROC of the in-silico response"),
+}
+CONDITION_COLUMNS = (
+    "analysis_id", "condition", "k", "draw", "target", "intervention", "heads", "layers",
+    "max_hidden_distance", "output_distance", "moved", "masked_loss", "masked_accuracy",
+    "masked_loss_increase", "in_silico_pf_auroc", "in_silico_pf_auroc_drop", "n_perturbations",
+)  # fmt: skip
+DID_NOT_MOVE = "did not move the model (fidelity at or below the threshold): proves nothing"
+
+
+@dataclass(frozen=True)
+class InterventionSettings:
+    ks: tuple[int, ...] = (5, 10, 20, 50)
+    n_random_draws: int = 19  # the smallest rank p-value is 1 / (1 + draws)
+    masked_fraction: float = 0.15
+    fidelity_threshold: float = 0.02
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InterventionInputs:
+    """What every condition is evaluated on: held-out control cells, the universe genes with the model's
+    token -> gene slot table, the perturbed genes inside the universe, and the DE labels with their rule."""
+
+    cells: Sequence[ReadoutCell]
+    genes: tuple[str, ...]
+    slot_of_token: np.ndarray
+    perturbed: tuple[str, ...]
+    de_labels: pd.DataFrame
+    rule: PerturbationFilter
+
+
+def intervention_plan(head_auroc: np.ndarray, head_entropy: np.ndarray,
+                      settings: InterventionSettings) -> list[tuple[str, Condition]]:  # fmt: skip
+    """(analysis id, condition) of every condition to evaluate, the clean run first."""
+    seeds = np.random.SeedSequence(settings.seed).spawn(4)
+    draw_seed = [int(seed.generate_state(1)[0]) for seed in seeds]
+    common = {"n_random_draws": settings.n_random_draws}
+    plan = [("clean", CLEAN)]
+    plan += [("A17", c) for c in head_conditions(head_auroc, head_entropy, settings.ks, kind="zero_heads",
+                                                 seed=draw_seed[0], **common)]  # fmt: skip
+    plan += [("A17", c) for c in layer_conditions(head_auroc, target="heads", seed=draw_seed[1], **common)]
+    plan += [("A18", c) for c in head_conditions(head_auroc, head_entropy, settings.ks, kind="uniform_attention",
+                                                 seed=draw_seed[2], **common)
+             if c.name in ("top_k", "random_k")]  # fmt: skip
+    plan += [("A18", c) for c in layer_conditions(head_auroc, target="mlp", seed=draw_seed[3], **common)]
+    return plan
+
+
+def _mean_pf_auroc(inputs: InterventionInputs, response: np.ndarray) -> tuple[float, int]:
+    """Mean PF AUROC over evaluable perturbations of a (G, G) response matrix (NaN where not computed)."""
+    table = per_perturbation_auroc(inputs.de_labels, list(inputs.genes),
+                                   [ScoreSet("in_silico", NO_LAYER, "response", response)], inputs.rule)  # fmt: skip
+    return (float(table["auroc"].mean()) if len(table) else float("nan")), len(table)
+
+
+def evaluate_condition(model: ReadoutModel, inputs: InterventionInputs, analysis_id: str, condition: Condition,
+                       settings: InterventionSettings, batching: Batching) -> tuple[dict, np.ndarray]:  # fmt: skip
+    """One row of the conditions table (CONDITION_COLUMNS without the harms) and the per-cell masked loss."""
+    index = {gene: slot for slot, gene in enumerate(inputs.genes)}
+    perturbed = [index[gene] for gene in inputs.perturbed]
+    positions = masked_positions(inputs.cells, settings.masked_fraction, settings.seed)
+    masked = masked_prediction(model, inputs.cells, positions, condition.interventions, batching)
+    response = in_silico_response(model, inputs.cells, inputs.slot_of_token, perturbed, len(inputs.genes),
+                                  condition.interventions, batching)  # fmt: skip
+    matrix = np.full((len(inputs.genes), len(inputs.genes)), np.nan)
+    matrix[perturbed] = response.mean()
+    pf_auroc, n_perturbations = _mean_pf_auroc(inputs, matrix)
+    moved = fidelity(model, inputs.cells, condition.interventions, batching)
+    accuracy = float(np.nanmean(masked.accuracy)) if not np.isnan(masked.accuracy).all() else float("nan")
+    row = {
+        "analysis_id": analysis_id, "condition": condition.name, "k": condition.k, "draw": condition.draw,
+        "target": condition.target,
+        "intervention": "+".join(sorted({i.kind for i in condition.interventions})) or "none",
+        "heads": ";".join(f"L{layer}H{head}" for layer, head in condition.heads),
+        "layers": ";".join(map(str, condition.layers)),
+        "max_hidden_distance": moved.max_hidden_distance, "output_distance": moved.output_distance,
+        "moved": moved.moved(settings.fidelity_threshold), "masked_loss": float(np.nanmean(masked.loss)),
+        "masked_accuracy": accuracy, "in_silico_pf_auroc": pf_auroc, "n_perturbations": n_perturbations,
+    }  # fmt: skip
+    return row, masked.loss
+
+
+def run_interventions(model: ReadoutModel, inputs: InterventionInputs, head_auroc: np.ndarray,
+                      head_entropy: np.ndarray, settings: InterventionSettings, batching: Batching,
+                      progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:  # fmt: skip
+    """The conditions table (CONDITION_COLUMNS): every planned condition evaluated, harms against clean
+    (the masked-loss increase is paired cell by cell)."""
+    plan = intervention_plan(head_auroc, head_entropy, settings)
+    rows, clean_loss = [], None
+    for done, (analysis_id, condition) in enumerate(plan):
+        row, cell_loss = evaluate_condition(model, inputs, analysis_id, condition, settings, batching)
+        clean_loss = cell_loss if clean_loss is None else clean_loss  # the plan starts with the clean run
+        row["masked_loss_increase"] = float(np.nanmean(cell_loss - clean_loss))
+        rows.append(row)
+        if progress is not None:
+            progress(done + 1, len(plan))
+    table = pd.DataFrame(rows, columns=list(CONDITION_COLUMNS))
+    table["in_silico_pf_auroc_drop"] = table["in_silico_pf_auroc"].iloc[0] - table["in_silico_pf_auroc"]
+    return table
+
+
+def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings) -> list[dict]:
+    """Registry rows (family C) from the conditions table: per analysis, k and readout the top-k harm
+    against the random-k harms (rank p-value), bottom-k and entropy-matched harms beside it (descriptive),
+    the regulatory layer against random layers, the dose-response of top-k harm in k (Spearman,
+    descriptive), and one A19 fidelity row per condition."""
+    rows: list[dict] = []
+    intervened = conditions[conditions["analysis_id"] != "clean"]
+    for (analysis_id, intervention, target), group in intervened.groupby(["analysis_id", "intervention", "target"], sort=True):
+        for readout, (column, meaning) in HARMS.items():
+            for k, at_k in group[group["condition"].isin(["top_k", "random_k", "bottom_k", "entropy_matched_k"])].groupby("k"):
+                random = at_k.loc[at_k["condition"] == "random_k", column].to_numpy(dtype=float)
+                for name in ("top_k", "bottom_k", "entropy_matched_k"):
+                    chosen = at_k[at_k["condition"] == name]
+                    if chosen.empty:
+                        continue
+                    rows.append(_rank_row(analysis_id, f"{analysis_id}:{intervention}:{name}_vs_random:k{k}:{readout}",
+                                          chosen.iloc[0], random, column, meaning, int(k)))  # fmt: skip
+            layers = group[group["condition"].isin(["regulatory_layer", "random_layer"])]
+            if not layers.empty:
+                regulatory = layers[layers["condition"] == "regulatory_layer"].iloc[0]
+                random = layers.loc[layers["condition"] == "random_layer", column].to_numpy(dtype=float)
+                rows.append(_rank_row(analysis_id, f"{analysis_id}:{intervention}:{target}:regulatory_layer_vs_random:{readout}",
+                                      regulatory, random, column, meaning, None))  # fmt: skip
+            top = group[group["condition"] == "top_k"].sort_values("k")
+            if len(top) >= 3:
+                rho, p_value = stats.spearmanr(top["k"], top[column])
+                rows.append({"analysis_id": analysis_id, "family": "C", "confirmatory": False,
+                             "test_id": f"{analysis_id}:{intervention}:top_k_dose_response:{readout}",
+                             "statistic_name": "spearman_rho_k_vs_harm", "statistic": float(rho),
+                             "effect_name": column, "effect": float(top[column].iloc[-1] - top[column].iloc[0]),
+                             "p_value": float(p_value), "n": len(top),
+                             "note": f"descriptive: {meaning}, top-k heads, k = {', '.join(map(str, top['k']))}"})  # fmt: skip
+    for _, condition in intervened.iterrows():
+        label = _condition_label(condition)
+        rows.append({"analysis_id": "A19", "family": "C", "confirmatory": False,
+                     "test_id": f"A19:{condition['analysis_id']}:{condition['intervention']}:{label}",
+                     "statistic_name": "max_hidden_cosine_distance", "statistic": float(condition["max_hidden_distance"]),
+                     "effect_name": "output_cosine_distance", "effect": float(condition["output_distance"]),
+                     "note": "descriptive" + ("" if condition["moved"] else f"; {DID_NOT_MOVE}")})  # fmt: skip
+    return rows
+
+
+def _condition_label(condition: pd.Series) -> str:
+    draw = f"#{condition['draw']}" if str(condition["condition"]).startswith("random") else ""
+    size = f"k{condition['k']}" if condition["target"] == "heads" and "layer" not in condition["condition"] else f"L{condition['layers']}"
+    return f"{condition['condition']}{draw}:{size}:{condition['target']}"
+
+
+def _rank_row(analysis_id: str, test_id: str, chosen: pd.Series, random: np.ndarray, column: str, meaning: str,
+              k: int | None) -> dict:  # fmt: skip
+    harm = float(chosen[column])
+    notes = [f"{meaning}; rank p-value among {np.count_nonzero(~np.isnan(random))} random draws of the same size"]
+    if chosen["condition"] != "top_k" and chosen["condition"] != "regulatory_layer":
+        notes.insert(0, "descriptive")
+    if not chosen["moved"]:
+        notes.append(DID_NOT_MOVE)
+    return {
+        "analysis_id": analysis_id, "family": "C", "confirmatory": False, "test_id": test_id,
+        "statistic_name": "harm", "statistic": harm, "effect_name": "harm_minus_mean_random_harm",
+        "effect": harm - float(np.nanmean(random)) if np.any(~np.isnan(random)) else float("nan"),
+        "p_value": rank_p_value(harm, random), "n": int(np.count_nonzero(~np.isnan(random))),
+        "layer": int(chosen["layers"]) if k is None else None,
+        "note": "; ".join(notes),
+    }  # fmt: skip
