@@ -63,6 +63,7 @@ DID_NOT_MOVE = "did not move the model (fidelity at or below the threshold): pro
 class InterventionSettings:
     ks: tuple[int, ...] = (5, 10, 20, 50)
     n_random_draws: int = 19  # the smallest rank p-value is 1 / (1 + draws)
+    exhaustive_up_to: int = 64  # enumerate every other head set of a size when there are at most this many
     masked_fraction: float = 0.15
     fidelity_threshold: float = 0.02
     seed: int = 0
@@ -87,12 +88,13 @@ def intervention_plan(head_auroc: np.ndarray, head_entropy: np.ndarray,
     seeds = np.random.SeedSequence(settings.seed).spawn(4)
     draw_seed = [int(seed.generate_state(1)[0]) for seed in seeds]
     common = {"n_random_draws": settings.n_random_draws}
+    exhaustive = {"exhaustive_up_to": settings.exhaustive_up_to}
     plan = [("clean", CLEAN)]
     plan += [("A17", c) for c in head_conditions(head_auroc, head_entropy, settings.ks, kind="zero_heads",
-                                                 seed=draw_seed[0], **common)]  # fmt: skip
+                                                 seed=draw_seed[0], **common, **exhaustive)]  # fmt: skip
     plan += [("A17", c) for c in layer_conditions(head_auroc, target="heads", seed=draw_seed[1], **common)]
     plan += [("A18", c) for c in head_conditions(head_auroc, head_entropy, settings.ks, kind="uniform_attention",
-                                                 seed=draw_seed[2], **common)
+                                                 seed=draw_seed[2], **common, **exhaustive)
              if c.name in ("top_k", "random_k")]  # fmt: skip
     plan += [("A18", c) for c in layer_conditions(head_auroc, target="mlp", seed=draw_seed[3], **common)]
     return plan
@@ -132,12 +134,14 @@ def evaluate_condition(model: ReadoutModel, inputs: InterventionInputs, analysis
     return row, masked.loss
 
 
-def run_interventions(model: ReadoutModel, inputs: InterventionInputs, head_auroc: np.ndarray,
-                      head_entropy: np.ndarray, settings: InterventionSettings, batching: Batching,
+def run_interventions(model: ReadoutModel, inputs: InterventionInputs, plan: Sequence[tuple[str, Condition]],
+                      settings: InterventionSettings, batching: Batching,
                       progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:  # fmt: skip
-    """The conditions table (CONDITION_COLUMNS): every planned condition evaluated, harms against clean
-    (the masked-loss increase is paired cell by cell)."""
-    plan = intervention_plan(head_auroc, head_entropy, settings)
+    """The conditions table (CONDITION_COLUMNS): every condition of `plan` (`intervention_plan`, or a part of
+    it that starts with the clean run) evaluated, harms against clean (the masked-loss increase is paired
+    cell by cell)."""
+    if not plan or plan[0][1] != CLEAN:
+        raise ValueError("the plan must start with the clean run, which every harm is measured against")
     rows, clean_loss = [], None
     for done, (analysis_id, condition) in enumerate(plan):
         row, cell_loss = evaluate_condition(model, inputs, analysis_id, condition, settings, batching)
@@ -202,7 +206,7 @@ def _condition_label(condition: pd.Series) -> str:
 def _rank_row(analysis_id: str, test_id: str, chosen: pd.Series, random: np.ndarray, column: str, meaning: str,
               k: int | None) -> dict:  # fmt: skip
     harm = float(chosen[column])
-    notes = [f"{meaning}; rank p-value among {np.count_nonzero(~np.isnan(random))} random draws of the same size"]
+    notes = [f"{meaning}; rank p-value among {np.count_nonzero(~np.isnan(random))} other random_k sets of the same size"]
     if chosen["condition"] != "top_k" and chosen["condition"] != "regulatory_layer":
         notes.insert(0, "descriptive")
     if not chosen["moved"]:

@@ -4,7 +4,8 @@ intervention is tested against random ones.
 Heads are ranked by their per-head reference AUROC (`head_reference_auroc`: each head's mean attention from
 the reference's sources, the TF rows, to every other gene). For every k (capped by the model's head count):
   top_k              the k heads with the highest AUROC (the "regulatory heads")
-  random_k           `n_random_draws` seeded draws of k heads from all heads
+  random_k           every other set of k heads when there are at most `exhaustive_up_to` of them (the
+                     rank test is then exact), else `n_random_draws` seeded draws of k heads from all heads
   entropy_matched_k  for each top head, the not-yet-chosen other head whose mean attention entropy is
                      closest: as diffuse or as sharp as the regulatory heads, without their AUROC
   bottom_k           the k heads with the lowest AUROC
@@ -13,7 +14,8 @@ and per layer:
   random layers      every other layer in a seeded order, up to `n_random_draws`: all heads, and the MLP
 
 The test (`rank_p_value`): a targeted condition's effect is compared with the effects of the random
-conditions of the same size, p = (1 + #{random effect >= targeted effect}) / (1 + N). Under the null that the
+conditions of the same size, p = (1 + #{random effect >= targeted effect}) / (1 + N); with every other set
+enumerated, p is the exact fraction of all k-sets that harm at least as much. Under the null that the
 AUROC ranking says nothing about which heads matter, the top-k set is one more exchangeable draw and the
 p-value is valid whatever the readout; a paired test over cells between two fixed head sets would not be (two
 different head sets differ in effect for reasons unrelated to regulation, and enough cells detect that).
@@ -21,6 +23,8 @@ different head sets differ in effect for reasons unrelated to regulation, and en
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -118,10 +122,11 @@ def _entropy_matched(top: Sequence[tuple[int, int]], entropy: np.ndarray) -> lis
 
 
 def head_conditions(head_auroc: np.ndarray, head_entropy: np.ndarray, ks: Sequence[int], *, kind: InterventionKind,
-                    n_random_draws: int, seed: int) -> list[Condition]:  # fmt: skip
+                    n_random_draws: int, seed: int, exhaustive_up_to: int = 0) -> list[Condition]:  # fmt: skip
     """The head conditions for every k in `ks` (capped by the head count, duplicates after capping dropped):
-    top-k, bottom-k, entropy-matched (when enough heads remain outside the top k) and `n_random_draws`
-    random draws, each realised with `kind` ("zero_heads" or "uniform_attention")."""
+    top-k, bottom-k, entropy-matched (when enough heads remain outside the top k) and the random_k sets
+    (every k-set other than the top k when there are at most `exhaustive_up_to` of them, else
+    `n_random_draws` seeded draws), each realised with `kind` ("zero_heads" or "uniform_attention")."""
     if head_auroc.shape != head_entropy.shape:
         raise ValueError(f"head AUROC {head_auroc.shape} and entropy {head_entropy.shape} must have one shape")
     if np.isnan(head_auroc).all():
@@ -139,8 +144,11 @@ def head_conditions(head_auroc: np.ndarray, head_entropy: np.ndarray, ks: Sequen
             picks["entropy_matched_k"] = matched
         for name, heads in picks.items():
             conditions.append(Condition(name, k, 0, "heads", tuple(sorted(heads)), _as_interventions(heads, kind)))
-        for draw in range(n_random_draws):
-            heads = [all_heads[i] for i in rng.choice(total, k, replace=False)]
+        if math.comb(total, k) - 1 <= exhaustive_up_to:
+            others = [list(heads) for heads in itertools.combinations(all_heads, k) if set(heads) != set(top)]
+        else:
+            others = [[all_heads[i] for i in rng.choice(total, k, replace=False)] for _ in range(n_random_draws)]
+        for draw, heads in enumerate(others):
             conditions.append(Condition("random_k", k, draw, "heads", tuple(sorted(heads)), _as_interventions(heads, kind)))
     return conditions
 

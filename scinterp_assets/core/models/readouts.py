@@ -5,8 +5,8 @@ after its own layer. These readouts look at what the model computes instead, for
 
   fidelity             how far an intervention moves the model: the mean cosine distance of every layer's
                        hidden states (real tokens) from the clean run's, its maximum over layers, and the mean
-                       cosine distance of each cell's output (Geneformer's masked-token logits, scGPT's
-                       expression-decoder predictions, over the cell's gene tokens)
+                       cosine distance of each cell's output (Geneformer's masked-token logits, centred per
+                       token, scGPT's expression-decoder predictions, over the cell's gene tokens)
   masked_prediction    masked-gene reconstruction on held-out cells, with the same seeded positions in every
                        condition so that conditions pair cell by cell (Geneformer: cross-entropy and accuracy
                        of the masked tokens; scGPT: squared error of the masked values)
@@ -132,8 +132,8 @@ def fidelity(model: ReadoutModel, cells: Sequence[ReadoutCell], interventions: I
             tokens += int(clean.real.sum())
             for row, cell in enumerate(chosen):
                 positions = torch.from_numpy(np.flatnonzero(cell.genes))
-                before = clean.outputs(clean.hidden[-1][row, positions]).flatten()
-                after = changed.outputs(changed.hidden[-1][row, positions]).flatten()
+                before = _comparable(clean.outputs(clean.hidden[-1][row, positions]))
+                after = _comparable(changed.outputs(changed.hidden[-1][row, positions]))
                 output_sum += float(cosine_distance(before, after))
     return Fidelity(hidden_sums / max(tokens, 1), output_sum / max(len(cells), 1))
 
@@ -157,6 +157,15 @@ def head_entropy(model: ReadoutModel, cells: Sequence[ReadoutCell], batching: Ba
                 sums[layer] += entropy_sums(probs, real).cpu().numpy()
             queries += int(real.sum())
     return sums / max(queries, 1)
+
+
+def _comparable(outputs: torch.Tensor) -> torch.Tensor:
+    """A cell's outputs (m, k) flattened for a cosine: logits (k > 1) are centred per token first, since a
+    softmax reads them only up to a constant (a large constant bias, e.g. on special tokens, would otherwise
+    make every pair of logit vectors look alike); single values (scGPT's predictions) are taken as they are."""
+    if outputs.shape[-1] > 1:
+        outputs = outputs - outputs.mean(dim=-1, keepdim=True)
+    return outputs.flatten()
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,14 @@ def test_rank_p_value_is_valid_when_the_targeted_condition_is_one_more_random_dr
     for alpha in (0.05, 0.1, 0.25):
         rate = float(np.mean(p_values <= alpha))
         assert rate <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / len(p_values))
+
+
+def test_random_k_enumerates_every_other_set_when_there_are_few():
+    head_auroc = np.array([[0.9, 0.5, 0.6], [0.7, 0.4, 0.55]])
+    entropy = np.ones((2, 3))
+    conditions = head_conditions(head_auroc, entropy, [1, 2], kind="zero_heads", n_random_draws=3, seed=0,
+                                 exhaustive_up_to=5)  # fmt: skip
+    single = [c.heads for c in conditions if c.name == "random_k" and c.k == 1]
+    assert sorted(single) == [((l, h),) for l in range(2) for h in range(3) if (l, h) != (0, 0)]
+    pairs = [c for c in conditions if c.name == "random_k" and c.k == 2]
+    assert len(pairs) == 3, "15 - 1 other pairs exceed the limit: seeded draws instead"
