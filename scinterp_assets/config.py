@@ -252,6 +252,21 @@ class AnalysisConfig(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=1)  # significance for conclusions (A23, family sensitivity)
 
 
+class InterventionConfig(_Strict):
+    """Family C causal interventions (A17-A19) on held-out control cells (core/analyses/causal_interventions.py)."""
+
+    enabled: bool = True
+    reference: str | None = None  # the "regulates" resource heads are ranked on; None: the first by name (synthetic: planted)
+    ks: tuple[int, ...] = (5, 10, 20, 50)  # head-set sizes, capped by the model's head count
+    random_draws: int = Field(default=19, ge=1)  # random head sets per size; the smallest rank p is 1 / (1 + draws)
+    exhaustive_up_to: int = Field(default=64, ge=0)  # compare with every other head set of a size when this few
+    masked_fraction: float = Field(default=0.15, gt=0, lt=1)  # genes masked per cell for the masked readout
+    fidelity_threshold: float = Field(default=0.02, ge=0)  # at or below: "did not move the model"
+    max_cells: int = Field(default=200, ge=1)  # held-out control cells read out on (a seeded subset when more)
+    in_silico_cells: int = Field(default=20, ge=1)  # cells each perturbed gene is silenced in (a forward pass each)
+    batch_size: int = Field(default=32, ge=1)  # cells per forward pass (attention.batch_token_budget still bounds it)
+
+
 class ContractThresholds(_Strict):
     """Parameters handed to the Great Expectations suites in data_contracts/."""
 
@@ -281,6 +296,7 @@ class SeedConfig(_Strict):
     reference_permutation: int = 0
     reference_battery: int = 0
     incremental_value: int = 0
+    interventions: int = 0
 
 
 class TinyCheckpointConfig(_Strict):
@@ -313,6 +329,7 @@ class ScinterpConfig(_Strict):
     de_labels: DELabelConfig = DELabelConfig()
     attention: AttentionConfig = AttentionConfig()
     analyses: AnalysisConfig = AnalysisConfig()
+    interventions: InterventionConfig = InterventionConfig()
     contracts: ContractThresholds = ContractThresholds()
     seeds: SeedConfig = SeedConfig()
     automation: AutomationConfig = AutomationConfig()

@@ -25,6 +25,7 @@ from scinterp_assets.defs.automation import (
 )
 from scinterp_assets.defs.cell_type_assets import build_cell_type_assets, build_reference_assets
 from scinterp_assets.defs.console import step_console
+from scinterp_assets.defs.intervention_assets import build_intervention_assets
 from scinterp_assets.defs.model_assets import build_model_assets
 from scinterp_assets.defs.partitions import cell_type_partitions, model_cell_type_partitions
 from scinterp_assets.defs.summary_assets import build_summary_assets
@@ -50,7 +51,8 @@ def build_definitions(config: ScinterpConfig) -> dg.Definitions:
     registration = checkpoint_job()
     return dg.Definitions(
         assets=with_code_versions([*build_reference_assets(), *build_cell_type_assets(cell_types),
-                                   *build_model_assets(multi), *build_analysis_assets(multi), *build_summary_assets()],
+                                   *build_model_assets(multi), *build_analysis_assets(multi),
+                                   *build_intervention_assets(multi), *build_summary_assets()],
                                   config),
         jobs=[evaluation, registration, reference_job(), cell_type_job(cell_types), summary_job()],
         sensors=[

@@ -17,11 +17,12 @@ def frame_metadata(frame: pd.DataFrame, preview_rows: int = 8) -> dict:
     }
 
 
-def accumulator_reads(attention_scores: AttentionScores, value_weighted_scores: AttentionScores) -> dict:
+def accumulator_reads(attention_scores: AttentionScores, value_weighted_scores: AttentionScores | None = None) -> dict:
     """`accumulators_read_mb`: per input, megabytes of the attention accumulators the step read (the
     layers its score sets used, and the pair counts) against the megabytes stored (AttentionScores.bytes_read,
     .nbytes). Stored arrays are memory-mapped, so what was not read was never loaded."""
     inputs = {"attention_scores": attention_scores, "value_weighted_scores": value_weighted_scores}
+    inputs = {name: scores for name, scores in inputs.items() if scores is not None}
     return {"accumulators_read_mb": dg.MetadataValue.json({
         name: {"read": round(scores.bytes_read / MB, 3), "stored": round(scores.nbytes / MB, 3)}
         for name, scores in inputs.items()

@@ -55,7 +55,7 @@ def pf_filter(project: ScinterpConfig) -> PerturbationFilter:
     return PerturbationFilter(project.de_labels.min_positives, project.de_labels.min_negatives)
 
 
-def _model_for(model_store: ModelStore, model_key: str, cells: ad.AnnData):
+def model_for(model_store: ModelStore, model_key: str, cells: ad.AnnData):
     """The loaded checkpoint, after checking the cells hold raw counts if its tokeniser needs them."""
     model = model_store.load(model_key)
     if model.needs_raw_counts:
@@ -63,7 +63,7 @@ def _model_for(model_store: ModelStore, model_key: str, cells: ad.AnnData):
     return model
 
 
-def _subsample_cells(controls: ad.AnnData, max_cells: int, seed: int) -> ad.AnnData:
+def subsample_cells(controls: ad.AnnData, max_cells: int, seed: int) -> ad.AnnData:
     if controls.n_obs <= max_cells:
         return controls
     chosen = np.sort(np.random.default_rng(seed).choice(controls.n_obs, size=max_cells, replace=False))
@@ -116,9 +116,9 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                              project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
         model_key, cell_type = model_and_cell_type(context)
         settings = project.attention
-        model = _model_for(model_store, model_key, control_cells)
+        model = model_for(model_store, model_key, control_cells)
         genes = gene_universe["gene"].tolist()
-        cells = _subsample_cells(control_cells, settings.max_cells, project.seeds.attention)
+        cells = subsample_cells(control_cells, settings.max_cells, project.seeds.attention)
         coverage = model.coverage(cells[:, genes])
         try:  # before the forward pass: a vocabulary that misses the universe fails here, storing nothing
             coverage.require(project.contracts.min_evaluable_fraction, f"{model_key} on cell type {cell_type}")
@@ -166,7 +166,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         cell's gene tokens), for cell-state stratification."""
         model_key, cell_type = model_and_cell_type(context)
         settings = project.attention
-        model = _model_for(model_store, model_key, control_cells)
+        model = model_for(model_store, model_key, control_cells)
         embeddings = model.cell_embeddings(
             control_cells, batch_size=settings.batch_size, seed=project.seeds.attention, device=settings.device,
             num_threads=settings.num_threads, progress=_progress_logger(context, "embeddings", settings.batch_size),

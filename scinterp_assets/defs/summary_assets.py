@@ -56,7 +56,8 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
                       reference_structure: dict[str, pd.DataFrame], layer_selection: dict[str, pd.DataFrame],
                       hvg_protocol_confound_tests: dict[str, pd.DataFrame],
                       reference_battery: dict[str, pd.DataFrame], incremental_value: dict[str, pd.DataFrame],
-                      sensitivity_grid_tests: dict[str, pd.DataFrame], perturbation_auroc: dict[str, pd.DataFrame],
+                      sensitivity_grid_tests: dict[str, pd.DataFrame], causal_interventions: dict[str, pd.DataFrame],
+                      perturbation_auroc: dict[str, pd.DataFrame],
                       project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
         """Every test of every analysis in one schema (FRAMEWORK section 7), with framework-wide BH q-values
         (confirmatory only), BH over all tests, and BH within each analysis. Refuses rows of different
@@ -66,7 +67,7 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
         parts = {"perturbation_prediction": perturbation_prediction, "reference_structure": reference_structure,
                  "layer_selection": layer_selection, "hvg_protocol_confound_tests": hvg_protocol_confound_tests,
                  "reference_battery": reference_battery, "incremental_value": incremental_value,
-                 "sensitivity_grid_tests": sensitivity_grid_tests}
+                 "sensitivity_grid_tests": sensitivity_grid_tests, "causal_interventions": causal_interventions}
         rows, coverage = combine_registry_parts(
             parts, registered_model_cell_type_keys(context.instance, project), code_version(project))
         registry = apply_framework_bh(rows)

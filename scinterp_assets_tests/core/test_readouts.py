@@ -201,3 +201,17 @@ def test_head_entropy_equals_the_unbatched_computation(models, family):
             queries += len(cell.ids)
     assert_within(result, sums / queries, float32_sum_tolerance(1, model.n_layers, 32))
     assert np.all(result > 0) and np.all(result <= np.log(max(len(c.ids) for c in cells)))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_in_silico_response_silences_each_gene_in_at_most_the_given_number_of_cells(models, family):
+    model = models[family]
+    adata = tiny_counts(n_cells=8, seed=5)
+    genes = [f"GENE{i}" for i in range(1, 13)]
+    cells, slots = model.readout_cells(adata), model.token_slots(adata, genes)
+    every = in_silico_response(model, cells, slots, [0, 3], len(genes), [], BATCHING)
+    capped = in_silico_response(model, cells, slots, [0, 3], len(genes), [], BATCHING, max_cells_per_gene=1)
+    assert every.counts.max() > 1 and capped.counts.max() == 1
+    first = [next(i for i, cell in enumerate(cells) if slot in slots[cell.ids[cell.genes]]) for slot in (0, 3)]
+    alone = [in_silico_response(model, [cells[i]], slots, [slot], len(genes), [], BATCHING) for i, slot in zip(first, (0, 3))]
+    np.testing.assert_array_equal(capped.counts, np.vstack([result.counts for result in alone]))

@@ -36,7 +36,11 @@ def test_registry_holds_the_framework_schema_and_tests(demo_run):
     _, registry, _, _ = demo_run
     assert tuple(registry.columns) == REGISTRY_COLUMNS
     assert {"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A09", "A10", "A11", "A12", "A13", "A14", "A15", "A16",
-            "A22"} <= set(registry["analysis_id"])
+            "A17", "A18", "A19", "A22"} <= set(registry["analysis_id"])
+    interventions = registry[registry["analysis_id"].isin(["A17", "A18", "A19"])]
+    assert set(zip(interventions["model"], interventions["cell_type"], interventions["analysis_id"])) == {
+        (model, cell_type, analysis) for model in ("tiny-geneformer", "tiny-scgpt")
+        for cell_type in ("synthetic_a", "synthetic_b") for analysis in ("A17", "A18", "A19")}
     nested = registry[registry["test_id"].str.endswith("nested_cv_vs_correlation")]
     assert len(nested) and nested["confirmatory"].all()  # A02 compares held-out layers, never best-on-test
     assert registry["test_id"].str.contains(":value_weighted_L0_head_mean_vs_correlation").any()

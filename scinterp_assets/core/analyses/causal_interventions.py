@@ -20,7 +20,7 @@ false-positive rate on null worlds is not measured yet.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +46,7 @@ from scinterp_assets.core.models.readouts import (
     masked_positions,
     masked_prediction,
 )
+from scinterp_assets.core.progress import Progress, no_progress
 
 HARMS = {  # readout -> (column of the conditions table, what it measures)
     "masked_loss": ("masked_loss_increase", "mean increase over cells of the masked-gene loss"),
@@ -64,6 +65,7 @@ class InterventionSettings:
     ks: tuple[int, ...] = (5, 10, 20, 50)
     n_random_draws: int = 19  # the smallest rank p-value is 1 / (1 + draws)
     exhaustive_up_to: int = 64  # enumerate every other head set of a size when there are at most this many
+    in_silico_cells: int | None = 20  # cells each perturbed gene is silenced in (None: every cell expressing it)
     masked_fraction: float = 0.15
     fidelity_threshold: float = 0.02
     seed: int = 0
@@ -115,7 +117,7 @@ def evaluate_condition(model: ReadoutModel, inputs: InterventionInputs, analysis
     positions = masked_positions(inputs.cells, settings.masked_fraction, settings.seed)
     masked = masked_prediction(model, inputs.cells, positions, condition.interventions, batching)
     response = in_silico_response(model, inputs.cells, inputs.slot_of_token, perturbed, len(inputs.genes),
-                                  condition.interventions, batching)  # fmt: skip
+                                  condition.interventions, batching, settings.in_silico_cells)  # fmt: skip
     matrix = np.full((len(inputs.genes), len(inputs.genes)), np.nan)
     matrix[perturbed] = response.mean()
     pf_auroc, n_perturbations = _mean_pf_auroc(inputs, matrix)
@@ -136,7 +138,7 @@ def evaluate_condition(model: ReadoutModel, inputs: InterventionInputs, analysis
 
 def run_interventions(model: ReadoutModel, inputs: InterventionInputs, plan: Sequence[tuple[str, Condition]],
                       settings: InterventionSettings, batching: Batching,
-                      progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:  # fmt: skip
+                      progress: Progress = no_progress) -> pd.DataFrame:  # fmt: skip
     """The conditions table (CONDITION_COLUMNS): every condition of `plan` (`intervention_plan`, or a part of
     it that starts with the clean run) evaluated, harms against clean (the masked-loss increase is paired
     cell by cell)."""
@@ -148,8 +150,7 @@ def run_interventions(model: ReadoutModel, inputs: InterventionInputs, plan: Seq
         clean_loss = cell_loss if clean_loss is None else clean_loss  # the plan starts with the clean run
         row["masked_loss_increase"] = float(np.nanmean(cell_loss - clean_loss))
         rows.append(row)
-        if progress is not None:
-            progress(done + 1, len(plan))
+        progress(done + 1, len(plan), f"{analysis_id} {condition.label}")
     table = pd.DataFrame(rows, columns=list(CONDITION_COLUMNS))
     table["in_silico_pf_auroc_drop"] = table["in_silico_pf_auroc"].iloc[0] - table["in_silico_pf_auroc"]
     return table

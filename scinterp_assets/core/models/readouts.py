@@ -229,26 +229,37 @@ class InSilicoResponse:
 
 def in_silico_response(model: ReadoutModel, cells: Sequence[ReadoutCell], slot_of_token: np.ndarray,
                        perturbed: Sequence[int], n_genes: int, interventions: Iterable[Intervention],
-                       batching: Batching) -> InSilicoResponse:  # fmt: skip
-    """The model's response to silencing each perturbed gene (`perturbed`: gene slots) in every cell of
-    `cells` that expresses it, under `interventions` (none: clean), read out on the genes whose tokens
-    `slot_of_token` maps to slots 0..n_genes-1 (NOT_ACCUMULATED elsewhere)."""
+                       batching: Batching, max_cells_per_gene: int | None = None) -> InSilicoResponse:  # fmt: skip
+    """The model's response to silencing each perturbed gene (`perturbed`: gene slots) in the cells of
+    `cells` that express it (the first `max_cells_per_gene` of them, in `cells` order, when given: one
+    forward pass per cell and silenced gene is the readout's cost), under `interventions` (none: clean),
+    read out on the genes whose tokens `slot_of_token` maps to slots 0..n_genes-1 (NOT_ACCUMULATED
+    elsewhere)."""
     row_of_slot = {int(slot): row for row, slot in enumerate(perturbed)}
+    silenced_in, chosen = np.zeros(len(perturbed), dtype=np.int64), set()  # chosen: (cell, perturbed row)
+    for index, cell in enumerate(cells):
+        for slot in slot_of_token[cell.ids[cell.genes]]:
+            row = row_of_slot.get(int(slot))
+            if row is not None and (max_cells_per_gene is None or silenced_in[row] < max_cells_per_gene):
+                silenced_in[row] += 1
+                chosen.add((index, row))
     sums, counts = np.zeros((len(perturbed), n_genes)), np.zeros((len(perturbed), n_genes), dtype=np.int64)
+    silenced_cells = sorted({index for index, _ in chosen})  # only these need a forward pass
     with torch.inference_mode(), intervene(model, interventions):
-        for batch in batching.batches(cells):
-            chosen = [cells[i] for i in batch]
-            clean = model.forward_states(chosen, batching.device)
+        for positions in batching.batches([cells[i] for i in silenced_cells]):
+            batch = [silenced_cells[i] for i in positions]
+            batch_cells = [cells[i] for i in batch]
+            clean = model.forward_states(batch_cells, batching.device)
             variants = []  # (row of the perturbed gene, clean features, slots read, silenced cell, kept)
-            for row, cell in enumerate(chosen):
+            for row, (index, cell) in enumerate(zip(batch, batch_cells)):
                 slots = np.where(cell.genes, slot_of_token[cell.ids], NOT_ACCUMULATED)
                 read = np.flatnonzero(slots != NOT_ACCUMULATED)
                 features = _response_features(model, clean, row, read)
                 for position in read:
-                    if int(slots[position]) in row_of_slot:
+                    row_of_gene = row_of_slot.get(int(slots[position]))
+                    if (int(index), row_of_gene) in chosen:
                         silenced, kept = model.silence(cell, int(position))
-                        variants.append((row_of_slot[int(slots[position])], features, slots, read, position,
-                                         silenced, kept))  # fmt: skip
+                        variants.append((row_of_gene, features, slots, read, position, silenced, kept))
             for chunk in batching.batches([variant[5] for variant in variants]):
                 states = model.forward_states([variants[i][5] for i in chunk], batching.device)
                 for row, index in enumerate(chunk):

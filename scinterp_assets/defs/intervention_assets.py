@@ -1,0 +1,140 @@
+"""Family C: causal interventions (A17 head ablation, A18 orthogonal interventions, A19 fidelity) per model x
+cell type, read out on held-out control cells (core/analyses/causal_interventions.py)."""
+
+import anndata as ad
+import dagster as dg
+import numpy as np
+import pandas as pd
+import torch
+
+from scinterp_assets.config import ScinterpConfig
+from scinterp_assets.core.analyses.causal_interventions import (
+    CONDITION_COLUMNS,
+    InterventionInputs,
+    InterventionSettings,
+    intervention_plan,
+    intervention_tests,
+    run_interventions,
+)
+from scinterp_assets.core.analyses.head_selection import head_reference_auroc
+from scinterp_assets.core.analyses.reference_battery import reference_labels
+from scinterp_assets.core.attention.edges import evaluable_genes
+from scinterp_assets.core.attention.scores import AttentionScores
+from scinterp_assets.core.attention.streaming import torch_threads
+from scinterp_assets.core.models.readouts import Batching, head_entropy
+from scinterp_assets.core.stats.registry import empty_registry
+from scinterp_assets.defs.console import progress_logger
+from scinterp_assets.defs.metadata import accumulator_reads, frame_metadata
+from scinterp_assets.defs.model_assets import EDGE_CONTRACT, model_for, pf_filter, subsample_cells
+from scinterp_assets.defs.partitions import model_and_cell_type
+from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
+from scinterp_assets.resources.model_store import ModelStore
+
+GROUP = "model_evaluation"
+
+
+def held_out_controls(controls: ad.AnnData, project: ScinterpConfig) -> tuple[ad.AnnData, bool]:
+    """The control cells attention extraction did not see (its seeded subset of attention.max_cells), at most
+    interventions.max_cells of them (a seeded subset); when extraction saw every control, all controls, and
+    False."""
+    attention = project.attention
+    seen = set(subsample_cells(controls, attention.max_cells, project.seeds.attention).obs_names)
+    unseen = controls[~controls.obs_names.isin(seen)]
+    held_out = unseen.n_obs > 0
+    pool = unseen if held_out else controls
+    return subsample_cells(pool, project.interventions.max_cells, project.seeds.interventions), held_out
+
+
+def ranking_reference(reference_edges: pd.DataFrame, wanted: str | None) -> str | None:
+    """The "regulates" resource heads are ranked on: `wanted`, else the first by name; None when there is none."""
+    regulating = sorted(reference_edges.loc[reference_edges["relation"] == "regulates", "resource"].unique())
+    if wanted is not None:
+        return wanted if wanted in regulating else None
+    return regulating[0] if regulating else None
+
+
+def per_head_auroc(scores: AttentionScores, genes: list[str], labels, n_layers: int) -> np.ndarray:
+    """(n_layers, H) reference AUROC of every accumulated head over the evaluable genes; NaN for layers not
+    accumulated (attention.layers)."""
+    columns = [scores.genes.index(gene) for gene in genes]
+    sources = [gene for gene in scores.sources if gene in set(genes)]
+    rows = [list(scores.sources).index(gene) for gene in sources]
+    result = np.full((n_layers, scores.n_heads), np.nan)
+    for index, layer in enumerate(scores.layers):
+        per_head = scores.mean(layer)[:, rows][:, :, columns]
+        result[layer] = head_reference_auroc(per_head[None], sources, labels)[0]
+    return result
+
+
+def _skipped(reason: str):
+    yield dg.Output(pd.DataFrame(columns=list(CONDITION_COLUMNS)), output_name="intervention_conditions",
+                    metadata={"rows": 0, "skipped": reason})
+    yield dg.Output(empty_registry(), output_name="causal_interventions", metadata={"rows": 0, "skipped": reason})
+
+
+def build_intervention_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.multi_asset(
+        outs={
+            "intervention_conditions": dg.AssetOut(description=(
+                "Every intervention condition (A17 zeroed heads and layers, A18 uniform attention and MLP "
+                "knock-outs, their random controls) with its fidelity and its harm to the masked-gene and "
+                "in-silico perturbation readouts on held-out control cells.")),
+            "causal_interventions": dg.AssetOut(description=(
+                "Registry rows of family C: targeted conditions against random ones of the same size (rank "
+                "p-value), dose-response in k, and A19 fidelity per condition.")),
+        },
+        partitions_def=multi_partitions,
+        group_name=GROUP,
+        deps=EDGE_CONTRACT,
+    )
+    def causal_interventions(context: dg.AssetExecutionContext, control_cells: ad.AnnData,
+                             attention_scores: AttentionScores, reference_edges: pd.DataFrame,
+                             de_labels: pd.DataFrame, gene_universe: pd.DataFrame,
+                             project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
+        """A17-A19: heads ranked by reference AUROC, then zeroed (top, bottom, entropy-matched, random k;
+        whole layers), set to uniform attention or MLP blocks knocked out; each condition read out by fidelity,
+        masked-gene loss and in-silico perturbation PF AUROC against the DE labels."""
+        settings, attention = project.interventions, project.attention
+        if not settings.enabled:
+            yield from _skipped("interventions.enabled is off")
+            return
+        model_key, cell_type = model_and_cell_type(context)
+        resource = ranking_reference(reference_edges, settings.reference)
+        if resource is None:
+            wanted = settings.reference or "any"
+            yield from _skipped(f"no evaluable 'regulates' reference ({wanted}) to rank heads on for {cell_type}")
+            return
+        genes = evaluable_genes(attention_scores)
+        model = model_for(model_store, model_key, control_cells)
+        labels = reference_labels(reference_edges, genes, resource)
+        head_auroc = per_head_auroc(attention_scores, genes, labels, model.n_layers)
+        held_out, unseen = held_out_controls(control_cells, project)
+        perturbed = tuple(sorted(set(de_labels["perturbation"]) & set(genes)))
+        batching = Batching(settings.batch_size, attention.batch_token_budget, attention.device)
+        core = InterventionSettings(ks=settings.ks, n_random_draws=settings.random_draws,
+                                    exhaustive_up_to=settings.exhaustive_up_to, in_silico_cells=settings.in_silico_cells,
+                                    masked_fraction=settings.masked_fraction,
+                                    fidelity_threshold=settings.fidelity_threshold, seed=project.seeds.interventions)
+        with torch.inference_mode(), torch_threads(attention.num_threads):
+            cells = model.readout_cells(held_out)
+            inputs = InterventionInputs(cells, tuple(genes), model.token_slots(held_out, genes), perturbed, de_labels,
+                                        pf_filter(project))  # fmt: skip
+            plan = intervention_plan(head_auroc, head_entropy(model, cells, batching), core)
+            table = run_interventions(model, inputs, plan, core, batching, progress_logger(context, "interventions"))
+        rows = registry_table(context, intervention_tests(table, core),
+                              **shared_registry_fields(context, project, model_store, len(gene_universe)),
+                              negatives="random head sets of the same size", label_rule=project.label_rule(cell_type),
+                              seed=project.seeds.interventions)  # fmt: skip
+        clean = table.iloc[0]
+        yield dg.Output(table, output_name="intervention_conditions", metadata={
+            **frame_metadata(table), "held_out_cells": len(cells), "cells_unseen_by_extraction": unseen,
+            "ranking_reference": resource, "perturbations_read_out": len(perturbed),
+            "clean_in_silico_pf_auroc": float(clean["in_silico_pf_auroc"]),
+            "clean_masked_loss": float(clean["masked_loss"]),
+            "head_auroc": dg.MetadataValue.md(pd.DataFrame(
+                head_auroc, columns=[f"H{h}" for h in range(head_auroc.shape[1])]).round(3).to_markdown()),
+            **accumulator_reads(attention_scores),
+        })
+        yield dg.Output(rows, output_name="causal_interventions", metadata=frame_metadata(rows))
+
+    return [causal_interventions]
