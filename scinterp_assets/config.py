@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from scinterp_assets.core.datasets.de_labels import DELabelRule
 from scinterp_assets.core.datasets.screens import GuideSpec, ScreenSpec
@@ -257,7 +257,7 @@ class InterventionConfig(_Strict):
 
     enabled: bool = True
     reference: str | None = None  # the "regulates" resource heads are ranked on; None: the first by name (synthetic: planted)
-    ks: tuple[int, ...] = (5, 10, 20, 50)  # head-set sizes, capped by the model's head count
+    ks: tuple[PositiveInt, ...] = (5, 10, 20, 50)  # head-set sizes below the number of ranked heads
     random_draws: int = Field(default=19, ge=1)  # random head sets per size; the smallest rank p is 1 / (1 + draws)
     exhaustive_up_to: int = Field(default=64, ge=0)  # compare with every other head set of a size when this few
     masked_fraction: float = Field(default=0.15, gt=0, lt=1)  # genes masked per cell for the masked readout

@@ -40,7 +40,7 @@ analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 40
            incremental_value_repeats: 1, incremental_value_folds: 3, residualisation_folds: 3, threads: 1,
            sensitivity_lfc: [0.5, 1.0], sensitivity_n_ctrl: [300], sensitivity_n_hvg: [75, 150]}
 reference_null: {n_draws: 200}
-interventions: {max_cells: 12, ks: [1, 4], random_draws: 3, exhaustive_up_to: 0}
+interventions: {max_cells: 6, in_silico_cells: 2, ks: [1], random_draws: 2, exhaustive_up_to: 0}
 tiny_checkpoints:
   - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}
   - {family: scgpt, folder_name: tiny-scgpt, max_steps: 60}

@@ -14,9 +14,10 @@ from scinterp_assets.core.analyses.causal_interventions import (
     InterventionSettings,
     intervention_plan,
     intervention_tests,
+    readout_perturbations,
     run_interventions,
 )
-from scinterp_assets.core.analyses.head_selection import head_reference_auroc
+from scinterp_assets.core.analyses.head_selection import accumulated_head_auroc
 from scinterp_assets.core.analyses.reference_battery import reference_labels
 from scinterp_assets.core.attention.edges import evaluable_genes
 from scinterp_assets.core.attention.scores import AttentionScores
@@ -46,24 +47,18 @@ def held_out_controls(controls: ad.AnnData, project: ScinterpConfig) -> tuple[ad
 
 
 def ranking_reference(reference_edges: pd.DataFrame, wanted: str | None) -> str | None:
-    """The "regulates" resource heads are ranked on: `wanted`, else the first by name; None when there is none."""
+    """The "regulates" resource heads are ranked on: `wanted`, else TRRUST when the cell type has it (the
+    study's choice), else the first by name; None when the cell type has no evaluable "regulates" resource.
+    A `wanted` resource the cell type lacks is an error, not a silent skip."""
     regulating = sorted(reference_edges.loc[reference_edges["relation"] == "regulates", "resource"].unique())
     if wanted is not None:
-        return wanted if wanted in regulating else None
-    return regulating[0] if regulating else None
-
-
-def per_head_auroc(scores: AttentionScores, genes: list[str], labels, n_layers: int) -> np.ndarray:
-    """(n_layers, H) reference AUROC of every accumulated head over the evaluable genes; NaN for layers not
-    accumulated (attention.layers)."""
-    columns = [scores.genes.index(gene) for gene in genes]
-    sources = [gene for gene in scores.sources if gene in set(genes)]
-    rows = [list(scores.sources).index(gene) for gene in sources]
-    result = np.full((n_layers, scores.n_heads), np.nan)
-    for index, layer in enumerate(scores.layers):
-        per_head = scores.mean(layer)[:, rows][:, :, columns]
-        result[layer] = head_reference_auroc(per_head[None], sources, labels)[0]
-    return result
+        if wanted not in regulating:
+            raise dg.Failure(description=(
+                f"interventions.reference is {wanted!r}, which is not an evaluable 'regulates' reference of this cell "
+                f"type (evaluable: {regulating or 'none'}; reference_evaluability says why others were left out). "
+                "Fix: name one of them, or null to choose automatically"))
+        return wanted
+    return "trrust" if "trrust" in regulating else (regulating[0] if regulating else None)
 
 
 def _skipped(reason: str):
@@ -106,25 +101,30 @@ def build_intervention_assets(multi_partitions: dg.MultiPartitionsDefinition) ->
             return
         genes = evaluable_genes(attention_scores)
         model = model_for(model_store, model_key, control_cells)
-        labels = reference_labels(reference_edges, genes, resource)
-        head_auroc = per_head_auroc(attention_scores, genes, labels, model.n_layers)
+        head_auroc = accumulated_head_auroc(attention_scores, genes, reference_labels(reference_edges, genes, resource),
+                                            model.n_layers)  # fmt: skip
+        if np.isnan(head_auroc).all():
+            yield from _skipped(f"no head has a reference AUROC on {resource}: none of its TFs is an evaluable source")
+            return
         held_out, unseen = held_out_controls(control_cells, project)
-        perturbed = tuple(sorted(set(de_labels["perturbation"]) & set(genes)))
+        perturbed = readout_perturbations(de_labels, genes, pf_filter(project))
         batching = Batching(settings.batch_size, attention.batch_token_budget, attention.device)
         core = InterventionSettings(ks=settings.ks, n_random_draws=settings.random_draws,
                                     exhaustive_up_to=settings.exhaustive_up_to, in_silico_cells=settings.in_silico_cells,
                                     masked_fraction=settings.masked_fraction,
                                     fidelity_threshold=settings.fidelity_threshold, seed=project.seeds.interventions)
         with torch.inference_mode(), torch_threads(attention.num_threads):
-            cells = model.readout_cells(held_out)
+            cells = model.readout_cells(held_out, seed=project.seeds.attention)
             inputs = InterventionInputs(cells, tuple(genes), model.token_slots(held_out, genes), perturbed, de_labels,
                                         pf_filter(project))  # fmt: skip
             plan = intervention_plan(head_auroc, head_entropy(model, cells, batching), core)
             table = run_interventions(model, inputs, plan, core, batching, progress_logger(context, "interventions"))
-        rows = registry_table(context, intervention_tests(table, core),
+        caveats = [f"heads ranked on {resource}"]
+        if not unseen:
+            caveats.append("read out on cells attention extraction also saw (every control cell was extracted)")
+        rows = registry_table(context, intervention_tests(table, core, caveats),
                               **shared_registry_fields(context, project, model_store, len(gene_universe)),
-                              negatives="random head sets of the same size", label_rule=project.label_rule(cell_type),
-                              seed=project.seeds.interventions)  # fmt: skip
+                              label_rule=project.label_rule(cell_type), seed=project.seeds.interventions)
         clean = table.iloc[0]
         yield dg.Output(table, output_name="intervention_conditions", metadata={
             **frame_metadata(table), "held_out_cells": len(cells), "cells_unseen_by_extraction": unseen,

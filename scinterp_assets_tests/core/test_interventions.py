@@ -206,7 +206,8 @@ def test_the_model_is_restored_bit_for_bit_after_success_and_after_an_exception(
     sites = model.intervention_sites(1)
     with pytest.raises(RuntimeError, match="raised inside"):
         with intervene(model, every_kind):
-            handle = sites.head_projection.register_forward_pre_hook(fail_mid_layer)
+            # before the uniform-attention hook at the projection, after the one that read the layer input
+            handle = sites.head_projection.register_forward_pre_hook(fail_mid_layer, prepend=True)
             try:
                 batch.run()
             finally:

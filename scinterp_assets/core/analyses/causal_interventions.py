@@ -34,7 +34,11 @@ from scinterp_assets.core.analyses.head_selection import (
     layer_conditions,
     rank_p_value,
 )
-from scinterp_assets.core.analyses.perturbation_prediction import PerturbationFilter, per_perturbation_auroc
+from scinterp_assets.core.analyses.perturbation_prediction import (
+    PerturbationFilter,
+    evaluable_perturbations,
+    per_perturbation_auroc,
+)
 from scinterp_assets.core.analyses.score_sets import ScoreSet
 from scinterp_assets.core.edges import NO_LAYER
 from scinterp_assets.core.models.readouts import (
@@ -84,6 +88,12 @@ class InterventionInputs:
     rule: PerturbationFilter
 
 
+def readout_perturbations(de_labels: pd.DataFrame, genes: Sequence[str], rule: PerturbationFilter) -> tuple[str, ...]:
+    """The perturbed genes the in-silico readout silences: those PF AUROC can evaluate over `genes` (enough
+    DE positives and negatives among them); silencing any other would cost forward passes for nothing."""
+    return tuple(perturbation for perturbation, *_ in evaluable_perturbations(de_labels, pd.Index(list(genes)), rule))
+
+
 def intervention_plan(head_auroc: np.ndarray, head_entropy: np.ndarray,
                       settings: InterventionSettings) -> list[tuple[str, Condition]]:  # fmt: skip
     """(analysis id, condition) of every condition to evaluate, the clean run first."""
@@ -102,9 +112,11 @@ def intervention_plan(head_auroc: np.ndarray, head_entropy: np.ndarray,
     return plan
 
 
-def _mean_pf_auroc(inputs: InterventionInputs, response: np.ndarray) -> tuple[float, int]:
-    """Mean PF AUROC over evaluable perturbations of a (G, G) response matrix (NaN where not computed)."""
-    table = per_perturbation_auroc(inputs.de_labels, list(inputs.genes),
+def _mean_pf_auroc(inputs: InterventionInputs, response: np.ndarray, silenced: set[str]) -> tuple[float, int]:
+    """Mean PF AUROC over the evaluable perturbations that were silenced in at least one cell (a gene no
+    held-out cell expresses has no response: it is left out, not scored 0.5) of a (G, G) response matrix."""
+    labels = inputs.de_labels[inputs.de_labels["perturbation"].isin(silenced)]
+    table = per_perturbation_auroc(labels, list(inputs.genes),
                                    [ScoreSet("in_silico", NO_LAYER, "response", response)], inputs.rule)  # fmt: skip
     return (float(table["auroc"].mean()) if len(table) else float("nan")), len(table)
 
@@ -117,10 +129,11 @@ def evaluate_condition(model: ReadoutModel, inputs: InterventionInputs, analysis
     positions = masked_positions(inputs.cells, settings.masked_fraction, settings.seed)
     masked = masked_prediction(model, inputs.cells, positions, condition.interventions, batching)
     response = in_silico_response(model, inputs.cells, inputs.slot_of_token, perturbed, len(inputs.genes),
-                                  condition.interventions, batching, settings.in_silico_cells)  # fmt: skip
+                                  condition.interventions, batching, settings.in_silico_cells, settings.seed)  # fmt: skip
     matrix = np.full((len(inputs.genes), len(inputs.genes)), np.nan)
     matrix[perturbed] = response.mean()
-    pf_auroc, n_perturbations = _mean_pf_auroc(inputs, matrix)
+    silenced = {inputs.genes[slot] for slot, met in zip(perturbed, response.counts.any(axis=1)) if met}
+    pf_auroc, n_perturbations = _mean_pf_auroc(inputs, matrix, silenced)
     moved = fidelity(model, inputs.cells, condition.interventions, batching)
     accuracy = float(np.nanmean(masked.accuracy)) if not np.isnan(masked.accuracy).all() else float("nan")
     row = {
@@ -156,38 +169,47 @@ def run_interventions(model: ReadoutModel, inputs: InterventionInputs, plan: Seq
     return table
 
 
-def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings) -> list[dict]:
-    """Registry rows (family C) from the conditions table: per analysis, k and readout the top-k harm
-    against the random-k harms (rank p-value), bottom-k and entropy-matched harms beside it (descriptive),
-    the regulatory layer against random layers, the dose-response of top-k harm in k (Spearman,
-    descriptive), and one A19 fidelity row per condition."""
+def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings, caveats: Sequence[str] = ()) -> list[dict]:
+    """Registry rows (family C) from the conditions table: per analysis, k and readout the top-k harm against
+    the random-k harms (rank p-value), the regulatory layer against random layers (rank p-value), bottom-k
+    and entropy-matched harms beside them and the top-k harm across k (descriptive: no p-value), and one A19
+    fidelity row per condition. `caveats` are appended to every row's note (e.g. the ranking reference)."""
     rows: list[dict] = []
+    clean_pf_auroc = float(conditions.iloc[0]["in_silico_pf_auroc"])
     intervened = conditions[conditions["analysis_id"] != "clean"]
     for (analysis_id, intervention, target), group in intervened.groupby(["analysis_id", "intervention", "target"], sort=True):
         for readout, (column, meaning) in HARMS.items():
-            for k, at_k in group[group["condition"].isin(["top_k", "random_k", "bottom_k", "entropy_matched_k"])].groupby("k"):
+            notes = [meaning]
+            if readout == "in_silico" and not clean_pf_auroc > 0.5:
+                notes.append(f"the clean in-silico PF AUROC is {clean_pf_auroc:.3f}, not above 0.5: a drop is no loss "
+                             "of signal")  # fmt: skip
+            head_sets = group[group["condition"].isin(["top_k", "random_k", "bottom_k", "entropy_matched_k"])]
+            for k, at_k in head_sets.groupby("k"):
                 random = at_k.loc[at_k["condition"] == "random_k", column].to_numpy(dtype=float)
                 for name in ("top_k", "bottom_k", "entropy_matched_k"):
                     chosen = at_k[at_k["condition"] == name]
-                    if chosen.empty:
-                        continue
-                    rows.append(_rank_row(analysis_id, f"{analysis_id}:{intervention}:{name}_vs_random:k{k}:{readout}",
-                                          chosen.iloc[0], random, column, meaning, int(k)))  # fmt: skip
+                    if not chosen.empty:
+                        rows.append(_comparison_row(
+                            analysis_id, f"{analysis_id}:{intervention}:{name}_vs_random:k{k}:{readout}", chosen.iloc[0],
+                            random, column, [*notes, f"against {len(random)} other head sets of size {k}"],
+                            tested=name == "top_k"))  # fmt: skip
             layers = group[group["condition"].isin(["regulatory_layer", "random_layer"])]
             if not layers.empty:
-                regulatory = layers[layers["condition"] == "regulatory_layer"].iloc[0]
                 random = layers.loc[layers["condition"] == "random_layer", column].to_numpy(dtype=float)
-                rows.append(_rank_row(analysis_id, f"{analysis_id}:{intervention}:{target}:regulatory_layer_vs_random:{readout}",
-                                      regulatory, random, column, meaning, None))  # fmt: skip
+                rows.append(_comparison_row(
+                    analysis_id, f"{analysis_id}:{intervention}:{target}:regulatory_layer_vs_random:{readout}",
+                    layers[layers["condition"] == "regulatory_layer"].iloc[0], random, column,
+                    [*notes, f"against {len(random)} random layers: the smallest attainable p is 1/{len(random) + 1}"],
+                    tested=True))  # fmt: skip
             top = group[group["condition"] == "top_k"].sort_values("k")
-            if len(top) >= 3:
-                rho, p_value = stats.spearmanr(top["k"], top[column])
+            if len(top) >= 3:  # nested top-k sets harm more as k grows whatever the heads carry: no p-value
                 rows.append({"analysis_id": analysis_id, "family": "C", "confirmatory": False,
                              "test_id": f"{analysis_id}:{intervention}:top_k_dose_response:{readout}",
-                             "statistic_name": "spearman_rho_k_vs_harm", "statistic": float(rho),
-                             "effect_name": column, "effect": float(top[column].iloc[-1] - top[column].iloc[0]),
-                             "p_value": float(p_value), "n": len(top),
-                             "note": f"descriptive: {meaning}, top-k heads, k = {', '.join(map(str, top['k']))}"})  # fmt: skip
+                             "statistic_name": "spearman_rho_k_vs_harm",
+                             "statistic": float(stats.spearmanr(top["k"], top[column]).statistic),
+                             "effect_name": f"{column}_largest_minus_smallest_k",
+                             "effect": float(top[column].iloc[-1] - top[column].iloc[0]), "n": len(top),
+                             "note": "; ".join(["descriptive", *notes, f"top-k heads, k = {', '.join(map(str, top['k']))}"])})  # fmt: skip
     for _, condition in intervened.iterrows():
         label = _condition_label(condition)
         rows.append({"analysis_id": "A19", "family": "C", "confirmatory": False,
@@ -195,7 +217,15 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings)
                      "statistic_name": "max_hidden_cosine_distance", "statistic": float(condition["max_hidden_distance"]),
                      "effect_name": "output_cosine_distance", "effect": float(condition["output_distance"]),
                      "note": "descriptive" + ("" if condition["moved"] else f"; {DID_NOT_MOVE}")})  # fmt: skip
+    for row in rows:
+        row["note"] = "; ".join([row["note"], *caveats])
+        layer_test = row["analysis_id"] != "A19" and "regulatory_layer" in row["test_id"]
+        row["negatives"] = "random layers" if layer_test else _NEGATIVES[row["analysis_id"]]
     return rows
+
+
+_NEGATIVES = {"A17": "random head sets of the same size", "A18": "random head sets of the same size",
+              "A19": "the clean run"}
 
 
 def _condition_label(condition: pd.Series) -> str:
@@ -204,19 +234,19 @@ def _condition_label(condition: pd.Series) -> str:
     return f"{condition['condition']}{draw}:{size}:{condition['target']}"
 
 
-def _rank_row(analysis_id: str, test_id: str, chosen: pd.Series, random: np.ndarray, column: str, meaning: str,
-              k: int | None) -> dict:  # fmt: skip
-    harm = float(chosen[column])
-    notes = [f"{meaning}; rank p-value among {np.count_nonzero(~np.isnan(random))} other random_k sets of the same size"]
-    if chosen["condition"] != "top_k" and chosen["condition"] != "regulatory_layer":
-        notes.insert(0, "descriptive")
+def _comparison_row(analysis_id: str, test_id: str, chosen: pd.Series, random: np.ndarray, column: str,
+                    notes: list[str], *, tested: bool) -> dict:  # fmt: skip
+    """A targeted condition's harm beside the random conditions' harms: the rank p-value when `tested`
+    (top-k, regulatory layer), none for the descriptive comparisons (bottom-k, entropy-matched)."""
+    harm, defined = float(chosen[column]), random[~np.isnan(random)]
+    notes = list(notes) if tested else ["descriptive", *notes]
     if not chosen["moved"]:
         notes.append(DID_NOT_MOVE)
+    is_layer = chosen["condition"] in ("regulatory_layer", "random_layer")
     return {
         "analysis_id": analysis_id, "family": "C", "confirmatory": False, "test_id": test_id,
         "statistic_name": "harm", "statistic": harm, "effect_name": "harm_minus_mean_random_harm",
-        "effect": harm - float(np.nanmean(random)) if np.any(~np.isnan(random)) else float("nan"),
-        "p_value": rank_p_value(harm, random), "n": int(np.count_nonzero(~np.isnan(random))),
-        "layer": int(chosen["layers"]) if k is None else None,
-        "note": "; ".join(notes),
+        "effect": harm - float(defined.mean()) if defined.size else float("nan"),
+        "p_value": rank_p_value(harm, defined) if tested else float("nan"), "n": int(defined.size),
+        "layer": int(chosen["layers"]) if is_layer else None, "note": "; ".join(notes),
     }  # fmt: skip

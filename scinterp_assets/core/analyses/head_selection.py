@@ -7,7 +7,7 @@ the reference's sources, the TF rows, to every other gene). For every k (capped 
   random_k           every other set of k heads when there are at most `exhaustive_up_to` of them (the
                      rank test is then exact), else `n_random_draws` seeded draws of k heads from all heads
   entropy_matched_k  for each top head, the not-yet-chosen other head whose mean attention entropy is
-                     closest: as diffuse or as sharp as the regulatory heads, without their AUROC
+                     closest: as diffuse or as sharp as the regulatory heads (their AUROC is not constrained)
   bottom_k           the k heads with the lowest AUROC
 and per layer:
   regulatory layer   the layer with the highest mean head AUROC: all its heads, and its MLP block
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scinterp_assets.core.analyses.reference_battery import ReferenceLabels
+from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.models.interventions import (
     Intervention,
     InterventionKind,
@@ -90,6 +91,23 @@ def head_reference_auroc(per_head: np.ndarray, sources: Sequence[str], labels: R
     return np.asarray(auroc(truth, scores.reshape(n_layers * n_heads, -1).T)).reshape(n_layers, n_heads)
 
 
+def accumulated_head_auroc(scores: AttentionScores, genes: Sequence[str], labels: ReferenceLabels,
+                           n_layers: int) -> np.ndarray:
+    """float64 (n_layers, H): `head_reference_auroc` of every accumulated layer's heads over `genes` (the
+    evaluable genes, labels over them), reading one layer's per-head TF rows at a time; NaN for layers the
+    scores do not hold (attention.layers)."""
+    column_of = {gene: i for i, gene in enumerate(scores.genes)}
+    wanted = set(genes)
+    sources = [gene for gene in scores.sources if gene in wanted]
+    row_of = {gene: i for i, gene in enumerate(scores.sources)}
+    rows, columns = [row_of[gene] for gene in sources], [column_of[gene] for gene in genes]
+    result = np.full((n_layers, scores.n_heads), np.nan)
+    for layer in scores.layers:
+        per_head = scores.mean(layer)[:, rows][:, :, columns]
+        result[layer] = head_reference_auroc(per_head[None], sources, labels)[0]
+    return result
+
+
 def _ranked(head_auroc: np.ndarray, descending: bool) -> list[tuple[int, int]]:
     """Heads ordered by AUROC (NaN last either way), ties by (layer, head)."""
     n_layers, n_heads = head_auroc.shape
@@ -107,11 +125,11 @@ def _as_interventions(heads: Sequence[tuple[int, int]], kind: InterventionKind) 
     return tuple(make(layer, by_layer[layer]) for layer in sorted(by_layer))
 
 
-def _entropy_matched(top: Sequence[tuple[int, int]], entropy: np.ndarray) -> list[tuple[int, int]]:
-    """For each top head in turn, the closest-entropy head outside the top set not chosen yet (ties by
-    (layer, head))."""
-    n_layers, n_heads = entropy.shape
-    available = [(layer, head) for layer in range(n_layers) for head in range(n_heads) if (layer, head) not in set(top)]
+def _entropy_matched(top: Sequence[tuple[int, int]], candidates: Sequence[tuple[int, int]],
+                     entropy: np.ndarray) -> list[tuple[int, int]]:
+    """For each top head in turn, the closest-entropy head of `candidates` outside the top set not chosen
+    yet (ties by (layer, head))."""
+    available = [head for head in candidates if head not in set(top)]
     matched = []
     for layer, head in top:
         if not available:
@@ -123,23 +141,28 @@ def _entropy_matched(top: Sequence[tuple[int, int]], entropy: np.ndarray) -> lis
 
 def head_conditions(head_auroc: np.ndarray, head_entropy: np.ndarray, ks: Sequence[int], *, kind: InterventionKind,
                     n_random_draws: int, seed: int, exhaustive_up_to: int = 0) -> list[Condition]:  # fmt: skip
-    """The head conditions for every k in `ks` (capped by the head count, duplicates after capping dropped):
-    top-k, bottom-k, entropy-matched (when enough heads remain outside the top k) and the random_k sets
-    (every k-set other than the top k when there are at most `exhaustive_up_to` of them, else
-    `n_random_draws` seeded draws), each realised with `kind` ("zero_heads" or "uniform_attention")."""
+    """The head conditions for every k in `ks` below the number of ranked heads (heads with an AUROC; a k of
+    every head or more has no other set to compare with and is left out): top-k, bottom-k, entropy-matched
+    (when enough heads remain outside the top k) and the random_k sets (every k-set other than the top k
+    when there are at most `exhaustive_up_to` of them, else `n_random_draws` seeded draws), each realised with
+    `kind` ("zero_heads" or "uniform_attention")."""
     if head_auroc.shape != head_entropy.shape:
         raise ValueError(f"head AUROC {head_auroc.shape} and entropy {head_entropy.shape} must have one shape")
     if np.isnan(head_auroc).all():
         raise ValueError("no head has a reference AUROC (no TF of the reference is a source); cannot rank heads")
-    total = head_auroc.size
+    # only heads with an AUROC (layers accumulated) are ranked or drawn: targeted and random sets come
+    # from the same layers
+    all_heads = [(layer, head) for layer, head in zip(*np.nonzero(~np.isnan(head_auroc)))]
+    all_heads = [(int(layer), int(head)) for layer, head in all_heads]
+    total = len(all_heads)
     rng = np.random.default_rng(seed)
-    all_heads = [(layer, head) for layer in range(head_auroc.shape[0]) for head in range(head_auroc.shape[1])]
-    descending, ascending = _ranked(head_auroc, True), _ranked(head_auroc, False)
+    descending = [head for head in _ranked(head_auroc, True) if head in set(all_heads)]
+    ascending = descending[::-1]
     conditions = []
-    for k in sorted({min(int(k), total) for k in ks if int(k) > 0}):
+    for k in sorted({int(k) for k in ks if 0 < int(k) < total}):  # k = every head leaves nothing to compare
         top = descending[:k]
         picks = {"top_k": top, "bottom_k": ascending[:k]}
-        matched = _entropy_matched(top, head_entropy)
+        matched = _entropy_matched(top, sorted(all_heads), head_entropy)
         if len(matched) == k:
             picks["entropy_matched_k"] = matched
         for name, heads in picks.items():
@@ -156,16 +179,19 @@ def head_conditions(head_auroc: np.ndarray, head_entropy: np.ndarray, ks: Sequen
 def layer_conditions(head_auroc: np.ndarray, *, target: str, kind: InterventionKind = "zero_heads",
                      n_random_draws: int, seed: int) -> list[Condition]:  # fmt: skip
     """The regulatory layer (highest mean head AUROC) and up to `n_random_draws` other layers in a seeded
-    order, each as all its heads (target "heads", realised with `kind`) or its MLP block (target "mlp")."""
+    order, each as all its heads (target "heads", realised with `kind`) or its MLP block (target "mlp"); only
+    layers with a head AUROC take part. With L such layers the smallest rank p-value is 1 / L."""
     if target not in ("heads", "mlp"):
         raise ValueError(f"layer condition target must be 'heads' or 'mlp', got {target!r}")
     n_layers, n_heads = head_auroc.shape
     if np.isnan(head_auroc).all():
         raise ValueError("no head has a reference AUROC (no TF of the reference is a source); cannot rank layers")
     defined = ~np.isnan(head_auroc)
-    layer_means = np.where(defined.any(axis=1), np.where(defined, head_auroc, 0.0).sum(axis=1) / np.maximum(defined.sum(axis=1), 1), -np.inf)
-    regulatory = int(np.argmax(layer_means))
-    others = [layer for layer in np.random.default_rng(seed).permutation(n_layers).tolist() if layer != regulatory]
+    ranked_layers = np.flatnonzero(defined.any(axis=1))  # layers not accumulated are neither chosen nor drawn
+    layer_means = np.where(defined, head_auroc, 0.0).sum(axis=1) / np.maximum(defined.sum(axis=1), 1)
+    regulatory = int(ranked_layers[np.argmax(layer_means[ranked_layers])])
+    order = np.random.default_rng(seed).permutation(ranked_layers).tolist()
+    others = [int(layer) for layer in order if layer != regulatory]
 
     def condition(name: str, layer: int, draw: int) -> Condition:
         if target == "mlp":

@@ -40,7 +40,7 @@ class PerturbationFilter:
     min_negatives: int
 
 
-def _evaluable_perturbations(labels: pd.DataFrame, index: pd.Index, rule: PerturbationFilter):
+def evaluable_perturbations(labels: pd.DataFrame, index: pd.Index, rule: PerturbationFilter):
     """(perturbation, source row, target rows, is_de) of every perturbation that passes `rule`, sorted."""
     evaluable = labels[labels["perturbation"].isin(index) & labels["target"].isin(index)]
     for perturbation, group in evaluable.groupby("perturbation", sort=True):
@@ -56,7 +56,7 @@ def per_perturbation_auroc(
 ) -> pd.DataFrame:
     """PF AUROC of every score set for every evaluable perturbation; one row per (perturbation, score set)."""
     rows = []
-    for perturbation, source, targets, is_de in _evaluable_perturbations(labels, pd.Index(genes), rule):
+    for perturbation, source, targets, is_de in evaluable_perturbations(labels, pd.Index(genes), rule):
         scores = np.column_stack([score_set.matrix[source, targets] for score_set in score_sets])
         areas = auroc(is_de, scores)
         for score_set, area in zip(score_sets, areas):
@@ -159,7 +159,7 @@ def resampled_pf_auroc(
     target_fold = np.empty(len(genes), dtype=np.int64)
     target_fold[np.random.default_rng(streams[1]).permutation(len(genes))] = np.arange(len(genes)) % n_target_folds
     perturbations, positives, points, replicates = [], [], [], []
-    for perturbation, source, targets, is_de in _evaluable_perturbations(labels, index, rule):
+    for perturbation, source, targets, is_de in evaluable_perturbations(labels, index, rule):
         point = np.full((n_target_folds, len(score_sets)), np.nan)
         replicate = np.full((n_bootstrap, n_target_folds, len(score_sets)), np.nan)
         for fold in range(n_target_folds):

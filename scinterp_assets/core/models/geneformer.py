@@ -545,9 +545,10 @@ class GeneformerModel:
     # readouts of interventions (core/models/readouts.py)
     in_silico_readout = "embedding_shift"
 
-    def readout_cells(self, adata: AnnData, *, layer: str | None = None) -> list[ReadoutCell]:
+    def readout_cells(self, adata: AnnData, *, seed: int = 0, layer: str | None = None) -> list[ReadoutCell]:
         """The cells of `adata` tokenised as for attention, those without a known expressed gene left out;
-        `genes` is False at <cls> and <eos>."""
+        `genes` is False at <cls> and <eos>. `seed` is accepted for parity with scGPT (rank-value encoding is
+        deterministic)."""
         mapping = self.tokenizer.map_genes(adata)
         self._require_coverage(adata, mapping)
         specials = [t for t in (self.tokenizer.cls_token, self.tokenizer.eos_token) if t is not None]
@@ -562,15 +563,19 @@ class GeneformerModel:
                                restrict_context=False).slot_of_token  # fmt: skip
 
     def forward_states(self, cells: Sequence[ReadoutCell], device: str = "cpu") -> ForwardStates:
-        """Every layer's output for a batch of cells; outputs are the masked-language-model logits."""
-        if not self.has_mlm_head:
-            raise ModelLoadError(
-                f"{self.checkpoint_dir}: the weights hold no masked-language-model head (cls.predictions.*), "
-                "which the output readouts need. Fix: use the BertForMaskedLM checkpoint as released")
+        """Every layer's output for a batch of cells; outputs are the masked-language-model logits (which need
+        the checkpoint's MLM head; hidden states do not)."""
         ids, mask = (torch.from_numpy(array).to(device) for array in pad_sequences([cell.ids for cell in cells], self.tokenizer.pad_token))
         self.bert.to(device)
         output = self.bert.bert(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
-        return ForwardStates(tuple(output.hidden_states[1:]), mask, self.bert.cls)
+        return ForwardStates(tuple(output.hidden_states[1:]), mask, self._logits)
+
+    def _logits(self, states: torch.Tensor) -> torch.Tensor:
+        if not self.has_mlm_head:
+            raise ModelLoadError(
+                f"{self.checkpoint_dir}: the weights hold no masked-language-model head (cls.predictions.*), "
+                "which this readout needs. Fix: use the BertForMaskedLM checkpoint as released")
+        return self.bert.cls(states)
 
     def layer_probabilities(self, cells: Sequence[ReadoutCell], device: str = "cpu"):
         """(real bool (B, n), a stream of (layer, probabilities (B, H, n, n))) for a batch of cells."""

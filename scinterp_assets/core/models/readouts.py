@@ -6,7 +6,7 @@ after its own layer. These readouts look at what the model computes instead, for
   fidelity             how far an intervention moves the model: the mean cosine distance of every layer's
                        hidden states (real tokens) from the clean run's, its maximum over layers, and the mean
                        cosine distance of each cell's output (Geneformer's masked-token logits, centred per
-                       token, scGPT's expression-decoder predictions, over the cell's gene tokens)
+                       token; scGPT's expression-decoder predictions, centred over the cell's gene tokens)
   masked_prediction    masked-gene reconstruction on held-out cells, with the same seeded positions in every
                        condition so that conditions pair cell by cell (Geneformer: cross-entropy and accuracy
                        of the masked tokens; scGPT: squared error of the masked values)
@@ -160,12 +160,12 @@ def head_entropy(model: ReadoutModel, cells: Sequence[ReadoutCell], batching: Ba
 
 
 def _comparable(outputs: torch.Tensor) -> torch.Tensor:
-    """A cell's outputs (m, k) flattened for a cosine: logits (k > 1) are centred per token first, since a
-    softmax reads them only up to a constant (a large constant bias, e.g. on special tokens, would otherwise
-    make every pair of logit vectors look alike); single values (scGPT's predictions) are taken as they are."""
-    if outputs.shape[-1] > 1:
-        outputs = outputs - outputs.mean(dim=-1, keepdim=True)
-    return outputs.flatten()
+    """A cell's outputs (m, k) flattened and centred for a cosine: logits (k > 1) per token, since a softmax
+    reads them only up to a constant; single values (scGPT's predicted bins) over the cell's genes. A shared
+    offset (a large bias on special tokens, bins that are all positive) would otherwise make any two output
+    vectors look alike, and an intervention that moved the outputs would read as one that did not."""
+    centred = outputs - outputs.mean(dim=-1 if outputs.shape[-1] > 1 else 0, keepdim=True)
+    return centred.flatten()
 
 
 @dataclass(frozen=True)
@@ -229,20 +229,21 @@ class InSilicoResponse:
 
 def in_silico_response(model: ReadoutModel, cells: Sequence[ReadoutCell], slot_of_token: np.ndarray,
                        perturbed: Sequence[int], n_genes: int, interventions: Iterable[Intervention],
-                       batching: Batching, max_cells_per_gene: int | None = None) -> InSilicoResponse:  # fmt: skip
+                       batching: Batching, max_cells_per_gene: int | None = None, seed: int = 0) -> InSilicoResponse:  # fmt: skip
     """The model's response to silencing each perturbed gene (`perturbed`: gene slots) in the cells of
-    `cells` that express it (the first `max_cells_per_gene` of them, in `cells` order, when given: one
-    forward pass per cell and silenced gene is the readout's cost), under `interventions` (none: clean),
-    read out on the genes whose tokens `slot_of_token` maps to slots 0..n_genes-1 (NOT_ACCUMULATED
-    elsewhere)."""
+    `cells` that express it (with `max_cells_per_gene`, that many of them, drawn with `seed`: one forward
+    pass per cell and silenced gene is the readout's cost; the same seed draws the same cells in every
+    condition), under `interventions` (none: clean), read out on the genes whose tokens `slot_of_token`
+    maps to slots 0..n_genes-1 (NOT_ACCUMULATED elsewhere)."""
     row_of_slot = {int(slot): row for row, slot in enumerate(perturbed)}
     silenced_in, chosen = np.zeros(len(perturbed), dtype=np.int64), set()  # chosen: (cell, perturbed row)
-    for index, cell in enumerate(cells):
+    for index in np.random.default_rng(seed).permutation(len(cells)):
+        cell = cells[index]
         for slot in slot_of_token[cell.ids[cell.genes]]:
             row = row_of_slot.get(int(slot))
             if row is not None and (max_cells_per_gene is None or silenced_in[row] < max_cells_per_gene):
                 silenced_in[row] += 1
-                chosen.add((index, row))
+                chosen.add((int(index), row))
     sums, counts = np.zeros((len(perturbed), n_genes)), np.zeros((len(perturbed), n_genes), dtype=np.int64)
     silenced_cells = sorted({index for index, _ in chosen})  # only these need a forward pass
     with torch.inference_mode(), intervene(model, interventions):
@@ -281,5 +282,5 @@ def _response_features(model: ReadoutModel, states: ForwardStates, row: int, pos
 
 def _response(model: ReadoutModel, before: torch.Tensor, after: torch.Tensor) -> np.ndarray:
     if model.in_silico_readout == "embedding_shift":
-        return cosine_distance(before, after).numpy()
-    return (after.double() - before.double()).abs().sum(dim=-1).numpy()
+        return cosine_distance(before, after).cpu().numpy()
+    return (after.double() - before.double()).abs().sum(dim=-1).cpu().numpy()

@@ -440,7 +440,8 @@ def canonical_weights(state: dict[str, torch.Tensor], n_heads: int, path: Path) 
 def load_expression_decoder(state: dict[str, torch.Tensor], d_model: int, path: Path) -> tuple[ExpressionDecoder | None, str | None]:
     """The checkpoint's expression decoder (`decoder.fc.*`), or None and why it cannot be used. Attention
     extraction never needs it; the readouts that do (masked values, predicted in-silico change) raise that
-    reason. A decoder made for batch labels (input 2 x width) is not supported."""
+    reason. A decoder made for batch labels (input 2 x width) is not supported; an explicit-zero-probability
+    head (`decoder.zero_logit.*`) is ignored, as scGPT's own prediction without sampling does."""
     weights = {key.removeprefix("decoder."): value for key, value in state.items() if key.startswith("decoder.fc.")}
     if not weights:
         return None, f"{path} holds no expression decoder (decoder.fc.*)"
@@ -449,7 +450,7 @@ def load_expression_decoder(state: dict[str, torch.Tensor], d_model: int, path: 
     found = {key: tuple(value.shape) for key, value in weights.items()}
     if found != expected:
         return None, (f"{path}: the expression decoder's tensors {found} are not scGPT's ExprDecoder for width "
-                      f"{d_model} {expected} (a decoder for batch labels or explicit zero probabilities is not supported)")  # fmt: skip
+                      f"{d_model} {expected} (a decoder for batch labels is not supported)")  # fmt: skip
     decoder.load_state_dict(weights)
     return decoder.eval(), None
 

@@ -71,8 +71,7 @@ def test_head_conditions_pick_top_bottom_matched_and_random_heads():
     assert heads_of(by[("bottom_k", 2, 0)]) == {(1, 2), (0, 2)}
     # the top heads have entropies 2.0 and 2.1: the closest other heads, in turn, are (2, 0) (1.9) and (2, 2) (2.2)
     assert heads_of(by[("entropy_matched_k", 2, 0)]) == {(2, 0), (2, 2)}
-    assert {k for (_, k, _) in by} == {2, 9}, "k is capped by the 9 heads the model has"
-    assert ("entropy_matched_k", 9, 0) not in by, "no heads remain to match all 9"
+    assert {k for (_, k, _) in by} == {2}, "k = 20 is every one of the 9 heads: nothing to compare with"
     draws = [heads_of(by[("random_k", 2, d)]) for d in range(5)]
     assert all(len(d) == 2 for d in draws) and len({frozenset(d) for d in draws}) > 1
     again = head_conditions(head_auroc, entropy, [2, 20], kind="zero_heads", n_random_draws=5, seed=3)
@@ -83,14 +82,25 @@ def test_head_conditions_pick_top_bottom_matched_and_random_heads():
         head_conditions(np.full((2, 2), np.nan), np.ones((2, 2)), [1], kind="zero_heads", n_random_draws=1, seed=0)
 
 
+def test_heads_of_layers_without_an_auroc_are_neither_ranked_nor_drawn():
+    head_auroc = np.array([[np.nan, np.nan, np.nan], [0.7, 0.4, 0.55], [0.6, 0.5, 0.65]])
+    conditions = head_conditions(head_auroc, np.ones((3, 3)), [1, 2, 6], kind="zero_heads", n_random_draws=20, seed=0)
+    assert {c.k for c in conditions} == {1, 2}, "k = 6 is every ranked head"
+    assert all(layer != 0 for c in conditions for layer, _ in c.heads)
+    bottom = next(c for c in conditions if c.name == "bottom_k" and c.k == 1)
+    assert bottom.heads == ((1, 1),)
+    layers = layer_conditions(head_auroc, target="mlp", n_random_draws=5, seed=0)
+    assert [c.layers for c in layers] == [(2,), (1,)], "layer 2 has the best mean AUROC (0.583 against 0.55)"
+
+
 def test_layer_conditions_use_the_layer_with_the_best_mean_head_auroc():
     head_auroc = np.array([[0.5, 0.6], [0.9, 0.7], [np.nan, np.nan], [0.4, 0.5]])
     mlp = layer_conditions(head_auroc, target="mlp", n_random_draws=2, seed=0)
     assert mlp[0].name == "regulatory_layer" and mlp[0].interventions == (Intervention("zero_mlp", 1),)
     assert [c.name for c in mlp[1:]] == ["random_layer"] * 2
-    assert all(c.layers != (1,) for c in mlp[1:]) and len({c.layers for c in mlp[1:]}) == 2
+    assert {c.layers for c in mlp[1:]} == {(0,), (3,)}, "layer 2 has no AUROC: never drawn"
     heads = layer_conditions(head_auroc, target="heads", n_random_draws=5, seed=0)
-    assert len(heads) == 4 and heads[0].heads == ((1, 0), (1, 1)) and heads[0].k == 2
+    assert len(heads) == 3 and heads[0].heads == ((1, 0), (1, 1)) and heads[0].k == 2
 
 
 def test_rank_p_value_counts_random_effects_at_least_as_large():
@@ -118,3 +128,24 @@ def test_random_k_enumerates_every_other_set_when_there_are_few():
     assert sorted(single) == [((l, h),) for l in range(2) for h in range(3) if (l, h) != (0, 0)]
     pairs = [c for c in conditions if c.name == "random_k" and c.k == 2]
     assert len(pairs) == 3, "15 - 1 other pairs exceed the limit: seeded draws instead"
+
+
+def test_accumulated_head_auroc_reads_each_accumulated_layer_over_the_evaluable_genes(tmp_path):
+    from scinterp_assets.core.analyses.head_selection import accumulated_head_auroc
+    from scinterp_assets.core.attention.edges import evaluable_genes
+    from scinterp_assets.core.models import load_model
+    from scinterp_assets_tests.core.tiny_models import build_tiny_geneformer, tiny_counts
+
+    model = load_model(build_tiny_geneformer(tmp_path / "model"))
+    adata = tiny_counts(n_cells=10, seed=1)
+    universe = [f"GENE{i}" for i in range(1, 16)]
+    scores = model.attention_scores(adata, universe, sources=["GENE2", "GENE5", "GENE7"], layers=[1])
+    genes = evaluable_genes(scores)
+    pairs = [("GENE2", "GENE3"), ("GENE2", "GENE9"), ("GENE5", "GENE1"), ("GENE5", "GENE12"), ("GENE7", "GENE4")]
+    labels = labels_over(genes, pairs)
+    result = accumulated_head_auroc(scores, genes, labels, model.n_layers)
+    assert result.shape == (2, model.n_heads) and np.isnan(result[0]).all(), "layer 0 was not accumulated"
+    columns = [scores.genes.index(gene) for gene in genes]
+    expected = head_reference_auroc(scores.mean(1)[None][..., columns], list(scores.sources), labels)[0]
+    np.testing.assert_array_equal(result[1], expected)
+    assert np.isfinite(result[1]).all()
