@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from scinterp_assets.core.attention.streaming import pad_sequences
-from scinterp_assets.core.models import load_model
 from scinterp_assets.core.models.interventions import (
     Intervention,
     intervene,
@@ -17,7 +16,7 @@ from scinterp_assets.core.models.interventions import (
     zero_heads,
     zero_mlp,
 )
-from scinterp_assets_tests.core.tiny_models import build_tiny_geneformer, build_tiny_scgpt, tiny_counts
+from scinterp_assets_tests.core.tiny_models import load_tiny_models, tiny_counts
 
 FAMILIES = ("geneformer", "scgpt")
 EPS32 = float(np.finfo(np.float32).eps)
@@ -25,11 +24,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("interventions")
-    return {
-        "geneformer": load_model(build_tiny_geneformer(folder / "geneformer")),
-        "scgpt": load_model(build_tiny_scgpt(folder / "scgpt")),
-    }
+    return load_tiny_models(tmp_path_factory.mktemp("interventions"))
 
 
 class Batch:

@@ -21,6 +21,7 @@ from scinterp_assets.core.models.readouts import (
 from scinterp_assets_tests.core.tiny_models import (
     build_tiny_geneformer,
     build_tiny_scgpt,
+    load_tiny_models,
     assert_within,
     float32_sum_tolerance,
     tiny_counts,
@@ -28,16 +29,11 @@ from scinterp_assets_tests.core.tiny_models import (
 
 FAMILIES = ("geneformer", "scgpt")
 BATCHING = Batching(batch_size=4)
-EPS32 = float(np.finfo(np.float32).eps)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("readouts")
-    return {
-        "geneformer": load_model(build_tiny_geneformer(folder / "geneformer")),
-        "scgpt": load_model(build_tiny_scgpt(folder / "scgpt")),
-    }
+    return load_tiny_models(tmp_path_factory.mktemp("readouts"))
 
 
 def one_cell_output(model, cell) -> tuple[np.ndarray, np.ndarray]:

@@ -221,6 +221,14 @@ def build_tiny_scgpt(
     return folder
 
 
+def load_tiny_models(folder: Path) -> dict:
+    """One loaded tiny checkpoint of each family, written under `folder`: {"geneformer": ..., "scgpt": ...}."""
+    from scinterp_assets.core.models import load_model  # the adapters, not needed by every test module
+
+    return {"geneformer": load_model(build_tiny_geneformer(folder / "geneformer")),
+            "scgpt": load_model(build_tiny_scgpt(folder / "scgpt"))}
+
+
 def edit_json(path: Path, **changes: object) -> None:
     """Set (or, with value None, delete) keys of a JSON object file."""
     value = json.loads(path.read_text())
