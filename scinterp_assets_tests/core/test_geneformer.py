@@ -337,3 +337,11 @@ def test_coverage_below_the_minimum_is_refused_before_any_forward_pass():
     with pytest.raises(GeneCoverageError, match=r"m on c: 2 of 8 genes \(25.0%\).*below the configured minimum 50%"
                                                 r".*unmapped: X0, X1.*Nothing was computed or stored"):
         coverage.require(0.5, "m on c")
+
+
+def test_token_counts_in_chunks_equal_the_lengths_of_the_tokenised_cells(tmp_path):
+    model = load_model(build_tiny_geneformer(tmp_path / "model", version="V2"))
+    adata = tiny_counts(n_cells=11, seed=2)
+    lengths = [len(cell) for cell in model.tokenizer.tokenize(adata)]
+    assert len(set(lengths)) > 1
+    np.testing.assert_array_equal(model.tokenizer.token_counts(adata, chunk=3), lengths)

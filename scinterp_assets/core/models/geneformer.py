@@ -46,6 +46,7 @@ from scinterp_assets.core.models.readouts import ForwardStates, ReadoutCell
 TARGET_SUM = 10_000.0
 V1_INPUT_SIZE = 2048  # genes per cell, no special tokens
 V2_INPUT_SIZE = 4096  # tokens per cell including <cls> and <eos>
+TOKENISE_CHUNK = 256  # cells tokenised at a time when only their lengths are needed
 PAD, MASK, CLS, EOS = "<pad>", "<mask>", "<cls>", "<eos>"
 DICTIONARY_STEMS = {
     "token": "token_dictionary",
@@ -246,6 +247,16 @@ class RankValueTokenizer:
                 ranked = np.concatenate([[self.cls_token], ranked, [self.eos_token]])
             cells.append(ranked.astype(np.int64))
         return cells
+
+
+    def token_counts(self, adata: AnnData, mapping: GeneMapping | None = None, *, layer: str | None = None,
+                     context: np.ndarray | None = None, chunk: int = TOKENISE_CHUNK) -> np.ndarray:
+        """int64 (n_cells,): the length `tokenize` gives each cell, computed `chunk` cells at a time so that
+        memory does not grow with the number of cells (the tokens themselves are not kept)."""
+        mapping = mapping if mapping is not None else self.map_genes(adata)
+        return np.array([len(cell) for start in range(0, adata.n_obs, chunk)
+                         for cell in self.tokenize(adata[start : start + chunk], mapping, layer=layer, context=context)],
+                        dtype=np.int64)  # fmt: skip
 
 
 def find_dictionaries(folder: Path, dictionary_dir: Path | None = None) -> dict[str, Path]:
@@ -456,11 +467,14 @@ class GeneformerModel:
             adata.var_names, genes, layers, self.n_layers, var_tokens=mapping.tokens, var_owns_token=mapping.owner,
             vocab_size=self.bert.config.vocab_size, restrict_context=restrict_context,
         )  # fmt: skip
-        cells = self.tokenizer.tokenize(adata, mapping, layer=layer, context=plan.context)
-        cells = [cell for cell in cells if len(cell)]  # a cell with no known gene has nothing to attend to
+        # Cells are tokenised when their batch runs, so memory does not grow with their number: first only
+        # their lengths (for length-sorted batches), then each batch's cells from their rows.
+        lengths = self.tokenizer.token_counts(adata, mapping, layer=layer, context=plan.context)
+        rows = np.flatnonzero(lengths > 0)  # a cell with no known gene has nothing to attend to
 
         def encode_batch(batch: np.ndarray):
-            ids, mask = pad_sequences([cells[i] for i in batch], self.tokenizer.pad_token)
+            cells = self.tokenizer.tokenize(adata[rows[batch]], mapping, layer=layer, context=plan.context)
+            ids, mask = pad_sequences(cells, self.tokenizer.pad_token)
             slots = np.where(mask, plan.slot_of_token[ids], NOT_ACCUMULATED)  # specials and padding excluded
             return slots, self.layer_attention(
                 torch.from_numpy(ids), torch.from_numpy(mask), plan.layers[-1], with_context=value_weighted
@@ -470,8 +484,8 @@ class GeneformerModel:
             self.bert.to(device)
             accumulator = AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device,
                                                value_weighted=value_weighted, sources=sources)  # fmt: skip
-            lengths = [len(cell) for cell in cells]
-            scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress, token_budget)
+            scores = stream_attention(accumulator, lengths[rows].tolist(), batch_size, encode_batch, progress,
+                                      token_budget)
         # rank-value encoding and eval-mode BERT are deterministic: the seed changes nothing, but is recorded
         provenance = {"family": self.family, "version": self.version, "seed": int(seed), "layer": layer,
                       "restrict_context": restrict_context, "max_genes": self.tokenizer.max_genes}
