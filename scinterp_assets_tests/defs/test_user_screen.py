@@ -52,6 +52,7 @@ preprocessing: {n_control_cells: 300, n_hvg: 150}
 attention: {batch_size: 16, max_cells: 120, sources: analyses}  # per head: the rows the analyses query
 analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 50, bootstrap_resamples: 200,
            incremental_value_repeats: 2, threads: 1}
+interventions: {max_cells: 6, in_silico_cells: 2, ks: [1], random_draws: 2, exhaustive_up_to: 0}
 tiny_checkpoints:
   - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}
 """
@@ -126,6 +127,10 @@ def test_a_declared_screen_runs_through_the_same_assets(my_screen):
     battery = pd.read_parquet(storage / "reference_battery" / "my_screen__tiny-geneformer.parquet")
     assert battery["test_id"].str.contains(":planted_trrust:").any()
     assert not battery["test_id"].str.contains("other_species").any()
+    # family C ranks heads on the user's evaluable "regulates" reference, read out on held-out controls
+    interventions = pd.read_parquet(storage / "causal_interventions" / "my_screen__tiny-geneformer.parquet")
+    assert {"A17", "A18", "A19"} <= set(interventions["analysis_id"])
+    assert interventions["note"].str.contains("heads ranked on planted_trrust").all()
 
 
 def test_attention_keeps_per_head_only_the_rows_the_analyses_query(my_screen):
