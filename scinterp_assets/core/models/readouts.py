@@ -118,8 +118,11 @@ class Fidelity:
 
 def fidelity(model: ReadoutModel, cells: Sequence[ReadoutCell], interventions: Iterable[Intervention],
              batching: Batching) -> Fidelity:  # fmt: skip
-    """How far `interventions` move the model on `cells` (each batch run clean, then intervened)."""
+    """How far `interventions` move the model on `cells` (each batch run clean, then intervened); no
+    intervention moves nothing, and costs no forward pass."""
     interventions = tuple(interventions)
+    if not interventions:
+        return Fidelity(np.zeros(model.n_layers), 0.0)
     hidden_sums, tokens, output_sum = np.zeros(model.n_layers), 0, 0.0
     with torch.inference_mode():
         for batch in batching.batches(cells):
