@@ -297,6 +297,7 @@ class SeedConfig(_Strict):
     reference_battery: int = 0
     incremental_value: int = 0
     interventions: int = 0
+    random_weights: int = 0  # the random-weights twins' initialisation (A25)
 
 
 class TinyCheckpointConfig(_Strict):
@@ -330,6 +331,9 @@ class ScinterpConfig(_Strict):
     attention: AttentionConfig = AttentionConfig()
     analyses: AnalysisConfig = AnalysisConfig()
     interventions: InterventionConfig = InterventionConfig()
+    # every checkpoint also evaluated with seeded random weights as model partition "<key>.random-weights"
+    # (A25: does training add anything the architecture and tokenisation do not?)
+    random_weights_twins: bool = True
     contracts: ContractThresholds = ContractThresholds()
     seeds: SeedConfig = SeedConfig()
     automation: AutomationConfig = AutomationConfig()

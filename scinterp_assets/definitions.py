@@ -43,10 +43,16 @@ register_npz_type("cell_embeddings", CellEmbeddings)
 register_npz_type("reference_nulls", ReferenceNulls)
 
 
+def model_store_of(config: ScinterpConfig) -> ModelStore:
+    """The checkpoint directory as model partitions, with random-weights twins where configured."""
+    return ModelStore(config.checkpoint_dir, config.model_dictionary_dir,
+                      config.seeds.random_weights if config.random_weights_twins else None)
+
+
 def build_definitions(config: ScinterpConfig) -> dg.Definitions:
     cell_types = cell_type_partitions(config)
     multi = model_cell_type_partitions(config)
-    model_store = ModelStore(config.checkpoint_dir, config.model_dictionary_dir)
+    model_store = model_store_of(config)
     evaluation = model_evaluation_job(multi)
     registration = checkpoint_job()
     return dg.Definitions(

@@ -18,9 +18,9 @@ from scinterp_assets.config import ScinterpConfig, SyntheticCellType, get_config
 from scinterp_assets.core.models.pretrain import TinyGeneformerSpec, train_tiny_geneformer
 from scinterp_assets.core.models.scgpt_pretrain import TinyScGPTSpec, train_tiny_scgpt
 from scinterp_assets.core.models.training import TrainingTimeCapError
-from scinterp_assets.definitions import build_definitions
+from scinterp_assets.definitions import build_definitions, model_store_of
 from scinterp_assets.defs.cell_type_assets import load_screen
-from scinterp_assets.resources.model_store import COMPLETION_MARKER, ModelStore
+from scinterp_assets.resources.model_store import COMPLETION_MARKER
 
 
 def build_embedded_checkpoints(config: ScinterpConfig, log=print) -> None:
@@ -75,7 +75,7 @@ def materialize_everything(config: ScinterpConfig, instance: dg.DagsterInstance)
     for request in tick.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     # the checkpoints on disk now; a registered model whose folder was removed keeps its stored results
-    models = sorted(ModelStore(config.checkpoint_dir).checkpoints())
+    models = sorted(model_store_of(config).checkpoints())  # random-weights twins included where configured
     print(f"models: {models}; cell types: {sorted(config.cell_types)}")
     _run(defs, "reference_job", instance)
     for cell_type in sorted(config.cell_types):

@@ -41,6 +41,7 @@ analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 40
            sensitivity_lfc: [0.5, 1.0], sensitivity_n_ctrl: [300], sensitivity_n_hvg: [75, 150]}
 reference_null: {n_draws: 200}
 interventions: {max_cells: 6, in_silico_cells: 2, ks: [1], random_draws: 2, exhaustive_up_to: 0}
+random_weights_twins: false  # on by default; test_user_screen runs a twin through the graph
 tiny_checkpoints:
   - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}
   - {family: scgpt, folder_name: tiny-scgpt, max_steps: 60}

@@ -80,6 +80,41 @@ def plot_pf_auroc_by_method(pf_auroc: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+DOSE_RESPONSE = r"^(A1[78]):([a-z_]+):top_k_vs_random:k(\d+):([a-z_]+)$"  # test ids of the top-k rows
+
+
+def plot_intervention_dose_response(registry: pd.DataFrame, path: Path) -> Path | None:
+    """Harm of ablating the top-k reference-ranked heads, and the mean harm of random head sets of the same
+    size, against k (A17 / A18), one panel per model x cell type and a line per analysis, intervention and
+    readout; None (no plot) where the registry holds no such rows."""
+    test = registry["test_id"].str.split("|").str[-1]
+    parts = test.str.extract(DOSE_RESPONSE)
+    rows = registry.assign(analysis=parts[0], intervention=parts[1], k=pd.to_numeric(parts[2]),
+                           readout=parts[3])[parts[0].notna()]
+    if rows.empty:
+        path.unlink(missing_ok=True)  # an earlier report's plot would otherwise be listed with this one
+        return None
+    contexts = sorted(rows.groupby(["model", "cell_type"]).groups)
+    figure, axes = panel_grid(len(contexts), (4.2, 3.4))
+    for axis, (model, cell_type) in zip(axes, contexts):
+        context = rows[(rows["model"] == model) & (rows["cell_type"] == cell_type)]
+        for (analysis, intervention, readout), line in context.groupby(["analysis", "intervention", "readout"]):
+            line = line.sort_values("k")
+            drawn = axis.plot(line["k"], line["statistic"], marker="o", label=f"{analysis} {intervention} {readout}")
+            axis.plot(line["k"], line["statistic"] - line["effect"], marker="x", linestyle="--",
+                      color=drawn[0].get_color())  # the random head sets' mean harm
+        axis.axhline(0, color="grey", linestyle=":")
+        axis.set_xticks(sorted(context["k"].unique()))
+        axis.set_xlabel("heads ablated, k (dashed: random heads)")
+        axis.set_ylabel("harm")
+        axis.set_title(f"{model}\n{cell_type}", fontsize=9)
+        axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def _table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "---|" * len(frame.columns)
@@ -133,7 +168,11 @@ ANALYSIS_SECTIONS = {
     "A14": "Top-k enrichment",
     "A15": "Per-TF analysis, TF-block bootstrap and leave-one-TF-out",
     "A16": "Attention vs co-expression mapping",
+    "A17": "Head ablation and uniform attention (causal interventions)",
+    "A18": "MLP knock-outs at the regulatory layers",
+    "A19": "Fidelity: how far each intervention moved the model",
     "A22": "HVG-protocol confound (forced perturbed genes vs plain HVGs)",
+    "A25": "Trained checkpoint vs its random-weights twin (untrained reference)",
 }
 ANALYSIS_COLUMNS = ["model", "cell_type", "test", "statistic_name", "statistic", "effect", "ci_low", "ci_high",
                     "p_value", "q_value", "confirmatory", "note"]
@@ -176,6 +215,7 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     reference_plot = plot_reference_auroc_by_layer(registry, out_dir / "reference_auroc_by_layer.png")
     pf_plot = plot_pf_auroc_by_method(pf_auroc, out_dir / "pf_auroc_by_method.png")
+    dose_plot = plot_intervention_dose_response(registry, out_dir / "intervention_dose_response.png")
     summary = (
         pf_auroc.groupby(["model", "cell_type", "method", "layer", "aggregation"])["auroc"]
         .agg(["mean", "count"]).reset_index().rename(columns={"mean": "mean_pf_auroc", "count": "perturbations"})
@@ -213,7 +253,8 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
     for analysis_id, title in ANALYSIS_SECTIONS.items():
         rows = registry[registry["analysis_id"] == analysis_id]
         if len(rows):
-            lines += [f"## {analysis_id}: {title}", "", _table(rows[ANALYSIS_COLUMNS]), ""]
+            plot = [f"![intervention dose response]({dose_plot.name})", ""] if analysis_id == "A17" and dose_plot else []
+            lines += [f"## {analysis_id}: {title}", "", *plot, _table(rows[ANALYSIS_COLUMNS]), ""]
     for title, frame in (tables or {}).items():
         lines += [f"## {title}", "", _table(frame) if len(frame) else "(empty)", ""]
     lines += [

@@ -73,9 +73,12 @@ def subsample_cells(controls: ad.AnnData, max_cells: int, seed: int) -> ad.AnnDa
 def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(partitions_def=MODEL_PARTITIONS, group_name=GROUP, kinds={"pytorch"})
     def model_checkpoint(context: dg.AssetExecutionContext, model_store: dg.ResourceParam[ModelStore]) -> dg.Output:
-        """A registered checkpoint folder: loaded once (safely) to validate it; family, shape and fingerprint."""
+        """A registered checkpoint folder (or its random-weights twin, A25): loaded once (safely) to validate
+        it; family, shape, weights and fingerprint."""
         checkpoint = model_store.resolve(context.partition_key)
         model = model_store.load(checkpoint.key)
+        weights = ("trained" if checkpoint.random_weights_seed is None else
+                   f"random (seed {checkpoint.random_weights_seed}), the twin of '{checkpoint.trained_key}'")
         description = {
             "key": checkpoint.key,
             "path": str(checkpoint.path),
@@ -84,6 +87,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             "version": model.version,
             "n_layers": model.n_layers,
             "n_heads": model.n_heads,
+            "weights": weights,
         }
         return dg.Output(description, metadata={k: dg.MetadataValue.text(str(v)) for k, v in description.items()},
                          data_version=dg.DataVersion(checkpoint.fingerprint))

@@ -15,6 +15,7 @@ import pandas as pd
 from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.analyses.context_tables import cross_context_table as build_cross_context_table
 from scinterp_assets.core.analyses.context_tables import metric_map as build_metric_map
+from scinterp_assets.core.analyses.random_twin import random_twin_registry
 from scinterp_assets.core.report import render_report
 from scinterp_assets.core.stats.family_sensitivity import family_definition_sensitivity
 from scinterp_assets.core.stats.registry import apply_framework_bh, combine_registry_parts
@@ -22,6 +23,7 @@ from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.partitions import registered_model_cell_type_keys
 from scinterp_assets.defs.registry_fields import code_version
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
+from scinterp_assets.resources.model_store import RANDOM_WEIGHTS_SUFFIX
 
 GROUP = "summary"
 # Re-run when any analysis partition updates, even while other partitions are still missing.
@@ -59,7 +61,8 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
                       sensitivity_grid_tests: dict[str, pd.DataFrame], causal_interventions: dict[str, pd.DataFrame],
                       perturbation_auroc: dict[str, pd.DataFrame],
                       project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
-        """Every test of every analysis in one schema (FRAMEWORK section 7), with framework-wide BH q-values
+        """Every test of every analysis in one schema (FRAMEWORK section 7), A25's trained-vs-random-weights rows
+        (core/analyses/random_twin.py) included, with framework-wide BH q-values
         (confirmatory only), BH over all tests, and BH within each analysis. Refuses rows of different
         code versions; the q-values are provisional while registered model x cell type partitions are missing
         (metadata `q_values_provisional`, `partitions_missing`). With it, from the same inputs, the PF AUROC of
@@ -70,9 +73,14 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
                  "sensitivity_grid_tests": sensitivity_grid_tests, "causal_interventions": causal_interventions}
         rows, coverage = combine_registry_parts(
             parts, registered_model_cell_type_keys(context.instance, project), code_version(project))
-        registry = apply_framework_bh(rows)
-        held = set(registry["cell_type"] + "|" + registry["model"])
+        held = set(rows["cell_type"] + "|" + rows["model"])
         pf_table = _concat_partitions({key: frame for key, frame in perturbation_auroc.items() if key in held})
+        # A25: each checkpoint beside its random-weights twin, paired over the perturbations both ranked
+        twins = {model: model.removesuffix(RANDOM_WEIGHTS_SUFFIX) for model in rows["model"].unique()
+                 if model.endswith(RANDOM_WEIGHTS_SUFFIX)}
+        untrained = random_twin_registry(rows, pf_table, twins, project.analyses.perturbation_bootstrap,
+                                         project.seeds.perturbation_bootstrap, project.analyses.alpha)
+        registry = apply_framework_bh(pd.concat([rows, untrained], ignore_index=True) if len(untrained) else rows)
         coverage_table = coverage.table()
         yield dg.Output(registry, output_name="test_registry", metadata={
             **frame_metadata(registry),

@@ -33,6 +33,9 @@ _DEFINING_FILE = re.compile(
 )
 _FILE_DIGESTS: dict[Path, tuple[tuple[int, int, int], str]] = {}  # path -> ((size, mtime_ns, inode), sha256)
 COMPLETION_MARKER = ".complete"  # an empty file in a checkpoint folder: its writer has finished
+# A checkpoint's random-weights twin (FRAMEWORK A25) is the model partition "<key>.random-weights"; no folder
+# may end so.
+RANDOM_WEIGHTS_SUFFIX = ".random-weights"
 _MARKER_SLACK_SECONDS = 2.0
 
 
@@ -112,22 +115,47 @@ def _marked_complete(folder: Path, last_change: float) -> bool:
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """A model partition: a checkpoint folder, or (random_weights_seed set) the random-weights twin of the
+    folder's checkpoint: same architecture and tokeniser, seeded random weights."""
+
     key: str
     path: Path
     fingerprint: str
+    random_weights_seed: int | None = None
+
+    @property
+    def trained_key(self) -> str:
+        """The key of the checkpoint whose weights this partition holds or stands in for."""
+        return self.key.removesuffix(RANDOM_WEIGHTS_SUFFIX) if self.random_weights_seed is not None else self.key
+
+    def random_weights_twin(self, seed: int) -> Checkpoint:
+        """The twin partition of this checkpoint: its fingerprint follows the checkpoint's (any change of the
+        folder re-evaluates the twin too) and the seed."""
+        digest = hashlib.sha256(f"{self.fingerprint}\0random-weights\0{int(seed)}".encode()).hexdigest()[:16]
+        return Checkpoint(self.key + RANDOM_WEIGHTS_SUFFIX, self.path, digest, int(seed))
 
 
 @dataclass(frozen=True)
 class ModelStore:
     """checkpoint_dir: one sub-folder per model. dictionary_dir: where Geneformer dictionaries live when
-    they are not beside a model's config.json (Geneformer's repository keeps them in its package folder)."""
+    they are not beside a model's config.json (Geneformer's repository keeps them in its package folder).
+    random_weights_seed: None, or the seed of a random-weights twin partition for every checkpoint."""
 
     checkpoint_dir: Path
     dictionary_dir: Path | None = None
+    random_weights_seed: int | None = None
 
     def checkpoints(self) -> dict[str, Checkpoint]:
-        """Every checkpoint folder, by key. Hidden folders and in-progress writes (".tmp") are skipped."""
-        return {key: Checkpoint(key, folder, fingerprint_folder(folder)) for key, folder in self._folders().items()}
+        """Every checkpoint folder, by key, with its twin where twins are on. Hidden folders and in-progress
+        writes (".tmp") are skipped."""
+        return self._with_twins({key: Checkpoint(key, folder, fingerprint_folder(folder))
+                                 for key, folder in self._folders().items()})
+
+    def _with_twins(self, checkpoints: dict[str, Checkpoint]) -> dict[str, Checkpoint]:
+        if self.random_weights_seed is None:
+            return checkpoints
+        twins = [checkpoint.random_weights_twin(self.random_weights_seed) for checkpoint in checkpoints.values()]
+        return {**checkpoints, **{twin.key: twin for twin in twins}}
 
     def ready_checkpoints(self, quiet_seconds: float, now: float | None = None) -> tuple[dict[str, Checkpoint],
                                                                                           dict[str, float]]:
@@ -144,7 +172,7 @@ class ModelStore:
                 ready[key] = Checkpoint(key, folder, fingerprint_folder(folder))
             else:
                 settling[key] = quiet_for
-        return ready, settling
+        return self._with_twins(ready), settling
 
     def _folders(self) -> dict[str, Path]:
         if not self.checkpoint_dir.is_dir():
@@ -154,6 +182,11 @@ class ModelStore:
             if folder.name.startswith(".") or folder.name.endswith(".tmp"):
                 continue
             key = sanitize_model_key(folder.name)
+            if key.endswith(RANDOM_WEIGHTS_SUFFIX):
+                raise CheckpointKeyError(
+                    f"checkpoint folder '{folder.name}' in {self.checkpoint_dir} ends with '{RANDOM_WEIGHTS_SUFFIX}', "
+                    "which names the random-weights twins of checkpoints; rename the folder"
+                )
             if key in found:
                 raise CheckpointKeyError(
                     f"checkpoint folders '{found[key].name}' and '{folder.name}' in {self.checkpoint_dir} "
@@ -163,10 +196,15 @@ class ModelStore:
         return found
 
     def load(self, key: str):
-        """The loaded model of a partition key (nothing from the checkpoint is executed)."""
+        """The loaded model of a partition key (nothing from the checkpoint is executed); for a twin, the
+        checkpoint's architecture and tokeniser with seeded random weights."""
         from scinterp_assets.core.models import load_model  # deferred: torch and transformers cost seconds
 
-        return load_model(self.resolve(key).path, self.dictionary_dir)
+        checkpoint = self.resolve(key)
+        model = load_model(checkpoint.path, self.dictionary_dir)
+        if checkpoint.random_weights_seed is not None:
+            model = model.with_random_weights(checkpoint.random_weights_seed)
+        return model
 
     def resolve(self, key: str) -> Checkpoint:
         checkpoints = self.checkpoints()

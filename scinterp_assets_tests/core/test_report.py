@@ -87,3 +87,21 @@ def test_panels_are_laid_out_in_a_grid_at_most_four_wide(panels, shape):
         assert figure.get_size_inches()[0] <= 4 * 4.0  # a wide figure no longer grows with the panel count
     finally:
         plt.close(figure)
+
+
+def test_intervention_rows_get_a_dose_response_plot_and_a25_a_section(tmp_path):
+    registry, pf = _inputs()
+    harm = [{"analysis_id": "A17", "test_id": f"m|c|A17:zero_heads:top_k_vs_random:k{k}:masked",
+             "statistic": 0.1 * k, "effect": 0.05 * k, "p_value": 0.1} for k in (1, 2, 5)]
+    untrained = [{"analysis_id": "A25", "test_id": "m|c|A25:attention_L0_head_mean_trained_vs_random_weights",
+                  "statistic": 0.6, "effect": 0.1, "ci_low": 0.0, "ci_high": 0.2, "note": "descriptive"}]
+    with_rows = apply_framework_bh(pd.concat([registry, registry_rows(harm + untrained, model="m", cell_type="c")],
+                                             ignore_index=True))
+    path = render_report(with_rows, pf, tmp_path / "report", "abc123")
+    text = path.read_text()
+    assert "![intervention dose response](intervention_dose_response.png)" in text
+    assert "## A25: Trained checkpoint vs its random-weights twin" in text
+    assert "A25:attention_L0_head_mean_trained_vs_random_weights" in text
+    # a later report without intervention rows drops the plot rather than listing a stale one
+    path = render_report(registry, pf, tmp_path / "report", "abc123")
+    assert not (path.parent / "intervention_dose_response.png").exists() and "dose response" not in path.read_text()

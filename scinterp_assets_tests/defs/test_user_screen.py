@@ -183,3 +183,33 @@ def test_a_vocabulary_that_misses_the_screen_fails_before_the_forward_pass_and_s
     assert re.search(r"tiny-geneformer on cell type unknown_ids: 0 of \d+ genes \(0\.0%\) map to the model's "
                      r"vocabulary.*Nothing was computed or stored", message, re.S)
     assert not list((config.storage_dir / "attention_scores").glob("*unknown_ids*"))
+
+
+def test_the_random_weights_twin_runs_through_the_same_assets_and_sits_beside_its_checkpoint(my_screen):
+    """A25: the twin partition (same architecture and tokeniser, seeded random weights) is evaluated like any
+    model; the registry then holds its rows and, per attention score set, the trained-minus-twin PF AUROC."""
+    config, defs, instance, _ = my_screen
+    twin = "tiny-geneformer.random-weights"
+    assert twin in defs.resources["model_store"].checkpoints()  # twins are on by default
+    instance.add_dynamic_partitions("model", [twin])
+    _run(defs, "checkpoint_job", instance, twin)
+    checkpoint = instance.fetch_materializations(dg.AssetKey("model_checkpoint"), limit=1).records[0]
+    assert checkpoint.partition_key == twin
+    assert checkpoint.asset_materialization.metadata["weights"].text == "random (seed 0), the twin of 'tiny-geneformer'"
+    _run(defs, "model_evaluation_job", instance, dg.MultiPartitionKey({"model": twin, "cell_type": "my_screen"}))
+    _run(defs, "summary_job", instance)
+    registry = pd.read_parquet(config.storage_dir / "test_registry" / "__unpartitioned__.parquet")
+    held = registry[registry["cell_type"] == "my_screen"]
+    assert {"A01", "A12", "A17"} <= set(held.loc[held["model"] == twin, "analysis_id"])
+    untrained = held[held["analysis_id"] == "A25"]
+    assert len(untrained) and (untrained["model"] == "tiny-geneformer").all()
+    assert untrained["test_id"].str.contains(":attention_L0_head_mean_trained_vs_random_weights").any()
+    pf = pd.read_parquet(config.storage_dir / "perturbation_auroc" / "my_screen__tiny-geneformer.parquet")
+    pf_twin = pd.read_parquet(config.storage_dir / "perturbation_auroc" / f"my_screen__{twin}.parquet")
+    key = ["perturbation", "method", "layer", "aggregation"]
+    paired = pf.merge(pf_twin, on=key, suffixes=("", "_twin")).query("method == 'attention' and layer == 0 "
+                                                                      "and aggregation == 'head_mean'").dropna()
+    row = untrained[untrained["test_id"].str.endswith(":attention_L0_head_mean_trained_vs_random_weights")].iloc[0]
+    assert row["effect"] == pytest.approx((paired["auroc"] - paired["auroc_twin"]).mean())
+    assert row["n"] == len(paired) and row["ci_low"] <= row["effect"] <= row["ci_high"]
+    assert "intervention_dose_response.png" in (config.report_dir / "report.md").read_text()

@@ -4,6 +4,7 @@ import os
 import pytest
 
 from scinterp_assets.resources.model_store import (
+    RANDOM_WEIGHTS_SUFFIX,
     CheckpointKeyError,
     ModelStore,
     fingerprint_folder,
@@ -41,6 +42,28 @@ def test_store_lists_folders_with_fingerprints_and_detects_collisions(tmp_path):
     (tmp_path / "model_a!").mkdir()
     (tmp_path / "model-a").mkdir()
     with pytest.raises(CheckpointKeyError, match="both become model key 'model-a'"):
+        store.checkpoints()
+
+
+def test_random_weights_twins_are_partitions_beside_their_checkpoints(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert list(ModelStore(tmp_path).checkpoints()) == ["m"]  # twins are off unless a seed is given
+    store = ModelStore(tmp_path, random_weights_seed=5)
+    checkpoints = store.checkpoints()
+    twin = checkpoints["m" + RANDOM_WEIGHTS_SUFFIX]
+    assert sorted(checkpoints) == ["m", "m.random-weights"]
+    assert (twin.path, twin.random_weights_seed, twin.trained_key) == (tmp_path / "m", 5, "m")
+    assert checkpoints["m"].random_weights_seed is None and checkpoints["m"].trained_key == "m"
+    assert twin.fingerprint != checkpoints["m"].fingerprint
+    assert ModelStore(tmp_path, random_weights_seed=6).checkpoints()[twin.key].fingerprint != twin.fingerprint
+    ready, settling = store.ready_checkpoints(quiet_seconds=0)
+    assert ready == checkpoints and settling == {}
+    # a changed checkpoint changes its twin's fingerprint: the twin is evaluated again with it
+    (tmp_path / "m" / "config.json").write_text('{"changed": true}')
+    assert store.resolve(twin.key).fingerprint != twin.fingerprint
+    (tmp_path / "x.random-weights").mkdir()
+    with pytest.raises(CheckpointKeyError, match="ends with '.random-weights'.*rename the folder"):
         store.checkpoints()
 
 

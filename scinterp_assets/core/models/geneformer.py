@@ -8,6 +8,7 @@ genes dropped, sorted descending, truncated to the model input size; V2 adds <cl
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 import re
@@ -41,6 +42,7 @@ from scinterp_assets.core.attention.streaming import (
 )
 from scinterp_assets.core.models.dictionaries import ModelLoadError, load_pickled_dictionary
 from scinterp_assets.core.models.interventions import LayerSites
+from scinterp_assets.core.models.random_weights import seeded_initialisation
 from scinterp_assets.core.models.readouts import ForwardStates, ReadoutCell
 
 TARGET_SUM = 10_000.0
@@ -406,9 +408,11 @@ class GeneformerModel:
     family = "geneformer"
     needs_raw_counts = True  # rank-value encoding divides counts by totals and corpus medians
 
-    def __init__(self, checkpoint_dir: Path, bert, tokenizer: RankValueTokenizer, has_mlm_head: bool = True):
+    def __init__(self, checkpoint_dir: Path, bert, tokenizer: RankValueTokenizer, has_mlm_head: bool = True,
+                 random_weights_seed: int | None = None):
         self.checkpoint_dir = checkpoint_dir
         self.has_mlm_head = has_mlm_head
+        self.random_weights_seed = random_weights_seed  # None: the checkpoint's trained weights
         self.bert = bert
         self.tokenizer = tokenizer
         self.n_layers = int(bert.config.num_hidden_layers)
@@ -417,6 +421,17 @@ class GeneformerModel:
 
     def coverage(self, adata: AnnData) -> GeneCoverage:
         return self.tokenizer.map_genes(adata).coverage()
+
+    def with_random_weights(self, seed: int) -> GeneformerModel:
+        """The random-weights twin (core/models/random_weights.py): a BertForMaskedLM of the same config,
+        initialised by transformers as an untrained model (normal(0, initializer_range), zero biases), with the
+        same tokeniser. Its MLM head is random too, present where the checkpoint has one."""
+        from transformers import BertForMaskedLM
+
+        with seeded_initialisation(seed):
+            bert = BertForMaskedLM(copy.deepcopy(self.bert.config))
+        return GeneformerModel(self.checkpoint_dir, bert.eval(), self.tokenizer, self.has_mlm_head,
+                               random_weights_seed=int(seed))
 
     def _require_coverage(self, adata: AnnData, mapping: GeneMapping) -> None:
         """No gene of the data in the vocabulary means wrong identifiers, not a biological result: say so."""

@@ -53,6 +53,7 @@ from scinterp_assets.core.attention.streaming import (
 )
 from scinterp_assets.core.models.dictionaries import ModelLoadError
 from scinterp_assets.core.models.interventions import LayerSites
+from scinterp_assets.core.models.random_weights import seeded_initialisation
 from scinterp_assets.core.models.readouts import ForwardStates, ReadoutCell
 from scinterp_assets.core.models.geneformer import (
     CountDataError,
@@ -650,7 +651,8 @@ class ScGPTModel:
     version = "scGPT"
 
     def __init__(self, checkpoint_dir: Path, encoder: ScGPTEncoder, tokenizer: BinnedValueTokenizer, args,
-                 decoder: tuple[ExpressionDecoder | None, str | None] = (None, "no expression decoder was loaded")):  # fmt: skip
+                 decoder: tuple[ExpressionDecoder | None, str | None] = (None, "no expression decoder was loaded"),
+                 random_weights_seed: int | None = None):  # fmt: skip
         self.checkpoint_dir = checkpoint_dir
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -658,6 +660,20 @@ class ScGPTModel:
         self.decoder, self._decoder_problem = decoder
         self.n_layers = encoder.shape.n_layers
         self.n_heads = encoder.shape.n_heads
+        self.random_weights_seed = random_weights_seed  # None: the checkpoint's trained weights
+
+    def with_random_weights(self, seed: int) -> ScGPTModel:
+        """The random-weights twin (core/models/random_weights.py): an encoder of the same shape initialised as
+        scGPT initialises an untrained TransformerModel (gene embeddings uniform(-0.1, 0.1), q/k/v
+        xavier-uniform as nn.MultiheadAttention, every other layer torch's default), with the same tokeniser;
+        a random expression decoder where the checkpoint has one."""
+        with seeded_initialisation(seed):
+            encoder = ScGPTEncoder(self.encoder.shape)
+            nn.init.uniform_(encoder.encoder.embedding.weight, -0.1, 0.1)
+            decoder = (None, self._decoder_problem) if self.decoder is None else (
+                ExpressionDecoder(self.encoder.shape.d_model).eval(), None)
+        return ScGPTModel(self.checkpoint_dir, encoder.eval(), self.tokenizer, self.args, decoder,
+                          random_weights_seed=int(seed))
 
     def intervention_sites(self, layer: int) -> LayerSites:
         """Layer `layer`'s modules for `interventions.intervene`: the self-attention module (called as
