@@ -130,6 +130,7 @@ def build_intervention_assets(multi_partitions: dg.MultiPartitionsDefinition) ->
             **frame_metadata(table), "held_out_cells": len(cells), "cells_unseen_by_extraction": unseen,
             "ranking_reference": resource, "perturbations_read_out": len(perturbed),
             "clean_in_silico_pf_auroc": float(clean["in_silico_pf_auroc"]),
+            "clean_attention_pf_auroc": float(clean["attention_pf_auroc"]),
             "clean_masked_loss": float(clean["masked_loss"]),
             "head_auroc": dg.MetadataValue.md(pd.DataFrame(
                 head_auroc, columns=[f"H{h}" for h in range(head_auroc.shape[1])]).round(3).to_markdown()),

@@ -17,6 +17,7 @@ from scinterp_assets.core.models.readouts import (
     in_silico_response,
     masked_positions,
     masked_prediction,
+    reextracted_attention,
 )
 from scinterp_assets_tests.core.tiny_models import (
     build_tiny_geneformer,
@@ -151,6 +152,28 @@ def test_in_silico_response_equals_the_unbatched_computation(models, family):
         assert counts.sum() > 0 and np.all(counts[:, perturbed].diagonal() == 0), "a gene is no target of itself"
         assert_within(result.sums, sums, tolerance(model, counts))
         assert np.isnan(result.mean()[counts == 0]).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reextracted_attention_equals_the_extraction_engine_and_moves_only_for_earlier_interventions(models, family):
+    """Readout (a), the study's: the clean re-extraction is the engine's head-mean attention over the same cells;
+    an intervention at the readout layer leaves it bit-identical, one at an earlier layer moves it."""
+    model = models[family]
+    adata = tiny_counts(n_cells=6, seed=2)
+    genes = [f"GENE{i}" for i in range(1, 16)]
+    cells, slots = model.readout_cells(adata), model.token_slots(adata, genes)
+    last = model.n_layers - 1
+    clean = reextracted_attention(model, cells, slots, len(genes), last, [], BATCHING)
+    engine = model.attention_scores(adata, genes)
+    present = (engine.count > 0) & ~np.eye(len(genes), dtype=bool)  # self-pairs are no edges
+    np.testing.assert_array_equal(np.isfinite(clean), present)
+    # a mean over cells of a probability: one cell's tolerance (both are per-cell means of float32 runs)
+    assert_within(clean[present], engine.head_mean(last)[present], tolerance(model, np.ones(present.sum())))
+    at_readout = reextracted_attention(model, cells, slots, len(genes), last, [zero_heads(last, [0]), zero_mlp(last)],
+                                       BATCHING)
+    np.testing.assert_array_equal(at_readout, clean)
+    earlier = reextracted_attention(model, cells, slots, len(genes), last, [zero_heads(0, [0])], BATCHING)
+    assert not np.allclose(earlier[present], clean[present])
 
 
 def test_readouts_that_need_an_output_head_say_which_file_lacks_it(tmp_path):

@@ -7,6 +7,9 @@ Conditions (`intervention_plan`, heads ranked by per-head reference AUROC, core/
   A18  uniform attention (values kept) in the top-k / random-k heads, and the MLP block of the regulatory
        layer versus random layers
 Each condition is evaluated (`evaluate_condition`, core/models/readouts.py) on held-out control cells by
+  attention            the study's readout: the drop in mean PF AUROC of attention edges re-extracted at the
+                      last layer under the intervention; it cannot change, by construction, for an
+                      intervention at or after that layer (`attention_can_change` False, said in the rows)
   fidelity            maximum hidden-state and output cosine distance from the clean run (A19; a condition
                       that moves neither beyond `fidelity_threshold` "did not move the model")
   masked prediction   the mean increase over cells of the masked-gene loss (same seeded masks everywhere)
@@ -49,18 +52,23 @@ from scinterp_assets.core.models.readouts import (
     in_silico_response,
     masked_positions,
     masked_prediction,
+    reextracted_attention,
 )
 from scinterp_assets.core.progress import Progress, no_progress
 
 HARMS = {  # readout -> (column of the conditions table, what it measures)
     "masked_loss": ("masked_loss_increase", "mean increase over cells of the masked-gene loss"),
     "in_silico": ("in_silico_pf_auroc_drop", "drop of the mean PF AUROC of the in-silico response"),
+    "attention": ("attention_pf_auroc_drop", "drop of the mean PF AUROC of attention edges re-extracted at the "
+                                             "last layer (the study's readout)"),
 }
 CONDITION_COLUMNS = (
     "analysis_id", "condition", "k", "draw", "target", "intervention", "heads", "layers",
     "max_hidden_distance", "output_distance", "moved", "masked_loss", "masked_accuracy",
     "masked_loss_increase", "in_silico_pf_auroc", "in_silico_pf_auroc_drop", "n_perturbations",
+    "attention_pf_auroc", "attention_pf_auroc_drop", "attention_n_perturbations", "attention_can_change",
 )  # fmt: skip
+CANNOT_CHANGE = "cannot change by construction: every intervention sits at or after the attention readout layer"
 DID_NOT_MOVE = "did not move the model (fidelity at or below the threshold): proves nothing"
 
 
@@ -134,6 +142,11 @@ def evaluate_condition(model: ReadoutModel, inputs: InterventionInputs, analysis
     matrix[perturbed] = response.mean()
     silenced = {inputs.genes[slot] for slot, met in zip(perturbed, response.counts.any(axis=1)) if met}
     pf_auroc, n_perturbations = _mean_pf_auroc(inputs, matrix, silenced)
+    readout_layer = model.n_layers - 1
+    attention = reextracted_attention(model, inputs.cells, inputs.slot_of_token, len(inputs.genes), readout_layer,
+                                      condition.interventions, batching)
+    observed = {inputs.genes[slot] for slot in perturbed if np.isfinite(attention[slot]).any()}
+    attention_pf_auroc, attention_n_perturbations = _mean_pf_auroc(inputs, attention, observed)
     moved = fidelity(model, inputs.cells, condition.interventions, batching)
     accuracy = float(np.nanmean(masked.accuracy)) if not np.isnan(masked.accuracy).all() else float("nan")
     row = {
@@ -145,6 +158,8 @@ def evaluate_condition(model: ReadoutModel, inputs: InterventionInputs, analysis
         "max_hidden_distance": moved.max_hidden_distance, "output_distance": moved.output_distance,
         "moved": moved.moved(settings.fidelity_threshold), "masked_loss": float(np.nanmean(masked.loss)),
         "masked_accuracy": accuracy, "in_silico_pf_auroc": pf_auroc, "n_perturbations": n_perturbations,
+        "attention_pf_auroc": attention_pf_auroc, "attention_n_perturbations": attention_n_perturbations,
+        "attention_can_change": any(i.changes_attention_at(readout_layer) for i in condition.interventions),
     }  # fmt: skip
     return row, masked.loss
 
@@ -165,7 +180,8 @@ def run_interventions(model: ReadoutModel, inputs: InterventionInputs, plan: Seq
         rows.append(row)
         progress(done + 1, len(plan), f"{analysis_id} {condition.label}")
     table = pd.DataFrame(rows, columns=list(CONDITION_COLUMNS))
-    table["in_silico_pf_auroc_drop"] = table["in_silico_pf_auroc"].iloc[0] - table["in_silico_pf_auroc"]
+    for readout in ("in_silico", "attention"):
+        table[f"{readout}_pf_auroc_drop"] = table[f"{readout}_pf_auroc"].iloc[0] - table[f"{readout}_pf_auroc"]
     return table
 
 
@@ -175,14 +191,15 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
     and entropy-matched harms beside them and the top-k harm across k (descriptive: no p-value), and one A19
     fidelity row per condition. `caveats` are appended to every row's note (e.g. the ranking reference)."""
     rows: list[dict] = []
-    clean_pf_auroc = float(conditions.iloc[0]["in_silico_pf_auroc"])
     intervened = conditions[conditions["analysis_id"] != "clean"]
     for (analysis_id, intervention, target), group in intervened.groupby(["analysis_id", "intervention", "target"], sort=True):
         for readout, (column, meaning) in HARMS.items():
             notes = [meaning]
-            if readout == "in_silico" and not clean_pf_auroc > 0.5:
-                notes.append(f"the clean in-silico PF AUROC is {clean_pf_auroc:.3f}, not above 0.5: a drop is no loss "
-                             "of signal")  # fmt: skip
+            if readout != "masked_loss":
+                clean_pf_auroc = float(conditions.iloc[0][f"{readout}_pf_auroc"])
+                if not clean_pf_auroc > 0.5:
+                    notes.append(f"the clean {readout} PF AUROC is {clean_pf_auroc:.3f}, not above 0.5: a drop is no "
+                                 "loss of signal")  # fmt: skip
             head_sets = group[group["condition"].isin(["top_k", "random_k", "bottom_k", "entropy_matched_k"])]
             for k, at_k in head_sets.groupby("k"):
                 random = at_k.loc[at_k["condition"] == "random_k", column].to_numpy(dtype=float)
@@ -192,7 +209,7 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
                         rows.append(_comparison_row(
                             analysis_id, f"{analysis_id}:{intervention}:{name}_vs_random:k{k}:{readout}", chosen.iloc[0],
                             random, column, [*notes, f"against {len(random)} other head sets of size {k}"],
-                            tested=name == "top_k"))  # fmt: skip
+                            tested=name == "top_k", readout=readout))  # fmt: skip
             layers = group[group["condition"].isin(["regulatory_layer", "random_layer"])]
             if not layers.empty:
                 random = layers.loc[layers["condition"] == "random_layer", column].to_numpy(dtype=float)
@@ -200,7 +217,7 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
                     analysis_id, f"{analysis_id}:{intervention}:{target}:regulatory_layer_vs_random:{readout}",
                     layers[layers["condition"] == "regulatory_layer"].iloc[0], random, column,
                     [*notes, f"against {len(random)} random layers: the smallest attainable p is 1/{len(random) + 1}"],
-                    tested=True))  # fmt: skip
+                    tested=True, readout=readout))  # fmt: skip
             top = group[group["condition"] == "top_k"].sort_values("k")
             if len(top) >= 3:  # nested top-k sets harm more as k grows whatever the heads carry: no p-value
                 rows.append({"analysis_id": analysis_id, "family": "C", "confirmatory": False,
@@ -210,6 +227,14 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
                              "effect_name": f"{column}_largest_minus_smallest_k",
                              "effect": float(top[column].iloc[-1] - top[column].iloc[0]), "n": len(top),
                              "note": "; ".join(["descriptive", *notes, f"top-k heads, k = {', '.join(map(str, top['k']))}"])})  # fmt: skip
+    clean = conditions.iloc[0]
+    for readout, meaning, counted in (
+            ("in_silico", "the model's predicted response to silencing each perturbed gene", "n_perturbations"),
+            ("attention", "attention edges re-extracted at the last layer", "attention_n_perturbations")):
+        rows.append({"analysis_id": "A17", "family": "C", "confirmatory": False,
+                     "test_id": f"A17:clean:{readout}_pf_auroc", "statistic_name": "mean_pf_auroc",
+                     "statistic": float(clean[f"{readout}_pf_auroc"]), "n": int(clean[counted]),
+                     "note": f"descriptive: PF AUROC of {meaning} against the measured DE labels, no intervention"})
     for _, condition in intervened.iterrows():
         label = _condition_label(condition)
         rows.append({"analysis_id": "A19", "family": "C", "confirmatory": False,
@@ -235,13 +260,15 @@ def _condition_label(condition: pd.Series) -> str:
 
 
 def _comparison_row(analysis_id: str, test_id: str, chosen: pd.Series, random: np.ndarray, column: str,
-                    notes: list[str], *, tested: bool) -> dict:  # fmt: skip
+                    notes: list[str], *, tested: bool, readout: str) -> dict:  # fmt: skip
     """A targeted condition's harm beside the random conditions' harms: the rank p-value when `tested`
     (top-k, regulatory layer), none for the descriptive comparisons (bottom-k, entropy-matched)."""
     harm, defined = float(chosen[column]), random[~np.isnan(random)]
     notes = list(notes) if tested else ["descriptive", *notes]
     if not chosen["moved"]:
         notes.append(DID_NOT_MOVE)
+    if readout == "attention" and not chosen["attention_can_change"]:
+        notes.append(CANNOT_CHANGE)
     is_layer = chosen["condition"] in ("regulatory_layer", "random_layer")
     return {
         "analysis_id": analysis_id, "family": "C", "confirmatory": False, "test_id": test_id,

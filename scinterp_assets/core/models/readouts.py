@@ -1,4 +1,4 @@
-"""What an intervention does to a model's outputs (FRAMEWORK.md family C: A17-A19 readouts (b)-(d)).
+"""What an intervention does to a model's outputs (FRAMEWORK.md family C: A17-A19 readouts (a)-(d)).
 
 The study read ablations off re-extracted attention only, a readout that cannot move for interventions at or
 after its own layer. These readouts look at what the model computes instead, for either family:
@@ -17,7 +17,9 @@ after its own layer. These readouts look at what the model computes instead, for
                        change of the decoder's prediction for every other gene), as a perturbation x target
                        matrix to score against the measured DE labels
 
-`head_entropy` measures each head's mean attention entropy, which control heads are matched on.
+`reextracted_attention` is the study's own readout (a), attention edges re-extracted under the intervention,
+kept beside them to show where it cannot move. `head_entropy` measures each head's mean attention entropy,
+which control heads are matched on.
 
 A model offers them through a few methods: `readout_cells`, `token_slots`, `forward_states`,
 `layer_probabilities`, `mask` / `masked_errors` and `silence`, and its `in_silico_readout`
@@ -274,6 +276,34 @@ def in_silico_response(model: ReadoutModel, cells: Sequence[ReadoutCell], slot_o
                     sums[perturbed_row, slots[others]] += _response(model, before, after)
                     counts[perturbed_row, slots[others]] += 1
     return InSilicoResponse(tuple(int(slot) for slot in perturbed), sums, counts)
+
+
+def reextracted_attention(model: ReadoutModel, cells: Sequence[ReadoutCell], slot_of_token: np.ndarray,
+                          n_genes: int, layer: int, interventions: Iterable[Intervention],
+                          batching: Batching) -> np.ndarray:  # fmt: skip
+    """The study's readout (a): attention edges re-extracted under `interventions` (none: clean), float64
+    (n_genes, n_genes), query gene x key gene, the head-mean attention probability at `layer` averaged over
+    the cells of `cells` holding both genes (NaN where none does, and for a gene with itself); genes are the slots `slot_of_token` maps
+    tokens to. An intervention at or after `layer` cannot change it (`Intervention.changes_attention_at`)."""
+    sums, counts = np.zeros((n_genes, n_genes)), np.zeros((n_genes, n_genes), dtype=np.int64)
+    with torch.inference_mode(), intervene(model, interventions):
+        for batch in batching.batches(cells):
+            batch_cells = [cells[i] for i in batch]
+            _, stream = model.layer_probabilities(batch_cells, batching.device)
+            for index, probs in stream:
+                if index != layer:
+                    continue
+                head_mean = probs.double().mean(dim=1).cpu().numpy()  # (B, n, n)
+                for row, cell in enumerate(batch_cells):
+                    slots = np.where(cell.genes, slot_of_token[cell.ids], NOT_ACCUMULATED)
+                    read = np.flatnonzero(slots != NOT_ACCUMULATED)
+                    pairs = np.ix_(slots[read], slots[read])
+                    sums[pairs] += head_mean[row][np.ix_(read, read)]
+                    counts[pairs] += 1
+                break  # later layers are not read
+    np.fill_diagonal(counts, 0)  # a gene's attention to itself is no edge, as in the extracted scores
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _response_features(model: ReadoutModel, states: ForwardStates, row: int, positions: np.ndarray) -> torch.Tensor:

@@ -9,6 +9,7 @@ import pytest
 
 from scinterp_assets.core.analyses.causal_interventions import (
     CONDITION_COLUMNS,
+    CANNOT_CHANGE,
     DID_NOT_MOVE,
     InterventionInputs,
     InterventionSettings,
@@ -105,5 +106,12 @@ def test_registry_rows_fit_the_schema_and_test_top_k_against_random_draws(setup)
     a19 = frame[frame["analysis_id"] == "A19"]
     assert a19["note"].str.contains(DID_NOT_MOVE, regex=False).sum() == len(unmoved)
     dose = frame[frame["test_id"].str.contains("dose_response")]
-    assert len(dose) == 2 * 2  # two analyses with three k each, two readouts
+    assert len(dose) == 2 * 3  # two analyses with three k each, three readouts
+    # the study's readout cannot move for interventions at or after its layer: exactly no harm, and said so
+    frozen = table[(table["analysis_id"] != "clean") & ~table["attention_can_change"]]
+    assert len(frozen) and (frozen["attention_pf_auroc_drop"] == 0).all()
+    assert table.loc[table["attention_can_change"], "attention_pf_auroc_drop"].ne(0).any()
+    attention_rows = frame[frame["test_id"].str.endswith(":attention") & ~frame["test_id"].str.contains("dose")]
+    flagged = attention_rows["note"].str.contains(CANNOT_CHANGE, regex=False)
+    assert flagged.any() and not flagged.all()
     assert frame["note"].str.contains("heads ranked on planted").all()

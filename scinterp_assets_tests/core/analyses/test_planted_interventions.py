@@ -80,7 +80,23 @@ def test_ablating_the_planted_head_is_detected_and_other_single_heads_are_not(pl
 
 
 def test_the_clean_in_silico_readout_recovers_the_planted_targets(planted):
-    _, table, _ = planted
+    _, table, registry = planted
     clean = table.iloc[0]
     assert clean["condition"] == "clean" and clean["n_perturbations"] == len(tfs())
     assert clean["in_silico_pf_auroc"] > 0.9
+    rows = registry.set_index("test_id")
+    assert rows.loc["A17:clean:in_silico_pf_auroc", "statistic"] == clean["in_silico_pf_auroc"]
+    print(f"planted head: clean PF AUROC, in-silico {clean['in_silico_pf_auroc']:.3f}, re-extracted attention "
+          f"{clean['attention_pf_auroc']:.3f}")
+
+
+def test_the_study_readout_is_flagged_where_it_cannot_move(planted):
+    """Readout (a), attention re-extracted at the last layer: ablating a head there cannot change it."""
+    _, table, registry = planted
+    single = table[(table["analysis_id"] == "A17") & (table["k"] == 1)]
+    at_last = single["heads"].str.startswith(f"L{N_LAYERS - 1}H")
+    assert at_last.any() and not single.loc[at_last, "attention_can_change"].any()
+    assert (single.loc[at_last, "attention_pf_auroc_drop"] == 0).all()
+    assert single.loc[~at_last, "attention_can_change"].all()
+    row = registry[registry["test_id"] == "A17:zero_heads:top_k_vs_random:k1:attention"].iloc[0]
+    print(f"planted head ablated: attention PF AUROC drop {row['statistic']:.4f}, p {row['p_value']:.3f}")
