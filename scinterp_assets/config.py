@@ -384,8 +384,12 @@ class ScinterpConfig(_Strict):
 
     def fingerprint(self) -> str:
         """Short hash of the settings that change results (recorded with every registry row)."""
-        payload = self.model_dump(mode="json", exclude={"home", "checkpoint_dir", "contracts_dir", "model_dictionary_dir",
-                                                        "source", "automation"})
+        # random-weights twins change no trained partition's result: they are partitions of their own, whose
+        # seed enters their checkpoint fingerprint (resources/model_store.py), so turning them on or off does
+        # not invalidate every registry row
+        payload = self.model_dump(mode="json", exclude={
+            "home": True, "checkpoint_dir": True, "contracts_dir": True, "model_dictionary_dir": True, "source": True,
+            "automation": True, "random_weights_twins": True, "seeds": {"random_weights"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

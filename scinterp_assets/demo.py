@@ -73,7 +73,11 @@ def materialize_everything(config: ScinterpConfig, instance: dg.DagsterInstance)
     with dg.build_sensor_context(instance=instance, definitions=defs) as context:
         tick = sensor(context)
     for request in tick.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        if isinstance(request, dg.DeleteDynamicPartitionsRequest):
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+        else:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     # the checkpoints on disk now; a registered model whose folder was removed keeps its stored results
     models = sorted(model_store_of(config).checkpoints())  # random-weights twins included where configured
     print(f"models: {models}; cell types: {sorted(config.cell_types)}")

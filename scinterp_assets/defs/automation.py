@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from scinterp_assets.resources.model_store import COMPLETION_MARKER, ModelStore
+from scinterp_assets.resources.model_store import COMPLETION_MARKER, RANDOM_WEIGHTS_SUFFIX, ModelStore
 
 MODEL_EVALUATION_GROUP = "model_evaluation"
 
@@ -53,7 +53,8 @@ def make_checkpoint_sensor(model_store: ModelStore, cell_types: list[str], evalu
     """Watch the checkpoint directory: a new folder (or a new fingerprint of a known one) registers the model
     partition and requests its evaluation for every cell type, once the folder has been quiet for
     `quiet_seconds` or holds the completion marker (`ModelStore.ready_checkpoints`; the tick says which
-    folders are still settling). The cursor holds {key: fingerprint}; run keys carry the fingerprint, so a
+    folders are still settling); each checkpoint's random-weights twin with it where twins are on, and the
+    twins' partitions unregistered once they are turned off. The cursor holds {key: fingerprint}; run keys carry the fingerprint, so a
     tick never requests the same work twice."""
 
     @dg.sensor(name="checkpoint_sensor", jobs=[evaluation_job, registration_job], minimum_interval_seconds=30,
@@ -81,9 +82,15 @@ def make_checkpoint_sensor(model_store: ModelStore, cell_types: list[str], evalu
                     job_name=evaluation_job.name,
                     partition_key=dg.MultiPartitionKey({"model": key, "cell_type": cell_type}),
                 ))
+        partition_requests = [dg.AddDynamicPartitionsRequest("model", new_keys)] if new_keys else []
+        if model_store.random_weights_seed is None:  # twins turned off: their partitions are no longer evaluated
+            twins = [key for key in context.instance.get_dynamic_partitions("model") if key.endswith(RANDOM_WEIGHTS_SUFFIX)]
+            if twins:
+                context.log.info(f"random-weights twins are off: unregistering {', '.join(twins)}")
+                partition_requests.append(dg.DeleteDynamicPartitionsRequest("model", twins))
         return dg.SensorResult(
             run_requests=run_requests,
-            dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest("model", new_keys)] if new_keys else [],
+            dynamic_partitions_requests=partition_requests,
             # settling folders keep their last registered fingerprint, so they count as changed once ready
             cursor=json.dumps({**{key: seen[key] for key in settling if key in seen}, **current}, sort_keys=True),
             skip_reason=None if run_requests else (f"still being written: {waiting}" if waiting else "no new checkpoint"),

@@ -9,7 +9,7 @@ from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.stats.registry import registry_rows
 from scinterp_assets.defs.partitions import model_and_cell_type
 from scinterp_assets.defs.versions import input_data_versions
-from scinterp_assets.resources.model_store import ModelStore
+from scinterp_assets.resources.model_store import RANDOM_WEIGHTS_SUFFIX, ModelStore
 
 
 def code_version(project: ScinterpConfig) -> str:
@@ -31,8 +31,16 @@ def shared_registry_fields(context: dg.AssetExecutionContext, project: ScinterpC
     }
 
 
+TWIN_NOTE = "random-weights twin: an untrained reference, outside the confirmatory family"
+
+
 def registry_table(context: dg.AssetExecutionContext, rows: list[dict], **shared) -> pd.DataFrame:
-    """Registry rows with test ids qualified by the model and cell type ("model|cell_type|A01:...")."""
+    """Registry rows with test ids qualified by the model and cell type ("model|cell_type|A01:..."). A
+    random-weights twin's rows are references, never confirmatory: its tests stay out of the framework-wide BH
+    family and the headline counts, and say why."""
     model_key, cell_type = model_and_cell_type(context)
     qualified = [{**row, "test_id": f"{model_key}|{cell_type}|{row['test_id']}"} for row in rows]
+    if model_key.endswith(RANDOM_WEIGHTS_SUFFIX):
+        qualified = [{**row, "confirmatory": False, "note": "; ".join(filter(None, [row.get("note"), TWIN_NOTE]))}
+                     for row in qualified]
     return registry_rows(qualified, **shared)

@@ -71,6 +71,9 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
                  "layer_selection": layer_selection, "hvg_protocol_confound_tests": hvg_protocol_confound_tests,
                  "reference_battery": reference_battery, "incremental_value": incremental_value,
                  "sensitivity_grid_tests": sensitivity_grid_tests, "causal_interventions": causal_interventions}
+        if not project.random_weights_twins:  # twins turned off: what they stored earlier is left out
+            parts = {name: {key: rows for key, rows in by_partition.items() if not key.endswith(RANDOM_WEIGHTS_SUFFIX)}
+                     for name, by_partition in parts.items()}
         rows, coverage = combine_registry_parts(
             parts, registered_model_cell_type_keys(context.instance, project), code_version(project))
         held = set(rows["cell_type"] + "|" + rows["model"])
@@ -78,8 +81,7 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
         # A25: each checkpoint beside its random-weights twin, paired over the perturbations both ranked
         twins = {model: model.removesuffix(RANDOM_WEIGHTS_SUFFIX) for model in rows["model"].unique()
                  if model.endswith(RANDOM_WEIGHTS_SUFFIX)}
-        untrained = random_twin_registry(rows, pf_table, twins, project.analyses.perturbation_bootstrap,
-                                         project.seeds.perturbation_bootstrap, project.analyses.alpha)
+        untrained = random_twin_registry(rows, pf_table, twins)
         registry = apply_framework_bh(pd.concat([rows, untrained], ignore_index=True) if len(untrained) else rows)
         coverage_table = coverage.table()
         yield dg.Output(registry, output_name="test_registry", metadata={

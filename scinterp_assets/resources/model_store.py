@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from importlib import metadata
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,10 +130,19 @@ class Checkpoint:
         return self.key.removesuffix(RANDOM_WEIGHTS_SUFFIX) if self.random_weights_seed is not None else self.key
 
     def random_weights_twin(self, seed: int) -> Checkpoint:
-        """The twin partition of this checkpoint: its fingerprint follows the checkpoint's (any change of the
-        folder re-evaluates the twin too) and the seed."""
-        digest = hashlib.sha256(f"{self.fingerprint}\0random-weights\0{int(seed)}".encode()).hexdigest()[:16]
-        return Checkpoint(self.key + RANDOM_WEIGHTS_SUFFIX, self.path, digest, int(seed))
+        """The twin partition of this checkpoint. Its fingerprint follows the checkpoint's (any change of the
+        folder re-evaluates the twin too: cautious, since retrained weights of the same shape draw the same
+        twin), the seed, and the versions of the libraries whose initialisers draw the weights."""
+        drawn_by = "\0".join(f"{library}={_version(library)}" for library in ("torch", "transformers"))
+        digest = hashlib.sha256(f"{self.fingerprint}\0random-weights\0{int(seed)}\0{drawn_by}".encode())
+        return Checkpoint(self.key + RANDOM_WEIGHTS_SUFFIX, self.path, digest.hexdigest()[:16], int(seed))
+
+
+def _version(library: str) -> str:
+    try:
+        return metadata.version(library)
+    except metadata.PackageNotFoundError:
+        return "absent"
 
 
 @dataclass(frozen=True)

@@ -226,11 +226,14 @@ def test_attention_moves_only_after_the_intervened_layer(models, family):
             return [probs.clone() for _, probs in stream]
 
     clean = probabilities()
-    intervention = uniform_attention(0, [0])
-    with intervene(model, [intervention]):
-        changed = probabilities()
-    assert torch.equal(changed[0], clean[0]) and not intervention.changes_attention_at(0)
-    assert not torch.equal(changed[1], clean[1]) and intervention.changes_attention_at(1)
+    for intervention in (zero_heads(0, [0]), uniform_attention(0, [0])):
+        with intervene(model, [intervention]):
+            changed = probabilities()
+        # the probabilities the layer computes are those of the clean run ...
+        assert torch.equal(changed[0], clean[0])
+        assert not torch.equal(changed[1], clean[1]) and intervention.changes_attention_at(1)
+    # ... which zeroed heads still use, while uniform attention replaces them (the readout then reads those)
+    assert not zero_heads(0, [0]).changes_attention_at(0) and uniform_attention(0, [0]).changes_attention_at(0)
 
 
 def test_interventions_are_checked_against_the_model(models):

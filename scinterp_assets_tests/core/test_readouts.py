@@ -174,6 +174,17 @@ def test_reextracted_attention_equals_the_extraction_engine_and_moves_only_for_e
     np.testing.assert_array_equal(at_readout, clean)
     earlier = reextracted_attention(model, cells, slots, len(genes), last, [zero_heads(0, [0])], BATCHING)
     assert not np.allclose(earlier[present], clean[present])
+    # uniform attention in every head of the readout layer: the model attends 1 / (real tokens) everywhere
+    every_head = uniform_attention(last, range(model.n_heads))
+    assert every_head.changes_attention_at(last) and not zero_heads(last, [0]).changes_attention_at(last)
+    uniform = reextracted_attention(model, cells, slots, len(genes), last, [every_head], BATCHING)
+    sums, counts = np.zeros((len(genes), len(genes))), np.zeros((len(genes), len(genes)))
+    for cell in cells:
+        held = slots[cell.ids[cell.genes]]
+        held = held[held >= 0]
+        sums[np.ix_(held, held)] += 1 / len(cell.ids)
+        counts[np.ix_(held, held)] += 1
+    np.testing.assert_allclose(uniform[present], (sums / np.maximum(counts, 1))[present], rtol=1e-12)
 
 
 def test_readouts_that_need_an_output_head_say_which_file_lacks_it(tmp_path):

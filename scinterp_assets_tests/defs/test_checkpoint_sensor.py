@@ -103,3 +103,25 @@ def test_a_folder_still_being_written_is_registered_only_once_it_is_quiet(small_
     _age(small_project.checkpoint_dir / "finished", quiet)
     (small_project.checkpoint_dir / "finished" / "model.safetensors").write_bytes(b"new weights, still copying")
     assert _tick(defs, instance, registered.cursor).run_requests == []
+
+
+def test_twins_are_registered_with_their_checkpoint_and_unregistered_when_turned_off(tmp_path, instance):
+    from scinterp_assets_tests.conftest import SMALL_PROJECT, write_project
+
+    with_twins = write_project(tmp_path / "on", SMALL_PROJECT.replace("random_weights_twins: false",
+                                                                      "random_weights_twins: true"))
+    _checkpoint(with_twins.checkpoint_dir / "tiny")
+    result = _tick(build_definitions(with_twins), instance)
+    (request,) = result.dynamic_partitions_requests
+    assert sorted(request.partition_keys) == ["tiny", "tiny.random-weights"]
+    assert sorted(r.partition_key for r in result.run_requests if r.job_name == "model_evaluation_job") == [
+        "synthetic_a|tiny", "synthetic_a|tiny.random-weights", "synthetic_b|tiny", "synthetic_b|tiny.random-weights"]
+    instance.add_dynamic_partitions("model", list(request.partition_keys))
+    # the same project with twins off: the twin is unregistered, nothing is re-run, and the results of the
+    # trained model keep their code version (the setting is not part of the configuration fingerprint)
+    without = write_project(tmp_path / "on", SMALL_PROJECT.replace("checkpoints\n", "checkpoints\n", 1))
+    assert without.fingerprint() == with_twins.fingerprint()
+    off = _tick(build_definitions(without), instance, cursor=result.cursor)
+    assert off.run_requests == []
+    (delete,) = off.dynamic_partitions_requests
+    assert isinstance(delete, dg.DeleteDynamicPartitionsRequest) and list(delete.partition_keys) == ["tiny.random-weights"]

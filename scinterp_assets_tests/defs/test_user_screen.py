@@ -200,7 +200,12 @@ def test_the_random_weights_twin_runs_through_the_same_assets_and_sits_beside_it
     _run(defs, "summary_job", instance)
     registry = pd.read_parquet(config.storage_dir / "test_registry" / "__unpartitioned__.parquet")
     held = registry[registry["cell_type"] == "my_screen"]
-    assert {"A01", "A12", "A17"} <= set(held.loc[held["model"] == twin, "analysis_id"])
+    twin_rows = held[held["model"] == twin]
+    assert {"A01", "A12", "A17"} <= set(twin_rows["analysis_id"])
+    # a reference, not a claim: outside the confirmatory family and its q-values
+    assert not twin_rows["confirmatory"].any() and twin_rows["q_value"].isna().all()
+    assert twin_rows["note"].str.contains("random-weights twin: an untrained reference").all()
+    assert held.loc[held["model"] == "tiny-geneformer", "confirmatory"].any()
     untrained = held[held["analysis_id"] == "A25"]
     assert len(untrained) and (untrained["model"] == "tiny-geneformer").all()
     assert untrained["test_id"].str.contains(":attention_L0_head_mean_trained_vs_random_weights").any()
@@ -211,5 +216,5 @@ def test_the_random_weights_twin_runs_through_the_same_assets_and_sits_beside_it
                                                                       "and aggregation == 'head_mean'").dropna()
     row = untrained[untrained["test_id"].str.endswith(":attention_L0_head_mean_trained_vs_random_weights")].iloc[0]
     assert row["effect"] == pytest.approx((paired["auroc"] - paired["auroc_twin"]).mean())
-    assert row["n"] == len(paired) and row["ci_low"] <= row["effect"] <= row["ci_high"]
+    assert row["n"] == len(paired) and pd.isna(row["p_value"])
     assert "intervention_dose_response.png" in (config.report_dir / "report.md").read_text()

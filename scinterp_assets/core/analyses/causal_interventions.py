@@ -202,7 +202,7 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
                                  "loss of signal")  # fmt: skip
             head_sets = group[group["condition"].isin(["top_k", "random_k", "bottom_k", "entropy_matched_k"])]
             for k, at_k in head_sets.groupby("k"):
-                random = at_k.loc[at_k["condition"] == "random_k", column].to_numpy(dtype=float)
+                random = _comparators(at_k[at_k["condition"] == "random_k"], column, readout)
                 for name in ("top_k", "bottom_k", "entropy_matched_k"):
                     chosen = at_k[at_k["condition"] == name]
                     if not chosen.empty:
@@ -212,7 +212,7 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
                             tested=name == "top_k", readout=readout))  # fmt: skip
             layers = group[group["condition"].isin(["regulatory_layer", "random_layer"])]
             if not layers.empty:
-                random = layers.loc[layers["condition"] == "random_layer", column].to_numpy(dtype=float)
+                random = _comparators(layers[layers["condition"] == "random_layer"], column, readout)
                 rows.append(_comparison_row(
                     analysis_id, f"{analysis_id}:{intervention}:{target}:regulatory_layer_vs_random:{readout}",
                     layers[layers["condition"] == "regulatory_layer"].iloc[0], random, column,
@@ -220,6 +220,8 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
                     tested=True, readout=readout))  # fmt: skip
             top = group[group["condition"] == "top_k"].sort_values("k")
             if len(top) >= 3:  # nested top-k sets harm more as k grows whatever the heads carry: no p-value
+                if readout == "attention" and not top["attention_can_change"].all():
+                    notes = [*notes, f"{CANNOT_CHANGE} for k = {', '.join(map(str, top.loc[~top['attention_can_change'], 'k']))}"]
                 rows.append({"analysis_id": analysis_id, "family": "C", "confirmatory": False,
                              "test_id": f"{analysis_id}:{intervention}:top_k_dose_response:{readout}",
                              "statistic_name": "spearman_rho_k_vs_harm",
@@ -253,6 +255,15 @@ _NEGATIVES = {"A17": "random head sets of the same size", "A18": "random head se
               "A19": "the clean run"}
 
 
+def _comparators(random: pd.DataFrame, column: str, readout: str) -> np.ndarray:
+    """The random conditions' harms a targeted condition is ranked among. For the attention readout only
+    those that can change it: a random set at or after the readout layer has no harm by construction, and
+    keeping it would make any targeted set that can change look harmful."""
+    if readout == "attention":
+        random = random[random["attention_can_change"]]
+    return random[column].to_numpy(dtype=float)
+
+
 def _condition_label(condition: pd.Series) -> str:
     draw = f"#{condition['draw']}" if str(condition["condition"]).startswith("random") else ""
     size = f"k{condition['k']}" if condition["target"] == "heads" and "layer" not in condition["condition"] else f"L{condition['layers']}"
@@ -264,11 +275,15 @@ def _comparison_row(analysis_id: str, test_id: str, chosen: pd.Series, random: n
     """A targeted condition's harm beside the random conditions' harms: the rank p-value when `tested`
     (top-k, regulatory layer), none for the descriptive comparisons (bottom-k, entropy-matched)."""
     harm, defined = float(chosen[column]), random[~np.isnan(random)]
+    if readout == "attention" and not chosen["attention_can_change"]:
+        tested = False  # a harm that is 0 by construction tests nothing
+        notes = [*notes, CANNOT_CHANGE]
+    elif tested and not defined.size:
+        tested = False
+        notes = [*notes, "no random condition to compare with (for the attention readout: none that can change it)"]
     notes = list(notes) if tested else ["descriptive", *notes]
     if not chosen["moved"]:
         notes.append(DID_NOT_MOVE)
-    if readout == "attention" and not chosen["attention_can_change"]:
-        notes.append(CANNOT_CHANGE)
     is_layer = chosen["condition"] in ("regulatory_layer", "random_layer")
     return {
         "analysis_id": analysis_id, "family": "C", "confirmatory": False, "test_id": test_id,

@@ -3,13 +3,13 @@
 
 For every attention score set (method, layer, head aggregation) both partitions rank the same targets of the
 same evaluable perturbations, so the comparison is paired by perturbation: effect = mean over perturbations of
-(trained - twin) PF AUROC, with a percentile interval from a bootstrap over perturbations.
+(trained - twin) PF AUROC.
 
-The rows are descriptive (p NaN): one random draw of the weights is one sample from the architecture's
-untrained distribution, and the perturbations' targets are shared, so neither a test over perturbations nor
-one over this single draw would hold its nominal rate. The interval says how much the mean difference moves
-with the perturbations drawn; whether training adds anything is read from it and from the twin's own rows
-(every analysis of the twin partition sits in the registry under its own model key).
+The rows are descriptive: no p-value and no interval. One random draw of the weights is one sample from the
+architecture's untrained distribution, so no test over this single draw can hold its level; and the
+perturbations share their targets, so an interval that resamples perturbations only would be too narrow (a
+two-way interval would need both partitions' resamples, which are not stored). What the twin scores is in the
+registry under its own model key, every analysis of it, outside the confirmatory family.
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ import numpy as np
 import pandas as pd
 
 from scinterp_assets.core.analyses.perturbation_prediction import score_key_name
-from scinterp_assets.core.stats.bootstrap import bootstrap_test, resample_counts
 from scinterp_assets.core.stats.registry import registry_rows
 
 ATTENTION_METHODS = ("attention", "value_weighted")  # the score sets a model's weights produce
 TWIN_EFFECT = "mean_pf_auroc_trained_minus_random_weights"
 
 
-def random_twin_rows(pf_auroc: pd.DataFrame, trained: str, twin: str, cell_type: str, n_bootstrap: int,
-                     seed: int, alpha: float) -> list[dict]:
+def random_twin_rows(pf_auroc: pd.DataFrame, trained: str, twin: str, cell_type: str) -> list[dict]:
     """A25 rows for one checkpoint (`trained`) and its twin (`twin`) in one cell type, from the long PF AUROC
     table of every partition (`perturbation_auroc_table`: PF_AUROC_COLUMNS + model, cell_type). One row per
     attention score set both partitions hold, over the perturbations both evaluated; none if either partition
@@ -40,9 +38,6 @@ def random_twin_rows(pf_auroc: pd.DataFrame, trained: str, twin: str, cell_type:
     for (method, layer, aggregation), group in paired.groupby(["method", "layer", "aggregation"], sort=True):
         group = group.sort_values("perturbation")
         difference = (group["auroc"] - group["auroc_twin"]).to_numpy()
-        counts = resample_counts(len(difference), n_bootstrap, seed)
-        interval = bootstrap_test(counts @ difference / len(difference), alpha)  # percentile interval; p unused
-        effect = float(difference.mean())
         name = score_key_name((method, int(layer), aggregation))
         rows.append({
             "analysis_id": "A25",
@@ -53,22 +48,19 @@ def random_twin_rows(pf_auroc: pd.DataFrame, trained: str, twin: str, cell_type:
             "statistic_name": "mean_pf_auroc_trained",
             "statistic": float(group["auroc"].mean()),
             "effect_name": TWIN_EFFECT,
-            "effect": effect,
-            "ci_low": interval.ci_low,
-            "ci_high": interval.ci_high,
+            "effect": float(difference.mean()),
             "p_value": np.nan,
             "n": len(difference),
             "n_positives": int(group["n_positives"].sum()),
             "confirmatory": False,
-            "note": (f"descriptive: the random-weights twin '{twin}' (mean PF AUROC "
-                     f"{group['auroc_twin'].mean():.3f}) is one draw of untrained weights; interval: "
-                     f"{n_bootstrap} perturbation bootstrap resamples"),
+            "note": (f"descriptive: the random-weights twin '{twin}' scores a mean PF AUROC of "
+                     f"{group['auroc_twin'].mean():.3f} over the same perturbations; one draw of untrained weights, "
+                     "so no test"),
         })
     return rows
 
 
-def random_twin_registry(registry: pd.DataFrame, pf_auroc: pd.DataFrame, twins: dict[str, str], n_bootstrap: int,
-                         seed: int, alpha: float) -> pd.DataFrame:
+def random_twin_registry(registry: pd.DataFrame, pf_auroc: pd.DataFrame, twins: dict[str, str]) -> pd.DataFrame:
     """A25 registry rows of every (twin -> trained) pair in `twins` and every cell type where the registry
     holds both partitions, test ids qualified as "model|cell_type|A25:...". The fields a row shares with its
     partition (checkpoint, modality, universe, label rule, negatives, code and input data versions) are the
@@ -84,7 +76,7 @@ def random_twin_registry(registry: pd.DataFrame, pf_auroc: pd.DataFrame, twins: 
             if (trained, cell_type) not in held or (trained, cell_type) not in a01.index:
                 continue
             shared = a01.loc[(trained, cell_type), shared_fields].to_dict()
-            for row in random_twin_rows(pf_auroc, trained, twin, cell_type, n_bootstrap, seed, alpha):
-                rows.append({**shared, **row, "model": trained, "cell_type": cell_type, "seed": seed,
+            for row in random_twin_rows(pf_auroc, trained, twin, cell_type):
+                rows.append({**shared, **row, "model": trained, "cell_type": cell_type,
                              "test_id": f"{trained}|{cell_type}|{row['test_id']}"})
     return registry_rows(rows)

@@ -59,9 +59,11 @@ class Intervention:
         return f"{self.kind} L{self.layer} H{','.join(map(str, self.heads))}"
 
     def changes_attention_at(self, readout_layer: int) -> bool:
-        """Whether attention probabilities at `readout_layer` can differ from the clean run's: only when the
-        intervention sits at an earlier layer."""
-        return self.layer < readout_layer
+        """Whether the attention the model uses at `readout_layer` can differ from the clean run's: when the
+        intervention sits at an earlier layer, or replaces the attention of that layer's heads (uniform
+        attention: then the re-extracted probabilities are the uniform ones, `readouts.reextracted_attention`).
+        Zeroing heads or an MLP block at or after the layer leaves its probabilities as they were."""
+        return self.layer < readout_layer or (self.kind == "uniform_attention" and self.layer == readout_layer)
 
 
 def zero_heads(layer: int, heads: Iterable[int]) -> Intervention:

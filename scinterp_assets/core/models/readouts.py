@@ -283,17 +283,26 @@ def reextracted_attention(model: ReadoutModel, cells: Sequence[ReadoutCell], slo
                           batching: Batching) -> np.ndarray:  # fmt: skip
     """The study's readout (a): attention edges re-extracted under `interventions` (none: clean), float64
     (n_genes, n_genes), query gene x key gene, the head-mean attention probability at `layer` averaged over
-    the cells of `cells` holding both genes (NaN where none does, and for a gene with itself); genes are the slots `slot_of_token` maps
-    tokens to. An intervention at or after `layer` cannot change it (`Intervention.changes_attention_at`)."""
+    the cells of `cells` holding both genes (NaN where none does, and for a gene with itself); genes are the
+    slots `slot_of_token` maps tokens to. Heads set to uniform attention at `layer` contribute the uniform
+    attention the model then uses (the probabilities it computed are discarded); zeroing heads or an MLP block
+    at or after `layer` cannot change the readout (`Intervention.changes_attention_at`)."""
+    interventions = list(interventions)
+    uniform = sorted({head for intervention in interventions if intervention.kind == "uniform_attention"
+                      and intervention.layer == layer for head in intervention.heads})
     sums, counts = np.zeros((n_genes, n_genes)), np.zeros((n_genes, n_genes), dtype=np.int64)
     with torch.inference_mode(), intervene(model, interventions):
         for batch in batching.batches(cells):
             batch_cells = [cells[i] for i in batch]
-            _, stream = model.layer_probabilities(batch_cells, batching.device)
+            real, stream = model.layer_probabilities(batch_cells, batching.device)
             for index, probs in stream:
                 if index != layer:
                     continue
-                head_mean = probs.double().mean(dim=1).cpu().numpy()  # (B, n, n)
+                probs = probs.double()
+                if uniform:  # every real key weighted alike, padding never
+                    weights = real.double() / real.double().sum(dim=-1, keepdim=True)
+                    probs[:, uniform] = weights[:, None, None, :].to(probs.device)
+                head_mean = probs.mean(dim=1).cpu().numpy()  # (B, n, n)
                 for row, cell in enumerate(batch_cells):
                     slots = np.where(cell.genes, slot_of_token[cell.ids], NOT_ACCUMULATED)
                     read = np.flatnonzero(slots != NOT_ACCUMULATED)

@@ -664,12 +664,15 @@ class ScGPTModel:
 
     def with_random_weights(self, seed: int) -> ScGPTModel:
         """The random-weights twin (core/models/random_weights.py): an encoder of the same shape initialised as
-        scGPT initialises an untrained TransformerModel (gene embeddings uniform(-0.1, 0.1), q/k/v
-        xavier-uniform as nn.MultiheadAttention, every other layer torch's default), with the same tokeniser;
-        a random expression decoder where the checkpoint has one."""
+        scGPT initialises an untrained TransformerModel on its nn.MultiheadAttention path (gene embeddings
+        uniform(-0.1, 0.1); q/k/v xavier-uniform and attention biases zero, as nn.MultiheadAttention; every
+        other layer torch's default; scGPT's flash-attention path would draw the fused q/k/v as a plain Linear),
+        with the same tokeniser; a random expression decoder where the checkpoint has one."""
         with seeded_initialisation(seed):
             encoder = ScGPTEncoder(self.encoder.shape)
             nn.init.uniform_(encoder.encoder.embedding.weight, -0.1, 0.1)
+            for layer in encoder.transformer_encoder.layers:
+                nn.init.zeros_(layer.self_attn.out_proj.bias)
             decoder = (None, self._decoder_problem) if self.decoder is None else (
                 ExpressionDecoder(self.encoder.shape.d_model).eval(), None)
         return ScGPTModel(self.checkpoint_dir, encoder.eval(), self.tokenizer, self.args, decoder,
