@@ -197,7 +197,7 @@ def test_value_weighted_false_runs_no_extra_work(tmp_path, monkeypatch):
     def forbidden(*_args, **_kwargs):
         raise AssertionError("value-weighted work ran without value_weighted=True")
 
-    monkeypatch.setattr(streaming, "head_summed_cosine", forbidden)
+    monkeypatch.setattr(streaming, "head_unit_vectors", forbidden)
     adata = tiny_counts(n_cells=6)
     genes = ["GENE1", "GENE2", "GENE5"]
     for model in (

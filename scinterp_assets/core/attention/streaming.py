@@ -181,33 +181,36 @@ def stream_attention(
     return accumulator.result()
 
 
+# Entries a chunk of one cell's accumulated block holds: every index and value temporary of a cell's layer is
+# bounded by this (2^18 entries: 2 MiB of int64 indices) instead of growing with the square of its genes, so
+# peak memory does not creep up with the rare long cells a larger sample holds.
+CHUNK_ENTRIES = 1 << 18
+
+
 @dataclass(frozen=True)
 class CellSelection:
     """The accumulated token positions of each cell in one batch.
 
-    positions:    per cell, int64 (K_b,) token positions in the padded batch
-    slots:        per cell, int64 (K_b,) accumulator gene index in [0, G) of those positions, all distinct
-    source_at:    per cell, int64 (S_b,) indices into `positions` of the cell's source genes (rows kept per head)
-    source_pairs: per cell, int64 (S_b * K_b,) flattened (source row * G + gene) index into the per-head sums
-    pairs:        per cell, int64 (K_b * K_b,) flattened (gene * G + gene) index into the head-mean sums, or
-                  None where no head-mean sum is accumulated directly (every gene a source, no value weighting)
-    spans:        per cell, (first, stop) when the positions are one contiguous run (then a layer's block is a
-                  cheap slice instead of a gather; always so when every token of a cell is a requested gene)
+    positions:   per cell, int64 (K_b,) token positions in the padded batch
+    slots:       per cell, int64 (K_b,) accumulator gene index in [0, G) of those positions, all distinct
+    source_at:   per cell, int64 (S_b,) indices into `positions` of the cell's source genes (rows kept per head)
+    source_rows: per cell, int64 (S_b,) the per-head row of each of those source genes
+    spans:       per cell, (first, stop) when the positions are one contiguous run (then a layer's block is a
+                 cheap slice instead of a gather; always so when every token of a cell is a requested gene)
     """
 
     positions: tuple[torch.Tensor, ...]
     slots: tuple[torch.Tensor, ...]
     source_at: tuple[torch.Tensor, ...]
-    source_pairs: tuple[torch.Tensor, ...]
-    pairs: tuple[torch.Tensor | None, ...]
+    source_rows: tuple[torch.Tensor, ...]
     spans: tuple[tuple[int, int] | None, ...]
 
     def __post_init__(self) -> None:
-        fields = (self.positions, self.slots, self.source_at, self.source_pairs, self.pairs, self.spans)
+        fields = (self.positions, self.slots, self.source_at, self.source_rows, self.spans)
         if len({len(field) for field in fields}) != 1:
             raise ValueError("CellSelection needs one entry per cell in every field")
-        for pos, slot, at, source_pair in zip(self.positions, self.slots, self.source_at, self.source_pairs):
-            if pos.shape != slot.shape or pos.ndim != 1 or source_pair.numel() != at.numel() * pos.numel():
+        for pos, slot, at, rows in zip(self.positions, self.slots, self.source_at, self.source_rows):
+            if pos.shape != slot.shape or pos.ndim != 1 or at.shape != rows.shape:
                 raise ValueError(f"CellSelection: positions {tuple(pos.shape)} != slots {tuple(slot.shape)}")
 
 
@@ -272,9 +275,7 @@ class AttentionAccumulator:
         slots = slots.to(self.device)
         n_genes = len(self.genes)
         presence = torch.zeros((slots.shape[0], n_genes), dtype=torch.float32, device=self.device)
-        needs_pairs = self.head_sum is not None or self.value_head_sum is not None
-        fields: dict[str, list] = {name: [] for name in
-                                   ("positions", "slots", "source_at", "source_pairs", "pairs", "spans")}
+        fields: dict[str, list] = {name: [] for name in ("positions", "slots", "source_at", "source_rows", "spans")}
         for cell, row in enumerate(slots):
             pos = torch.nonzero(row != NOT_ACCUMULATED).squeeze(1)
             slot = row[pos]
@@ -287,8 +288,7 @@ class AttentionAccumulator:
             fields["positions"].append(pos)
             fields["slots"].append(slot)
             fields["source_at"].append(at)
-            fields["source_pairs"].append((source_row[at, None] * n_genes + slot[None, :]).reshape(-1))
-            fields["pairs"].append((slot[:, None] * n_genes + slot[None, :]).reshape(-1) if needs_pairs else None)
+            fields["source_rows"].append(source_row[at])
             first, last = (int(pos[0]), int(pos[-1])) if pos.numel() else (0, -1)
             fields["spans"].append((first, last + 1) if last - first + 1 == pos.numel() else None)
         # Pair counts of the whole batch as one product: exact (a batch's counts are small integers in float32).
@@ -323,25 +323,38 @@ class AttentionAccumulator:
                 f"{tuple(context.shape)}"
             )
         per_head = self.sum[row].view(n_heads, -1)
-        # One cell at a time bounds the temporaries to H * K_b^2 whatever the batch size.
-        for cell, (pos, at, source_pair, pair, span) in enumerate(zip(
-                selection.positions, selection.source_at, selection.source_pairs, selection.pairs,
-                selection.spans)):
-            if pos.numel() == 0:
+        n_genes = len(self.genes)
+        # One cell at a time, and within it a chunk of rows at a time: the temporaries (indices, float64
+        # copies, cosines) stay below CHUNK_ENTRIES per head whatever the batch size or the cell's genes.
+        for cell, (pos, slot, at, source_row, span) in enumerate(zip(
+                selection.positions, selection.slots, selection.source_at, selection.source_rows, selection.spans)):
+            n_kept = pos.numel()
+            if n_kept == 0:
                 continue
-            if self._every_gene_a_source:
-                block = _block(probs[cell], pos, pos, span)  # (H, K, K)
+            step = max(1, CHUNK_ENTRIES // n_kept)
+            if self._every_gene_a_source:  # the rows are the cell's genes themselves
+                rows_at, row_targets = None, slot
             else:
-                block = _block(probs[cell], pos[at], pos, span)  # (H, S_b, K)
-            per_head.index_add_(1, source_pair, block.reshape(n_heads, -1).to(torch.float64))
-            if self.head_sum is not None:
-                # Summed over heads before the gather (one pass over the layer's (n, n) block, then K^2 picked
-                # instead of H K^2), in float32: relative error at most (H - 1) eps32 (see AttentionScores).
-                head_block = _block(probs[cell].sum(0), pos, pos, span)
-                self.head_sum[row].view(-1).index_add_(0, pair, head_block.reshape(-1).to(torch.float64))
-            if self.value_head_sum is not None:
-                cosine = head_summed_cosine(context[cell][:, pos])  # (K, K)
-                self.value_head_sum[row].view(-1).index_add_(0, pair, cosine.reshape(-1))
+                rows_at, row_targets = at, source_row
+            for start in range(0, row_targets.numel(), step):
+                chunk = slice(start, start + step)
+                block = _rows_block(probs[cell], pos, span, chunk, rows_at)  # (H, rows, K)
+                index = (row_targets[chunk, None] * n_genes + slot[None, :]).reshape(-1)
+                per_head.index_add_(1, index, block.reshape(n_heads, -1).to(torch.float64))
+            if self.head_sum is None and self.value_head_sum is None:
+                continue
+            # Summed over heads before the gather (one pass over the layer's (n, n) block, then K^2 picked instead
+            # of H K^2), in float32: relative error at most (H - 1) eps32 (see AttentionScores).
+            summed = probs[cell].sum(0) if self.head_sum is not None else None
+            unit = head_unit_vectors(context[cell][:, pos]) if self.value_head_sum is not None else None  # (K, H d)
+            for start in range(0, n_kept, step):
+                chunk = slice(start, start + step)
+                index = (slot[chunk, None] * n_genes + slot[None, :]).reshape(-1)
+                if summed is not None:
+                    self.head_sum[row].view(-1).index_add_(
+                        0, index, _rows_block(summed, pos, span, chunk).reshape(-1).to(torch.float64))
+                if unit is not None:
+                    self.value_head_sum[row].view(-1).index_add_(0, index, (unit[chunk] @ unit.T).reshape(-1))
 
     def result(self) -> AttentionScores:
         """The accumulated attention scores as numpy arrays on the host."""
@@ -361,15 +374,18 @@ class AttentionAccumulator:
                                head_mean_sum=(self.value_head_sum / self.n_heads).cpu().numpy())
 
 
-def _block(values: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor,
-           span: tuple[int, int] | None) -> torch.Tensor:
-    """values[..., rows, :][..., columns] of a (..., n, n) tensor; `span` (first, stop) says the columns are one
-    contiguous run, which is then sliced (and the rows too, where they are the columns) instead of gathered.
-    Two 1-D gathers beat one broadcast 2-D gather."""
-    if span is not None and rows is columns:
-        return values[..., span[0]: span[1], span[0]: span[1]]
+def _rows_block(values: torch.Tensor, positions: torch.Tensor, span: tuple[int, int] | None, chunk: slice,
+                rows_at: torch.Tensor | None = None) -> torch.Tensor:
+    """values[..., rows, :][..., positions] of a (..., n, n) tensor for one chunk of rows: the rows are
+    positions[chunk], or positions[rows_at[chunk]] given `rows_at`. `span` (first, stop) says the positions
+    are one contiguous run, which is then sliced (the rows too, when they are the positions themselves)
+    instead of gathered. Two 1-D gathers beat one broadcast 2-D gather."""
+    if span is not None and rows_at is None:
+        first = span[0] + (chunk.start or 0)
+        return values[..., first: min(first + chunk.stop - chunk.start, span[1]), span[0]: span[1]]
+    rows = positions[chunk] if rows_at is None else positions[rows_at[chunk]]
     picked = values.index_select(-2, rows)
-    return picked[..., span[0]: span[1]] if span is not None else picked.index_select(-1, columns)
+    return picked[..., span[0]: span[1]] if span is not None else picked.index_select(-1, positions)
 
 
 def source_rows(genes: Sequence[str], sources: Sequence[str] | None) -> tuple[str, ...]:
@@ -383,11 +399,9 @@ def source_rows(genes: Sequence[str], sources: Sequence[str] | None) -> tuple[st
     return tuple(gene for gene in genes if gene in wanted)
 
 
-def head_summed_cosine(vectors: torch.Tensor) -> torch.Tensor:
-    """Sum over heads of the cosine similarity of every ordered pair of per-head vectors: (H, K, d) ->
-    float64 (K, K). One product of the heads' unit vectors laid side by side ((K, H * d)), which is the same
-    sum without an (H, K, K) temporary. Computed in float64; a zero vector has cosine 0 with everything (its
-    norm is clamped at 1e-12)."""
+def head_unit_vectors(vectors: torch.Tensor) -> torch.Tensor:
+    """Per-head vectors (H, K, d) -> float64 (K, H d): each head's unit vector, laid side by side, so that
+    row_i . row_j is the sum over heads of cos(v_hi, v_hj), without an (H, K, K) temporary. A zero vector
+    has cosine 0 with everything (its norm is clamped at 1e-12)."""
     unit = torch.nn.functional.normalize(vectors.to(torch.float64), dim=-1, eps=1e-12)
-    side_by_side = unit.transpose(0, 1).reshape(unit.shape[1], -1)
-    return side_by_side @ side_by_side.T
+    return unit.transpose(0, 1).reshape(unit.shape[1], -1)
