@@ -96,8 +96,9 @@ def test_report_and_checks(demo_run):
     report = config.report_dir / "report.md"
     text = report.read_text()
     assert "A12" in text and "## A02: Layer selection" in text and "## A23: cross-context table" in text
-    assert sorted(p.name for p in config.report_dir.glob("*.png")) == ["pf_auroc_by_method.png",
-                                                                        "reference_auroc_by_layer.png"]
+    assert "## A17: Head ablation" in text and "## A19: Fidelity" in text
+    assert sorted(p.name for p in config.report_dir.glob("*.png")) == [
+        "intervention_dose_response.png", "pf_auroc_by_method.png", "reference_auroc_by_layer.png"]
     import dagster as dg
 
     checks = {"screen_data": "check_expression_qc_contract", "correlation_edges": "check_edge_table_contract",
