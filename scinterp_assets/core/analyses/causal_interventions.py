@@ -8,8 +8,9 @@ Conditions (`intervention_plan`, heads ranked by per-head reference AUROC, core/
        layer versus random layers
 Each condition is evaluated (`evaluate_condition`, core/models/readouts.py) on held-out control cells by
   attention            the study's readout: the drop in mean PF AUROC of attention edges re-extracted at the
-                      last layer under the intervention; it cannot change, by construction, for an
-                      intervention at or after that layer (`attention_can_change` False, said in the rows)
+                      last layer under the intervention; it cannot change, by construction, for heads or MLP
+                      blocks zeroed at or after that layer (`attention_can_change` False: such a row is not
+                      tested, and targeted sets are ranked only among random sets that can change it)
   fidelity            maximum hidden-state and output cosine distance from the clean run (A19; a condition
                       that moves neither beyond `fidelity_threshold` "did not move the model")
   masked prediction   the mean increase over cells of the masked-gene loss (same seeded masks everywhere)
@@ -68,7 +69,8 @@ CONDITION_COLUMNS = (
     "masked_loss_increase", "in_silico_pf_auroc", "in_silico_pf_auroc_drop", "n_perturbations",
     "attention_pf_auroc", "attention_pf_auroc_drop", "attention_n_perturbations", "attention_can_change",
 )  # fmt: skip
-CANNOT_CHANGE = "cannot change by construction: every intervention sits at or after the attention readout layer"
+CANNOT_CHANGE = ("cannot change by construction: every intervention zeroes heads or an MLP block at or after the "
+                 "attention readout layer")
 DID_NOT_MOVE = "did not move the model (fidelity at or below the threshold): proves nothing"
 
 
@@ -236,7 +238,8 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
         rows.append({"analysis_id": "A17", "family": "C", "confirmatory": False,
                      "test_id": f"A17:clean:{readout}_pf_auroc", "statistic_name": "mean_pf_auroc",
                      "statistic": float(clean[f"{readout}_pf_auroc"]), "n": int(clean[counted]),
-                     "note": f"descriptive: PF AUROC of {meaning} against the measured DE labels, no intervention"})
+                     "note": f"descriptive: PF AUROC of {meaning} against the measured DE labels, no intervention",
+                     "negatives": "non-DE universe targets"})
     for _, condition in intervened.iterrows():
         label = _condition_label(condition)
         rows.append({"analysis_id": "A19", "family": "C", "confirmatory": False,
@@ -247,7 +250,7 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
     for row in rows:
         row["note"] = "; ".join([row["note"], *caveats])
         layer_test = row["analysis_id"] != "A19" and "regulatory_layer" in row["test_id"]
-        row["negatives"] = "random layers" if layer_test else _NEGATIVES[row["analysis_id"]]
+        row.setdefault("negatives", "random layers" if layer_test else _NEGATIVES[row["analysis_id"]])
     return rows
 
 
