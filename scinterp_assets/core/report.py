@@ -85,8 +85,9 @@ DOSE_RESPONSE = r"^(A1[78]):([a-z_]+):top_k_vs_random:k(\d+):([a-z_]+)$"  # test
 
 def plot_intervention_dose_response(registry: pd.DataFrame, path: Path) -> Path | None:
     """Harm of ablating the top-k reference-ranked heads, and the mean harm of random head sets of the same
-    size, against k (A17 / A18), one panel per model x cell type and a line per analysis, intervention and
-    readout; None (no plot) where the registry holds no such rows."""
+    size (dashed), against k (A17 / A18): one panel per model x cell type and readout (their harms have
+    different units), a line per analysis and intervention; None (no plot) where the registry holds no such
+    rows."""
     test = registry["test_id"].str.split("|").str[-1]
     parts = test.str.extract(DOSE_RESPONSE)
     rows = registry.assign(analysis=parts[0], intervention=parts[1], k=pd.to_numeric(parts[2]),
@@ -94,20 +95,20 @@ def plot_intervention_dose_response(registry: pd.DataFrame, path: Path) -> Path 
     if rows.empty:
         path.unlink(missing_ok=True)  # an earlier report's plot would otherwise be listed with this one
         return None
-    contexts = sorted(rows.groupby(["model", "cell_type"]).groups)
-    figure, axes = panel_grid(len(contexts), (4.2, 3.4))
-    for axis, (model, cell_type) in zip(axes, contexts):
-        context = rows[(rows["model"] == model) & (rows["cell_type"] == cell_type)]
-        for (analysis, intervention, readout), line in context.groupby(["analysis", "intervention", "readout"]):
+    panels = sorted(rows.groupby(["model", "cell_type", "readout"]).groups)
+    figure, axes = panel_grid(len(panels), (4.2, 3.4))
+    for axis, (model, cell_type, readout) in zip(axes, panels):
+        panel = rows[(rows["model"] == model) & (rows["cell_type"] == cell_type) & (rows["readout"] == readout)]
+        for (analysis, intervention), line in panel.groupby(["analysis", "intervention"]):
             line = line.sort_values("k")
-            drawn = axis.plot(line["k"], line["statistic"], marker="o", label=f"{analysis} {intervention} {readout}")
+            drawn = axis.plot(line["k"], line["statistic"], marker="o", label=f"{analysis} {intervention}")
             axis.plot(line["k"], line["statistic"] - line["effect"], marker="x", linestyle="--",
                       color=drawn[0].get_color())  # the random head sets' mean harm
         axis.axhline(0, color="grey", linestyle=":")
-        axis.set_xticks(sorted(context["k"].unique()))
-        axis.set_xlabel("heads ablated, k (dashed: random heads)")
-        axis.set_ylabel("harm")
-        axis.set_title(f"{model}\n{cell_type}", fontsize=9)
+        axis.set_xticks(sorted(panel["k"].unique()))
+        axis.set_xlabel("heads ablated, k (x, dashed: random heads)")
+        axis.set_ylabel(f"harm: {readout}")
+        axis.set_title(f"{model}\n{cell_type}: {readout}", fontsize=9)
         axis.legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
