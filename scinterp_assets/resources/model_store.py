@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from importlib import metadata
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
