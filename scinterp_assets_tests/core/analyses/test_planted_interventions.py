@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from scinterp_assets.core.analyses.causal_interventions import (
+    CANNOT_CHANGE,
     InterventionInputs,
     InterventionSettings,
     intervention_tests,
@@ -99,4 +100,7 @@ def test_the_study_readout_is_flagged_where_it_cannot_move(planted):
     assert (single.loc[at_last, "attention_pf_auroc_drop"] == 0).all()
     assert single.loc[~at_last, "attention_can_change"].all()
     row = registry[registry["test_id"] == "A17:zero_heads:top_k_vs_random:k1:attention"].iloc[0]
+    # the planted head sits before the readout layer: tested, against the other heads that can move it only
+    assert row["n"] == N_LAYERS * N_HEADS - 1 - N_HEADS and 0 < row["p_value"] <= 1
+    assert CANNOT_CHANGE not in row["note"]
     print(f"planted head ablated: attention PF AUROC drop {row['statistic']:.4f}, p {row['p_value']:.3f}")
