@@ -35,7 +35,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from scinterp_assets.core.attention.streaming import NOT_ACCUMULATED, plan_batches
+from scinterp_assets.core.attention.streaming import NOT_ACCUMULATED, AttentionAccumulator, plan_batches
 from scinterp_assets.core.models.interventions import Intervenable, Intervention, intervene
 
 
@@ -290,29 +290,27 @@ def reextracted_attention(model: ReadoutModel, cells: Sequence[ReadoutCell], slo
     interventions = list(interventions)
     uniform = sorted({head for intervention in interventions if intervention.kind == "uniform_attention"
                       and intervention.layer == layer for head in intervention.heads})
-    sums, counts = np.zeros((n_genes, n_genes)), np.zeros((n_genes, n_genes), dtype=np.int64)
+    # the extraction engine's own accumulator: head-mean sums of every pair, no per-head rows
+    accumulator = AttentionAccumulator(tuple(map(str, range(n_genes))), (layer,), model.n_heads, batching.device,
+                                       sources=())
     with torch.inference_mode(), intervene(model, interventions):
         for batch in batching.batches(cells):
             batch_cells = [cells[i] for i in batch]
             real, stream = model.layer_probabilities(batch_cells, batching.device)
+            slots = np.full(tuple(real.shape), NOT_ACCUMULATED, dtype=np.int64)
+            for row, cell in enumerate(batch_cells):
+                slots[row, : len(cell.ids)] = np.where(cell.genes, slot_of_token[cell.ids], NOT_ACCUMULATED)
+            selection = accumulator.add_cells(torch.from_numpy(slots))
             for index, probs in stream:
                 if index != layer:
                     continue
-                probs = probs.double()
+                probs = probs.double()  # a copy: the uniform heads are written into it
                 if uniform:  # every real key weighted alike, padding never
                     weights = real.double() / real.double().sum(dim=-1, keepdim=True)
-                    probs[:, uniform] = weights[:, None, None, :].to(probs.device)
-                head_mean = probs.mean(dim=1).cpu().numpy()  # (B, n, n)
-                for row, cell in enumerate(batch_cells):
-                    slots = np.where(cell.genes, slot_of_token[cell.ids], NOT_ACCUMULATED)
-                    read = np.flatnonzero(slots != NOT_ACCUMULATED)
-                    pairs = np.ix_(slots[read], slots[read])
-                    sums[pairs] += head_mean[row][np.ix_(read, read)]
-                    counts[pairs] += 1
+                    probs[:, uniform] = weights.to(probs.device)[:, None, None, :]
+                accumulator.add_layer(layer, probs, selection)
                 break  # later layers are not read
-    np.fill_diagonal(counts, 0)  # a gene's attention to itself is no edge, as in the extracted scores
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return accumulator.result().head_mean(layer)
 
 
 def _response_features(model: ReadoutModel, states: ForwardStates, row: int, positions: np.ndarray) -> torch.Tensor:
