@@ -50,6 +50,10 @@ class SyntheticCellType(_Strict):
     cells_per_perturbation: int = Field(default=60, ge=10)
     mean_library_size: float = Field(default=4000.0, gt=0)  # UMIs of an average control cell
     expression_log_sd: float = Field(default=1.5, gt=0)  # spread of the genes' log mean expression
+    # TF -> target edges per cell state active only in that state (A20-A21: what pooling dilutes), and the
+    # spread of the states' TF activity offsets
+    state_specific_edges: int = Field(default=0, ge=0)
+    state_effect_sd: float = Field(default=0.5, ge=0)
     # Geneformer dictionary folders (token_dictionary and gene_name_id_dict pickles, e.g. a release's V1 and
     # V2 dictionaries): genes then carry real symbols and Ensembl ids that every listed vocabulary holds, so
     # real vocabularies tokenise the world; empty: synthetic names (TF01, G0001; ENSSYN ids)
@@ -267,6 +271,35 @@ class InterventionConfig(_Strict):
     batch_size: int = Field(default=32, ge=1)  # cells per forward pass (attention.batch_token_budget still bounds it)
 
 
+class ScalingConfig(_Strict):
+    """Family S: scaling (A20) and CSSI (A21) from one extraction pass (core/analyses/scaling.py)."""
+
+    enabled: bool = True
+    representation: Literal["expression_pcs", "cell_embeddings"] = "expression_pcs"  # what strata cluster
+    n_pcs: int = Field(default=20, ge=2)  # expression principal components (representation: expression_pcs)
+    n_neighbors: int = Field(default=15, ge=2)  # the kNN graph Leiden partitions
+    methods: tuple[Literal["kmeans", "leiden"], ...] = ("kmeans", "leiden")
+    k_values: tuple[int, ...] = (2, 3, 5, 10, 20)  # strata per stratification (each method x K)
+    primary_method: Literal["kmeans", "leiden"] = "leiden"  # the confirmatory A21 row and the ladders' strata
+    primary_k: int = Field(default=5, ge=2)  # must be among k_values
+    rung_sizes: tuple[PositiveInt, ...] = (200, 500, 1000, 2000)  # A20 cells per rung (capped by attention.max_cells)
+    heterogeneity_cells: PositiveInt = 200  # A20 fixed-N ladder: cells spread over the 1, 2, ... largest strata
+    ladder_seeds: int = Field(default=5, ge=1)  # nested subsamples per ladder
+    min_stratum_size: int = Field(default=30, ge=2)  # strata with fewer cells are skipped and reported
+    null_draws: int = Field(default=100, ge=1)  # random stratifications of the same sizes per stratification
+    null_blocks: int = Field(default=100, ge=2)  # random blocks of cells the null strata are built from
+    layer: int = -1  # the layer accumulated per group (negative: from the last)
+
+    @model_validator(mode="after")
+    def _check_primary(self) -> ScalingConfig:
+        if self.primary_k not in self.k_values or self.primary_method not in self.methods:
+            raise ValueError(f"scaling.primary_method/primary_k ({self.primary_method}, {self.primary_k}) must be "
+                             f"among scaling.methods {self.methods} and scaling.k_values {self.k_values}")
+        if min(self.k_values, default=2) < 2:
+            raise ValueError("scaling.k_values must be >= 2")
+        return self
+
+
 class ContractThresholds(_Strict):
     """Parameters handed to the Great Expectations suites in data_contracts/."""
 
@@ -298,6 +331,7 @@ class SeedConfig(_Strict):
     incremental_value: int = 0
     interventions: int = 0
     random_weights: int = 0  # the random-weights twins' initialisation (A25)
+    scaling: int = 0  # strata, ladder orders and null blocks (A20-A21)
 
 
 class TinyCheckpointConfig(_Strict):
@@ -331,6 +365,7 @@ class ScinterpConfig(_Strict):
     attention: AttentionConfig = AttentionConfig()
     analyses: AnalysisConfig = AnalysisConfig()
     interventions: InterventionConfig = InterventionConfig()
+    scaling: ScalingConfig = ScalingConfig()
     # every checkpoint also evaluated with seeded random weights as model partition "<key>.random-weights"
     # (A25: does training add anything the architecture and tokenisation do not?)
     random_weights_twins: bool = True

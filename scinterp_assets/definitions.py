@@ -11,6 +11,7 @@ import dagster as dg
 
 from scinterp_assets.config import ScinterpConfig, get_config
 from scinterp_assets.core.attention.embeddings import CellEmbeddings
+from scinterp_assets.core.attention.grouped import GroupedScores
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.defs.analysis_assets import build_analysis_assets
@@ -27,6 +28,7 @@ from scinterp_assets.defs.cell_type_assets import build_cell_type_assets, build_
 from scinterp_assets.defs.console import step_console
 from scinterp_assets.defs.intervention_assets import build_intervention_assets
 from scinterp_assets.defs.model_assets import build_model_assets
+from scinterp_assets.defs.scaling_assets import build_scaling_assets
 from scinterp_assets.defs.partitions import cell_type_partitions, model_cell_type_partitions
 from scinterp_assets.defs.summary_assets import build_summary_assets
 from scinterp_assets.defs.versions import with_code_versions
@@ -40,6 +42,7 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
 
 register_npz_type("attention_scores", AttentionScores)
 register_npz_type("cell_embeddings", CellEmbeddings)
+register_npz_type("grouped_attention", GroupedScores)
 register_npz_type("reference_nulls", ReferenceNulls)
 
 
@@ -58,7 +61,8 @@ def build_definitions(config: ScinterpConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=with_code_versions([*build_reference_assets(), *build_cell_type_assets(cell_types),
                                    *build_model_assets(multi), *build_analysis_assets(multi),
-                                   *build_intervention_assets(multi), *build_summary_assets()],
+                                   *build_intervention_assets(multi), *build_scaling_assets(multi),
+                                   *build_summary_assets()],
                                   config),
         jobs=[evaluation, registration, reference_job(), cell_type_job(cell_types), summary_job()],
         sensors=[

@@ -41,6 +41,8 @@ analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 40
            sensitivity_lfc: [0.5, 1.0], sensitivity_n_ctrl: [300], sensitivity_n_hvg: [75, 150]}
 reference_null: {n_draws: 200}
 interventions: {max_cells: 6, in_silico_cells: 2, ks: [1], random_draws: 2, exhaustive_up_to: 0}
+scaling: {k_values: [2, 3], primary_k: 3, rung_sizes: [40, 80, 120], heterogeneity_cells: 40, ladder_seeds: 3,
+          null_draws: 20, null_blocks: 30, min_stratum_size: 10}
 random_weights_twins: false  # on by default; test_user_screen runs a twin through the graph
 tiny_checkpoints:
   - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}

@@ -73,6 +73,8 @@ def load_screen(cell_type: SyntheticCellType | H5adCellType | TenxCellType) -> a
                 cells_per_perturbation=cell_type.cells_per_perturbation,
                 mean_library_size=cell_type.mean_library_size,
                 expression_log_sd=cell_type.expression_log_sd,
+                state_specific_edges=cell_type.state_specific_edges,
+                state_effect_sd=cell_type.state_effect_sd,
             ),
             names,
         )

@@ -25,6 +25,7 @@ from scinterp_assets.core.analyses.score_sets import (
     tf_out_degree_score_sets,
 )
 from scinterp_assets.core.attention.edges import EDGE_AGGREGATIONS, attention_edge_table, evaluable_genes
+from scinterp_assets.core.attention.grouped import GroupedScores
 from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.datasets.screens import check_raw_counts
 from scinterp_assets.core.edges import validate_edges
@@ -32,6 +33,7 @@ from scinterp_assets.core.models import GeneCoverageError
 from scinterp_assets.defs.metadata import accumulator_reads, frame_metadata
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
+from scinterp_assets.defs.scaling_assets import grouped_rows, scaling_design
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 from scinterp_assets.resources.model_store import ModelStore
 
@@ -108,6 +110,9 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             "value_weighted_scores": dg.AssetOut(kinds={"pytorch", "numpy"}, description=(
                 "Summed head-mean cosine similarity of the two genes' per-head context vectors "
                 "(softmax(QK^T/sqrt(d)) V), every pair, same cells and pair counts, from the same pass.")),
+            "grouped_attention": dg.AssetOut(kinds={"pytorch", "numpy"}, description=(
+                "From the same pass, one layer's head-mean attention and value-weighted sums of the reference "
+                "sources against every gene per group of cells (A20 ladder buckets, A21 strata, null blocks).")),
         },
         partitions_def=multi_partitions,
         group_name=GROUP,
@@ -116,7 +121,8 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                                        partitions_def=multi_partitions, blocking=True)],
     )
     def attention_extraction(context: dg.AssetExecutionContext, control_cells: ad.AnnData,
-                             gene_universe: pd.DataFrame, attention_sources: list,
+                             gene_universe: pd.DataFrame, attention_sources: list, cell_strata: pd.DataFrame,
+                             reference_edges: pd.DataFrame,
                              project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
         model_key, cell_type = model_and_cell_type(context)
         settings = project.attention
@@ -130,14 +136,29 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             raise dg.Failure(description=str(error), metadata={
                 "vocabulary_coverage": float(coverage.fraction), "universe_genes": coverage.n_genes,
                 "unmapped_examples": ", ".join(coverage.unmapped[:10])}) from None
+        layers = tuple(range(model.n_layers)) if settings.layers is None else tuple(settings.layers)
+        groups = None
+        rows = grouped_rows(reference_edges, attention_sources, genes)
+        if project.scaling.enabled and rows:
+            grouped_layer = project.scaling.layer % model.n_layers
+            groups = scaling_design(cell_strata, rows, grouped_layer, project).groups
+            layers = tuple(sorted({*layers, grouped_layer}))
         started = time.perf_counter()
-        scores, value_weighted = model.attention_scores(
-            cells, genes, sources=attention_sources, layers=settings.layers, batch_size=settings.batch_size,
+        scores, value_weighted, *grouped = model.attention_scores(
+            cells, genes, sources=attention_sources, layers=layers, batch_size=settings.batch_size,
             seed=project.seeds.attention,
             device=settings.device, progress=_progress_logger(context, "attention", settings.batch_size),
             num_threads=settings.num_threads, value_weighted=True, token_budget=settings.batch_token_budget,
+            groups=groups,
         )
         seconds = time.perf_counter() - started
+        grouped = grouped[0] if grouped else GroupedScores(
+            tuple(genes), (), 0, (), np.zeros((0, 0, len(genes))), np.zeros((0, 0, len(genes))),
+            np.zeros((0, 0, len(genes)), dtype=np.int32), np.zeros(0, dtype=np.int64))
+        yield dg.Output(grouped, output_name="grouped_attention", metadata={
+            "groups": len(grouped.groups), "rows": len(grouped.rows), "layer": grouped.layer,
+            "array_megabytes": round((grouped.attention_sum.nbytes + grouped.value_weighted_sum.nbytes
+                                      + grouped.count.nbytes) / 1e6, 3)})
         n_evaluable = len(evaluable_genes(scores))
         for name, result in (("attention_scores", scores), ("value_weighted_scores", value_weighted)):
             yield dg.Output(result, output_name=name, metadata={

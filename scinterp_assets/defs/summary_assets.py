@@ -59,7 +59,7 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
                       hvg_protocol_confound_tests: dict[str, pd.DataFrame],
                       reference_battery: dict[str, pd.DataFrame], incremental_value: dict[str, pd.DataFrame],
                       sensitivity_grid_tests: dict[str, pd.DataFrame], causal_interventions: dict[str, pd.DataFrame],
-                      perturbation_auroc: dict[str, pd.DataFrame],
+                      scaling_and_cssi: dict[str, pd.DataFrame], perturbation_auroc: dict[str, pd.DataFrame],
                       project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
         """Every test of every analysis in one schema (FRAMEWORK section 7), A25's trained-vs-random-weights rows
         (core/analyses/random_twin.py) included, with framework-wide BH q-values
@@ -70,7 +70,8 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
         parts = {"perturbation_prediction": perturbation_prediction, "reference_structure": reference_structure,
                  "layer_selection": layer_selection, "hvg_protocol_confound_tests": hvg_protocol_confound_tests,
                  "reference_battery": reference_battery, "incremental_value": incremental_value,
-                 "sensitivity_grid_tests": sensitivity_grid_tests, "causal_interventions": causal_interventions}
+                 "sensitivity_grid_tests": sensitivity_grid_tests, "causal_interventions": causal_interventions,
+                 "scaling_and_cssi": scaling_and_cssi}
         if not project.random_weights_twins:  # twins turned off: what they stored earlier is left out
             parts = {name: {key: rows for key, rows in by_partition.items() if not key.endswith(RANDOM_WEIGHTS_SUFFIX)}
                      for name, by_partition in parts.items()}

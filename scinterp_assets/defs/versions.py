@@ -42,9 +42,11 @@ CONFIGURATION_READ: dict[str, tuple[str, ...]] = {
     "reference_null": ("reference_null", "seeds"),
     "attention_sources": ("attention",),
     "model_checkpoint": (),
-    "attention_scores": ("attention", "seeds", "contracts"),
-    "value_weighted_scores": ("attention", "seeds", "contracts"),
+    "attention_scores": ("attention", "seeds", "contracts", "scaling"),
+    "value_weighted_scores": ("attention", "seeds", "contracts", "scaling"),
+    "grouped_attention": ("attention", "seeds", "contracts", "scaling"),
     "cell_embeddings": ("attention", "seeds"),
+    "cell_strata": ("attention", "seeds", "scaling", "cell_types"),
     "attention_edges": ("contracts",),
     "perturbation_auroc": ("de_labels", "contracts"),
 }

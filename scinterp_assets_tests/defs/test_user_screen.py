@@ -53,6 +53,8 @@ attention: {batch_size: 16, max_cells: 120, sources: analyses}  # per head: the 
 analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 50, bootstrap_resamples: 200,
            incremental_value_repeats: 2, threads: 1}
 interventions: {max_cells: 6, in_silico_cells: 2, ks: [1], random_draws: 2, exhaustive_up_to: 0}
+scaling: {k_values: [2, 3], primary_k: 3, rung_sizes: [40, 80, 120], heterogeneity_cells: 40, ladder_seeds: 3,
+          null_draws: 20, null_blocks: 30, min_stratum_size: 10}
 tiny_checkpoints:
   - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}
 """

@@ -11,6 +11,10 @@ Value-weighted variant (opt-in, `AttentionAccumulator(..., value_weighted=True)`
 over each layer's per-head context vectors (softmax(QK^T / sqrt(d)) V, before the output projection,
 (B, H, n, d_head)); the accumulator adds the head mean of cos(c_i, c_j) of every selected gene pair into a
 float64 (L, G, G) sum in the same pass, with the same pair counts.
+
+Grouped accumulation (opt-in, `AttentionAccumulator(..., groups=CellGroups(...))`, FRAMEWORK A20-A21): each cell
+also adds one layer's head-mean rows of a few genes into the sums of the groups it belongs to (scaling rungs,
+cell-state strata, null blocks; see `core.attention.grouped`), in the same pass.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from scinterp_assets.core.attention.grouped import CellGroups, GroupedScores
 from scinterp_assets.core.attention.scores import (
     ATTENTION_PROBABILITY,
     VALUE_WEIGHTED_COSINE,
@@ -146,14 +151,17 @@ BatchEncoder = Callable[[np.ndarray], tuple[np.ndarray, Iterator[LayerOutput]]]
 
 
 def labelled_results(scores: AttentionScores, accumulator: AttentionAccumulator, provenance: dict,
-                     value_weighted: bool) -> AttentionScores | tuple[AttentionScores, AttentionScores]:
-    """The streamed attention scores with their provenance, and the value-weighted scores of the same pass
-    when they were accumulated; each records which score it holds."""
-    scores = dataclasses.replace(scores, provenance=provenance | {"score": ATTENTION_PROBABILITY})
-    if not value_weighted:
-        return scores
-    weighted = accumulator.value_weighted_result()
-    return scores, dataclasses.replace(weighted, provenance=provenance | {"score": VALUE_WEIGHTED_COSINE})
+                     value_weighted: bool) -> AttentionScores | tuple[AttentionScores, ...]:
+    """The streamed attention scores with their provenance, then the value-weighted scores of the same pass
+    when they were accumulated (each records which score it holds), then the grouped scores when groups were
+    accumulated; a lone attention result is returned as itself."""
+    results = [dataclasses.replace(scores, provenance=provenance | {"score": ATTENTION_PROBABILITY})]
+    if value_weighted:
+        weighted = accumulator.value_weighted_result()
+        results.append(dataclasses.replace(weighted, provenance=provenance | {"score": VALUE_WEIGHTED_COSINE}))
+    if accumulator.groups is not None:
+        results.append(dataclasses.replace(accumulator.grouped_result(), provenance=provenance))
+    return results[0] if len(results) == 1 else tuple(results)
 
 
 def stream_attention(
@@ -163,14 +171,17 @@ def stream_attention(
     encode_batch: BatchEncoder,
     progress: ProgressCallback | None = None,
     token_budget: int | None = None,
+    cell_rows: np.ndarray | None = None,
 ) -> AttentionScores:
     """Run every batch of cells (`plan_batches`) through `encode_batch`, reducing each layer into the
     accumulator as soon as it is computed; returns the accumulated attention scores (a value-weighted
-    accumulator's second sum is read with `accumulator.value_weighted_result()`)."""
+    accumulator's second sum is read with `accumulator.value_weighted_result()`, a grouped one's with
+    `accumulator.grouped_result()`). cell_rows: int64 (len(lengths),) the input (adata) row of each cell, which
+    a grouped accumulator looks its groups up by."""
     started, done = time.perf_counter(), 0
     for batch in plan_batches(lengths, batch_size, token_budget):
         slots, layer_outputs = encode_batch(batch)
-        selection = accumulator.add_cells(torch.from_numpy(slots))
+        selection = accumulator.add_cells(torch.from_numpy(slots), None if cell_rows is None else cell_rows[batch])
         for index, probs, *context in layer_outputs:
             if index in accumulator.layers:
                 accumulator.add_layer(index, probs, selection, context[0] if context else None)
@@ -197,6 +208,9 @@ class CellSelection:
     source_rows: per cell, int64 (S_b,) the per-head row of each of those source genes
     spans:       per cell, (first, stop) when the positions are one contiguous run (then a layer's block is a
                  cheap slice instead of a gather; always so when every token of a cell is a requested gene)
+    groups:      per cell, int64 the groups it adds to (grouped accumulators; empty otherwise)
+    grouped_at:  per cell, int64 indices into `positions` of the cell's grouped-row genes
+    grouped_rows: per cell, int64 the grouped row of each of those genes
     """
 
     positions: tuple[torch.Tensor, ...]
@@ -204,9 +218,13 @@ class CellSelection:
     source_at: tuple[torch.Tensor, ...]
     source_rows: tuple[torch.Tensor, ...]
     spans: tuple[tuple[int, int] | None, ...]
+    groups: tuple[torch.Tensor, ...]
+    grouped_at: tuple[torch.Tensor, ...]
+    grouped_rows: tuple[torch.Tensor, ...]
 
     def __post_init__(self) -> None:
-        fields = (self.positions, self.slots, self.source_at, self.source_rows, self.spans)
+        fields = (self.positions, self.slots, self.source_at, self.source_rows, self.spans, self.groups,
+                  self.grouped_at, self.grouped_rows)
         if len({len(field) for field in fields}) != 1:
             raise ValueError("CellSelection needs one entry per cell in every field")
         for pos, slot, at, rows in zip(self.positions, self.slots, self.source_at, self.source_rows):
@@ -229,6 +247,10 @@ class AttentionAccumulator:
     context vectors over every pair (FRAMEWORK section 4 averages it over heads; no per-head rows are kept);
     `add_layer` then needs the layer's context vectors too, and `value_weighted_result()` returns that sum
     with the shared pair counts.
+
+    groups (`CellGroups`) also sums, for its one layer, the head mean of its row genes against every gene per
+    group, with per-group pair counts (and value-weighted cosines when value_weighted); `add_cells` then needs
+    each batch cell's input row, and `grouped_result()` returns the sums.
     """
 
     def __init__(
@@ -240,6 +262,7 @@ class AttentionAccumulator:
         *,
         value_weighted: bool = False,
         sources: Sequence[str] | None = None,
+        groups: CellGroups | None = None,
     ):
         self.genes = tuple(genes)
         self.sources = source_rows(self.genes, sources)
@@ -263,19 +286,45 @@ class AttentionAccumulator:
         if value_weighted:
             self.value_head_sum = torch.zeros(pair_shape, dtype=torch.float64, device=self.device)
         self.n_cells = 0
+        self.groups = groups
+        if groups is not None:
+            self._init_groups(groups)
 
-    def add_cells(self, slots: torch.Tensor) -> CellSelection:
+    def _init_groups(self, groups: CellGroups) -> None:
+        if groups.layer not in self.layers:
+            raise ValueError(f"grouped layer {groups.layer} is not among the accumulated layers {self.layers}")
+        unknown = sorted(set(groups.rows) - set(self.sources))
+        if unknown:
+            raise ValueError(f"grouped rows must be per-head sources; not sources: {unknown[:10]}")
+        row_of_gene = {gene: row for row, gene in enumerate(groups.rows)}
+        self._group_row = torch.tensor([row_of_gene.get(gene, -1) for gene in self.genes], dtype=torch.int64,
+                                       device=self.device)
+        self._group_rows = [gene for gene in self.genes if gene in row_of_gene]
+        if self._group_rows != list(groups.rows):
+            raise ValueError("CellGroups.rows must be in the order of the accumulated genes")
+        shape = (len(groups.names), len(groups.rows), len(self.genes))
+        self.group_sum = torch.zeros(shape, dtype=torch.float64, device=self.device)
+        self.group_value_sum = (torch.zeros(shape, dtype=torch.float64, device=self.device) if self.value_weighted
+                                else None)
+        self.group_count = torch.zeros(shape, dtype=torch.int32, device=self.device)
+        self.group_cells = torch.zeros(len(groups.names), dtype=torch.int64, device=self.device)
+
+    def add_cells(self, slots: torch.Tensor, cell_rows: np.ndarray | None = None) -> CellSelection:
         """Count the gene pairs of one batch of cells (once per cell) and return their selection.
 
         slots: int64 (B, n) accumulator gene index of each token position, NOT_ACCUMULATED (-1) for positions
         that are skipped (padding, special tokens, genes outside the requested set).
+        cell_rows: int64 (B,) input row of each cell; required by a grouped accumulator
         """
         if slots.ndim != 2:
             raise ValueError(f"slots must be (B, n), got {tuple(slots.shape)}")
+        if self.groups is not None and (cell_rows is None or len(cell_rows) != slots.shape[0]):
+            raise ValueError("a grouped accumulator needs the input row of every cell of the batch (cell_rows)")
         slots = slots.to(self.device)
         n_genes = len(self.genes)
         presence = torch.zeros((slots.shape[0], n_genes), dtype=torch.float32, device=self.device)
-        fields: dict[str, list] = {name: [] for name in ("positions", "slots", "source_at", "source_rows", "spans")}
+        fields: dict[str, list] = {name: [] for name in (
+            "positions", "slots", "source_at", "source_rows", "spans", "groups", "grouped_at", "grouped_rows")}
         for cell, row in enumerate(slots):
             pos = torch.nonzero(row != NOT_ACCUMULATED).squeeze(1)
             slot = row[pos]
@@ -291,10 +340,33 @@ class AttentionAccumulator:
             fields["source_rows"].append(source_row[at])
             first, last = (int(pos[0]), int(pos[-1])) if pos.numel() else (0, -1)
             fields["spans"].append((first, last + 1) if last - first + 1 == pos.numel() else None)
+            self._select_groups(fields, slot, None if cell_rows is None else int(cell_rows[cell]))
         # Pair counts of the whole batch as one product: exact (a batch's counts are small integers in float32).
         self.count += torch.round(presence.T @ presence).to(torch.int64)
         self.n_cells += int(slots.shape[0])
         return CellSelection(**{name: tuple(values) for name, values in fields.items()})
+
+    def _select_groups(self, fields: dict[str, list], slot: torch.Tensor, cell_row: int | None) -> None:
+        """A cell's groups and grouped rows, with its pair counts added to every one of its groups."""
+        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+        if self.groups is None:
+            fields["groups"].append(empty), fields["grouped_at"].append(empty), fields["grouped_rows"].append(empty)
+            return
+        membership = self.groups.membership[cell_row]
+        groups = torch.from_numpy(membership[membership >= 0]).to(self.device)
+        group_row = self._group_row[slot]
+        at = torch.nonzero(group_row >= 0).squeeze(1)
+        rows = group_row[at]
+        fields["groups"].append(groups), fields["grouped_at"].append(at), fields["grouped_rows"].append(rows)
+        self.group_cells[groups] += 1
+        if groups.numel() and rows.numel():
+            index = self._group_index((rows[:, None] * len(self.genes) + slot[None, :]).reshape(-1), groups)
+            self.group_count.view(-1).index_add_(0, index, torch.ones_like(index, dtype=torch.int32))
+
+    def _group_index(self, index: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """Flat indices of one block's (row, gene) entries in each of `groups`, group after group."""
+        group_size = self.group_sum.shape[1] * self.group_sum.shape[2]
+        return (groups[:, None] * group_size + index[None, :]).reshape(-1)
 
     def add_layer(
         self, layer: int, probs: torch.Tensor, selection: CellSelection, context: torch.Tensor | None = None
@@ -341,6 +413,7 @@ class AttentionAccumulator:
                 block = _rows_block(probs[cell], pos, span, chunk, rows_at)  # (H, rows, K)
                 index = (row_targets[chunk, None] * n_genes + slot[None, :]).reshape(-1)
                 per_head.index_add_(1, index, block.reshape(n_heads, -1).to(torch.float64))
+            self._add_grouped(layer, probs[cell], None if context is None else context[cell], selection, cell)
             if self.head_sum is None and self.value_head_sum is None:
                 continue
             # Summed over heads before the gather (one pass over the layer's (n, n) block, then K^2 picked instead
@@ -355,6 +428,37 @@ class AttentionAccumulator:
                         0, index, _rows_block(summed, pos, span, chunk).reshape(-1).to(torch.float64))
                 if unit is not None:
                     self.value_head_sum[row].view(-1).index_add_(0, index, (unit[chunk] @ unit.T).reshape(-1))
+
+    def _add_grouped(self, layer: int, probs: torch.Tensor, context: torch.Tensor | None, selection: CellSelection,
+                     cell: int) -> None:
+        """Add one cell's head-summed rows of the grouped genes (and their context cosines) to each of its
+        groups, a chunk of rows at a time."""
+        groups, at, rows = selection.groups[cell], selection.grouped_at[cell], selection.grouped_rows[cell]
+        if self.groups is None or layer != self.groups.layer or not groups.numel() or not rows.numel():
+            return
+        pos, slot, span = selection.positions[cell], selection.slots[cell], selection.spans[cell]
+        n_genes = len(self.genes)
+        unit = head_unit_vectors(context[:, pos]) if self.group_value_sum is not None else None  # (K, H d)
+        step = max(1, CHUNK_ENTRIES // pos.numel())
+        for start in range(0, rows.numel(), step):
+            chunk = slice(start, start + step)
+            index = self._group_index((rows[chunk, None] * n_genes + slot[None, :]).reshape(-1), groups)
+            block = _rows_block(probs, pos, span, chunk, at).to(torch.float64).sum(0).reshape(-1)  # (rows K,)
+            self.group_sum.view(-1).index_add_(0, index, block.repeat(groups.numel()))
+            if unit is not None:
+                cosines = (unit[at[chunk]] @ unit.T).reshape(-1)
+                self.group_value_sum.view(-1).index_add_(0, index, cosines.repeat(groups.numel()))
+
+    def grouped_result(self) -> GroupedScores:
+        """The per-group head means' sums of the grouped layer (grouped accumulators only)."""
+        if self.groups is None:
+            raise ValueError("this accumulator was built without groups")
+        value_sum = (self.group_value_sum / self.n_heads if self.group_value_sum is not None
+                     else torch.zeros((0, *self.group_sum.shape[1:]), dtype=torch.float64))
+        return GroupedScores(genes=self.genes, rows=self.groups.rows, layer=self.groups.layer,
+                             groups=self.groups.names, attention_sum=(self.group_sum / self.n_heads).cpu().numpy(),
+                             value_weighted_sum=value_sum.cpu().numpy(), count=self.group_count.cpu().numpy(),
+                             n_cells=self.group_cells.cpu().numpy())
 
     def result(self) -> AttentionScores:
         """The accumulated attention scores as numpy arrays on the host."""

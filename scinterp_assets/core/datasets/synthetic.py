@@ -21,13 +21,21 @@ Cell ``c`` has log mean ``base[g] + D[c, g]`` for gene ``g``, with deviations ``
   what lets co-expression among control cells carry signal about planted edges. A gene's incoming
   weights are divided by sqrt(its number of regulators), so multi-regulated genes keep a bounded variance.
 
+State-specific wiring (``state_specific_edges`` > 0, FRAMEWORK A20-A21): each state also has its own TF ->
+non-TF edges, active only in its cells, so a cell of state ``s`` has ``T_s = (I - W - dW_s)^-1`` instead of
+``T``. Pooled over states, such an edge is diluted by the cells where it is absent; within its state it is as
+strong as any other. They are planted truth like the common edges (``truth_edges`` holds both;
+``truth_state_edges`` says which state each of the others belongs to).
+
 Modules are groups of non-TF genes sharing a latent factor, like subunits of a protein complex: they are
 co-expressed without being regulated (negatives for the TF-target truth that look positive) and are
 never GRN targets.
 
 Because the model is linear in log space, a perturbation that multiplies gene ``p`` by ``f`` (CRISPRi:
 ``f = 1 - knockdown``; CRISPRa: ``f = fold``) multiplies the mean of gene ``g`` by ``f ** T[p, g]`` in every
-cell and state, so ``uns["truth_effects"]`` (``log(f) * T[p, g]``) is exact, not estimated.
+cell and state, so ``uns["truth_effects"]`` (``log(f) * T[p, g]``) is exact, not estimated. With state-specific
+wiring the change in state ``s`` is ``log(f) * T_s[p, g]``, and ``truth_effects`` holds its mean over states
+weighted by their shares of cells (the expected log change of a random cell).
 
 Counts are negative binomial (``var = mu + nb_dispersion * mu^2``) with mean ``size[c] * exp(base + D)`` and
 log-normal ``size`` of mean 1. ``base`` is rescaled, from the closed-form Gaussian moments of ``D``, so an
@@ -50,14 +58,15 @@ from scipy import sparse
 
 MODALITIES: tuple[str, ...] = ("CRISPRi", "CRISPRa")
 CONTROL_LABEL = "non-targeting"
-_NETWORK_STREAM, _SCREEN_STREAM = 0, 1
+_NETWORK_STREAM, _SCREEN_STREAM, _STATE_WIRING_STREAM = 0, 1, 2
 _NAMING_SEED = 0  # the order of real genes vocabulary_gene_names draws from (fixed, with numpy's Generator)
 # the smallest world in which the evaluation is meaningful (enough genes, TFs, states, perturbations)
 _MINIMUMS = {"n_genes": 200, "n_tfs": 20, "n_modules": 0, "n_states": 3, "n_control_cells": 1,
              "n_perturbed_genes": 30, "cells_per_perturbation": 1, "min_non_tf_perturbations": 1,
-             "n_tf_tiers": 2}
+             "n_tf_tiers": 2, "state_specific_edges": 0}
 _INT_RANGES = ("targets_per_tf_range", "tf_targets_per_tf_range", "module_size_range")
-_FLOAT_RANGES = ("knockdown_range", "activation_fold_range", "edge_weight_range", "module_loading_range")
+_FLOAT_RANGES = ("knockdown_range", "activation_fold_range", "edge_weight_range", "module_loading_range",
+                 "state_edge_weight_range")
 _CASTS = {"int": int, "float": float}
 
 
@@ -89,6 +98,8 @@ class SyntheticWorldSpec:
     n_tf_tiers: int = 3  # depth of the TF hierarchy, master regulators first
     edge_weight_range: tuple[float, float] = (0.5, 1.0)  # |d log target / d log TF| before / sqrt(k)
     activating_edge_fraction: float = 0.6
+    state_specific_edges: int = 0  # TF -> target edges per state active only in that state (A20-A21)
+    state_edge_weight_range: tuple[float, float] = (1.0, 1.5)  # their |d log target / d log TF|, before / sqrt(k)
     tf_noise_sd: float = 0.4  # intrinsic per-cell log noise of TF activity
     state_effect_sd: float = 0.5  # sd of per-state TF log-activity offsets
     gene_noise_sd: float = 0.15  # intrinsic per-cell log noise of non-TF genes
@@ -113,7 +124,8 @@ class SyntheticWorldSpec:
         for name in ("library_size_sd", "tf_noise_sd", "state_effect_sd", "gene_noise_sd"):
             _require(getattr(self, name) >= 0, name, "must be >= 0")
         _require(0 <= self.activating_edge_fraction <= 1, "activating_edge_fraction", "must lie in [0, 1]")
-        _require(self.edge_weight_range[0] > 0, "edge_weight_range", "magnitudes must be > 0")
+        for name in ("edge_weight_range", "state_edge_weight_range"):
+            _require(getattr(self, name)[0] > 0, name, "magnitudes must be > 0")
         _require(self.module_size_range[0] >= 2, "module_size_range", "a module needs >= 2 genes")
         half_non_tfs = (self.n_genes - self.n_tfs) // 2
         # modules take at most half of the non-TF genes; the other half are the GRN's non-TF targets
@@ -124,6 +136,8 @@ class SyntheticWorldSpec:
         _require(0 <= self.tf_targets_per_tf_range[0]
                  and self.tf_targets_per_tf_range[1] <= self.targets_per_tf_range[0],
                  "tf_targets_per_tf_range", "must lie within [0, targets_per_tf_range low]")
+        _require(self.state_specific_edges <= self.n_tfs * half_non_tfs // 2, "state_specific_edges",
+                 f"must be <= n_tfs * {half_non_tfs} // 2 (half the TF x non-module target pairs)")
         _require(self.min_non_tf_perturbations < self.n_perturbed_genes, "min_non_tf_perturbations",
                  "must be < n_perturbed_genes")
         # non-TF perturbations target the better-expressed half of the non-TF genes
@@ -165,6 +179,8 @@ class _Network:
     state_offsets: np.ndarray  # (S, G) log-activity offsets; nonzero only in TF columns
     state_fractions: np.ndarray  # (S,) share of cells per state
     module_loadings: np.ndarray  # (G, M) loading of each gene on each module factor
+    state_weights: np.ndarray  # (S, n_tfs, G) direct effects active only in each state (TF rows; non-TF targets)
+    state_total_effect: np.ndarray  # (S, n_tfs, G) what they add to T's TF rows in that state: T[TFs, TFs] @ dW_s
 
 
 def gene_symbols(n_genes: int, n_tfs: int) -> list[str]:
@@ -244,14 +260,45 @@ def _plant_network(spec: SyntheticWorldSpec) -> _Network:
     state_offsets = np.zeros((spec.n_states, n_genes))
     state_offsets[:, :n_tfs] = rng.normal(0.0, spec.state_effect_sd, (spec.n_states, n_tfs))
     state_fractions = rng.dirichlet(np.full(spec.n_states, 5.0))
+    state_weights = _plant_state_wiring(spec, weights, target_pool)
+    # A state's edges end at non-TFs, which regulate nothing, so (W + dW)^k = W^k + W^(k-1) dW and the state's
+    # total effect is T + T dW: only TF rows change, by T[TFs, TFs] @ dW[TFs]
+    state_total_effect = total_effect[:n_tfs, :n_tfs] @ state_weights
 
-    # given its state, D is Gaussian with mean offsets @ T and variance diag(T' diag(v) T + (L' T)^2),
-    # so the mean control library is closed-form and the scale does not depend on the cell seed
+    # given its state s, D is Gaussian with mean offsets_s @ T_s and variance diag(T_s' diag(v) T_s + (L' T_s)^2)
+    # (module genes are non-TFs, so L' T_s = L' T), so the mean control library is closed-form and the scale
+    # does not depend on the cell seed
     exogenous_var = np.where(np.arange(n_genes) < n_tfs, spec.tf_noise_sd**2, spec.gene_noise_sd**2)
     deviation_var = (total_effect**2).T @ exogenous_var + ((loadings.T @ total_effect) ** 2).sum(axis=0)
-    mean_fold = state_fractions @ np.exp(state_offsets @ total_effect + deviation_var / 2)
+    tf_rows = total_effect[:n_tfs]
+    state_var = np.stack([deviation_var + ((tf_rows + extra) ** 2 - tf_rows**2).T @ exogenous_var[:n_tfs]
+                          for extra in state_total_effect])
+    state_mean = state_offsets @ total_effect + np.einsum("st,stg->sg", state_offsets[:, :n_tfs], state_total_effect)
+    mean_fold = state_fractions @ np.exp(state_mean + state_var / 2)
     base += np.log(spec.mean_library_size) - np.log(np.exp(base) @ mean_fold)
-    return _Network(base, weights, total_effect, state_offsets, state_fractions, loadings)
+    return _Network(base, weights, total_effect, state_offsets, state_fractions, loadings, state_weights,
+                    state_total_effect)
+
+
+def _plant_state_wiring(spec: SyntheticWorldSpec, weights: np.ndarray, target_pool: np.ndarray) -> np.ndarray:
+    """(S, n_tfs, G) TF -> non-TF edges active in one state each: ``state_specific_edges`` distinct pairs per
+    state, none shared with the common network or another state, from their own seed stream (the common
+    network does not change with them). A target's state edge is divided by sqrt(its regulators in that state)."""
+    n_tfs, n_states, per_state = spec.n_tfs, spec.n_states, spec.state_specific_edges
+    state_weights = np.zeros((n_states, n_tfs, spec.n_genes))
+    if per_state == 0:
+        return state_weights
+    rng = np.random.default_rng([spec.wiring_seed, _STATE_WIRING_STREAM])
+    sources, targets = np.meshgrid(np.arange(n_tfs), np.sort(target_pool), indexing="ij")
+    free = weights[sources, targets] == 0
+    chosen = rng.choice(int(free.sum()), n_states * per_state, replace=False)
+    sources, targets = sources[free][chosen], targets[free][chosen]
+    signs = np.where(rng.random(chosen.size) < spec.activating_edge_fraction, 1.0, -1.0)
+    magnitudes = rng.uniform(*spec.state_edge_weight_range, chosen.size)
+    states = np.repeat(np.arange(n_states), per_state)
+    state_weights[states, sources, targets] = signs * magnitudes
+    regulators = (weights != 0).sum(axis=0)[None, :] + (state_weights != 0).sum(axis=1)  # (S, G)
+    return state_weights / np.sqrt(np.maximum(regulators, 1))[:, None, :]
 
 
 def _design_screen(spec: SyntheticWorldSpec, network: _Network) -> tuple[np.ndarray, np.ndarray]:
@@ -279,7 +326,8 @@ def simulate_world(spec: SyntheticWorldSpec, gene_names: pd.DataFrame | None = N
     ``cell_state``; ``uns``: ``control_label``, ``modality``, ``synthetic_spec`` (the spec as a dict), and
     the truth tables ``truth_edges`` (source, target, sign, weight), ``truth_effects`` (perturbation, gene,
     log_fold_change: natural-log change of the mean, omitted when zero), ``truth_perturbation_strength``
-    (perturbation, strength) and ``truth_modules`` (module, gene).
+    (perturbation, strength) and ``truth_modules`` (module, gene); with state-specific wiring also
+    ``truth_state_edges`` (state, source, target): the edges of ``truth_edges`` active only in that state.
     """
     network = _plant_network(spec)
     perturbed_genes, strengths = _design_screen(spec, network)
@@ -303,6 +351,10 @@ def simulate_world(spec: SyntheticWorldSpec, gene_names: pd.DataFrame | None = N
     perturbation = perturbation_of_cell[perturbed_cells]
     exogenous[perturbed_cells, perturbed_genes[perturbation]] += log_factors[perturbation]
     log_mean = network.base_log_mean + exogenous @ network.total_effect
+    if network.state_weights.any():  # a state's own edges: T_s = T + its extra TF rows
+        for state, extra in enumerate(network.state_total_effect):
+            in_state = states == state
+            log_mean[in_state] += exogenous[in_state, :n_tfs] @ extra
     size_factors = rng.lognormal(-spec.library_size_sd**2 / 2, spec.library_size_sd, n_cells)
     mean = size_factors[:, None] * np.exp(log_mean)
     counts = rng.negative_binomial(1.0 / spec.nb_dispersion, 1.0 / (1.0 + mean * spec.nb_dispersion))
@@ -351,13 +403,31 @@ def _truth_tables(network: _Network, symbols: np.ndarray, perturbed_genes: np.nd
     edges = pd.DataFrame({"source": symbols[sources], "target": symbols[targets],
                           "sign": np.sign(network.weights[sources, targets]).astype(np.int64),
                           "weight": network.weights[sources, targets]})
-    log_fold_changes = log_factors[:, None] * network.total_effect[perturbed_genes]  # (P, G)
+    # a perturbation's mean log change over the states of a cell drawn at random: T plus the state-fraction mean
+    # of the states' extra TF rows (exact; each state's own change is T_s's row)
+    total_effect = network.total_effect[perturbed_genes]
+    n_tfs = network.state_total_effect.shape[1]
+    tf_perturbations = perturbed_genes < n_tfs
+    total_effect[tf_perturbations] += np.einsum(
+        "s,stg->tg", network.state_fractions, network.state_total_effect)[perturbed_genes[tf_perturbations]]
+    log_fold_changes = log_factors[:, None] * total_effect  # (P, G)
     rows, genes = np.nonzero(np.abs(log_fold_changes) >= 1e-12)
     effects = pd.DataFrame({"perturbation": symbols[perturbed_genes][rows], "gene": symbols[genes],
                             "log_fold_change": log_fold_changes[rows, genes]})
     members, modules = np.nonzero(network.module_loadings)
     by_module = np.lexsort((members, modules))
-    return {
+    tables = {}
+    if network.state_weights.any():
+        states, state_sources, state_targets = np.nonzero(network.state_weights)
+        state_edges = pd.DataFrame({"source": symbols[state_sources], "target": symbols[state_targets],
+                                    "sign": np.sign(network.state_weights[states, state_sources, state_targets])
+                                    .astype(np.int64),
+                                    "weight": network.state_weights[states, state_sources, state_targets]})
+        edges = pd.concat([edges, state_edges], ignore_index=True)
+        tables["truth_state_edges"] = pd.DataFrame({"state": [f"state_{s}" for s in states],
+                                                    "source": state_edges["source"],
+                                                    "target": state_edges["target"]})
+    return tables | {
         "truth_edges": edges,
         "truth_effects": effects,
         "truth_perturbation_strength": pd.DataFrame({"perturbation": symbols[perturbed_genes],

@@ -30,6 +30,7 @@ from scinterp_assets.core.attention.embeddings import (
 from scinterp_assets.core.attention.scores import (
     AttentionScores,
 )
+from scinterp_assets.core.attention.grouped import CellGroups
 from scinterp_assets.core.attention.streaming import (
     NOT_ACCUMULATED,
     AttentionAccumulator,
@@ -462,7 +463,8 @@ class GeneformerModel:
         num_threads: int | None = None,
         token_budget: int | None = None,
         value_weighted: bool = False,
-    ) -> AttentionScores | tuple[AttentionScores, AttentionScores]:
+        groups: CellGroups | None = None,
+    ) -> AttentionScores | tuple[AttentionScores, ...]:
         """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names), in
         batches of at most `batch_size` cells and `token_budget` attention entries per head (`plan_batches`).
 
@@ -475,6 +477,9 @@ class GeneformerModel:
         value_weighted=True returns `(attention, value_weighted)`: the second accumulates, over the same cells
         and pairs, the head mean of the cosine similarity of the two genes' per-head context vectors (softmax(QK^T/sqrt(d)) V,
         BertSelfAttention's output before BertSelfOutput). `provenance["score"]` tells the two apart.
+
+        groups (`CellGroups`, membership by input row): also sums one layer's head-mean rows per group of cells in
+        the same pass (FRAMEWORK A20-A21); the `GroupedScores` come last in the returned tuple.
         """
         mapping = self.tokenizer.map_genes(adata)
         self._require_coverage(adata, mapping)
@@ -498,9 +503,9 @@ class GeneformerModel:
         with torch.inference_mode(), torch_threads(num_threads):
             self.bert.to(device)
             accumulator = AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device,
-                                               value_weighted=value_weighted, sources=sources)  # fmt: skip
+                                               value_weighted=value_weighted, sources=sources, groups=groups)
             scores = stream_attention(accumulator, lengths[rows].tolist(), batch_size, encode_batch, progress,
-                                      token_budget)
+                                      token_budget, cell_rows=rows)
         # rank-value encoding and eval-mode BERT are deterministic: the seed changes nothing, but is recorded
         provenance = {"family": self.family, "version": self.version, "seed": int(seed), "layer": layer,
                       "restrict_context": restrict_context, "max_genes": self.tokenizer.max_genes}

@@ -41,6 +41,7 @@ from scinterp_assets.core.attention.embeddings import (
 from scinterp_assets.core.attention.scores import (
     AttentionScores,
 )
+from scinterp_assets.core.attention.grouped import CellGroups
 from scinterp_assets.core.attention.streaming import (
     NOT_ACCUMULATED,
     AttentionAccumulator,
@@ -806,7 +807,8 @@ class ScGPTModel:
         cls_value: float = 0.0,
         min_coverage: float = 0.0,
         value_weighted: bool = False,
-    ) -> AttentionScores | tuple[AttentionScores, AttentionScores]:
+        groups: CellGroups | None = None,
+    ) -> AttentionScores | tuple[AttentionScores, ...]:
         """Summed attention and pair counts over the cells of `adata` for the G `genes` (var names), in
         batches of at most `batch_size` cells and `token_budget` attention entries per head (`plan_batches`).
 
@@ -833,7 +835,8 @@ class ScGPTModel:
             include_zero_genes=include_zero_genes, cls_value=cls_value,
         )  # fmt: skip
         has_cls = self.tokenizer.cls_id is not None
-        cells = [cell for cell in cells if len(cell.ids) > has_cls]  # no known gene: nothing to accumulate
+        kept = np.array([i for i, cell in enumerate(cells) if len(cell.ids) > has_cls], dtype=np.int64)
+        cells = [cells[i] for i in kept]  # no known gene: nothing to accumulate
 
         def encode_batch(batch: np.ndarray):
             ids, values, attend = self.tokenizer.pad([cells[i] for i in batch])
@@ -846,9 +849,10 @@ class ScGPTModel:
         with torch.inference_mode(), torch_threads(num_threads):
             self.encoder.to(device)
             accumulator = AttentionAccumulator(plan.genes, plan.layers, self.n_heads, device,
-                                               value_weighted=value_weighted, sources=sources)  # fmt: skip
+                                               value_weighted=value_weighted, sources=sources, groups=groups)
             lengths = [len(cell.ids) for cell in cells]
-            scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress, token_budget)
+            scores = stream_attention(accumulator, lengths, batch_size, encode_batch, progress, token_budget,
+                                      cell_rows=kept)
         provenance = self._tokenisation_provenance(seed, include_zero_genes, cls_value, symbol_column, layer)
         provenance["restrict_context"] = restrict_context
         return labelled_results(scores, accumulator, provenance, value_weighted)

@@ -1,0 +1,182 @@
+"""Family S assets (A20 scaling, A21 CSSI), per model x cell type.
+
+`cell_strata` estimates the strata of the cells attention extraction runs on; extraction then also sums one
+layer per group of cells in its one pass (`scaling_design`: ladder buckets, strata, null blocks), and
+`scaling_and_cssi` reads rungs, strata and null draws back from those sums.
+"""
+
+
+import anndata as ad
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from scinterp_assets.config import ScinterpConfig
+from scinterp_assets.core.analyses.scaling import (
+    CellSetScores,
+    CssiSettings,
+    ScalingDesign,
+    cssi_evaluation,
+    cssi_tests,
+    reference_mask,
+    scaling_curves,
+    scaling_groups,
+    scaling_tests,
+    scored_pairs,
+)
+from scinterp_assets.core.analyses.strata import (
+    Stratification,
+    by_size,
+    checked_representation,
+    estimate_strata,
+    expression_pcs,
+    strata_table,
+    stratifications_from_table,
+)
+from scinterp_assets.core.attention.embeddings import CellEmbeddings
+from scinterp_assets.core.attention.grouped import GroupedScores
+from scinterp_assets.core.datasets.preprocessing import LOG_LAYER
+from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.partitions import model_and_cell_type
+from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
+from scinterp_assets.resources.model_store import ModelStore
+
+GROUP = "model_evaluation"
+ORACLE_COLUMN = "cell_state"  # synthetic screens: the simulation's true state of each cell
+
+
+def extraction_cells(control_cells: ad.AnnData, project: ScinterpConfig) -> ad.AnnData:
+    """The control cells attention extraction runs on (a seeded subset of attention.max_cells)."""
+    from scinterp_assets.defs.model_assets import subsample_cells
+
+    return subsample_cells(control_cells, project.attention.max_cells, project.seeds.attention)
+
+
+def primary_name(project: ScinterpConfig) -> str:
+    return f"{project.scaling.primary_method}_k{project.scaling.primary_k}"
+
+
+def grouped_rows(reference_edges: pd.DataFrame, attention_sources: list, genes: list[str]) -> tuple[str, ...]:
+    """The rows summed per group: sources of "regulates" references that are per-head sources, in gene order."""
+    wanted = set(reference_edges.loc[reference_edges["relation"] == "regulates", "source"]) & set(attention_sources)
+    return tuple(gene for gene in genes if gene in wanted)
+
+
+def scaling_design(cell_strata: pd.DataFrame, rows: tuple[str, ...], layer: int,
+                   project: ScinterpConfig) -> ScalingDesign:
+    """Every grouping of the extraction pass, rebuilt identically wherever it is needed."""
+    settings = project.scaling
+    stratifications = stratifications_from_table(cell_strata)
+    primary = next(s for s in stratifications if s.name == primary_name(project))
+    return scaling_groups(primary, stratifications, rows, layer, rung_sizes=settings.rung_sizes,
+                          heterogeneity_cells=settings.heterogeneity_cells,
+                          seeds=range(project.seeds.scaling, project.seeds.scaling + settings.ladder_seeds),
+                          n_null_blocks=min(settings.null_blocks, len(cell_strata)), null_seed=project.seeds.scaling)
+
+
+def build_scaling_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(partitions_def=multi_partitions, group_name=GROUP)
+    def cell_strata(context: dg.AssetExecutionContext, control_cells: ad.AnnData, cell_embeddings: CellEmbeddings,
+                    project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """Strata of the cells attention extraction runs on (A21): k-means and Leiden (kNN graph) for each K of
+        scaling.k_values, on expression PCs or the model's cell embeddings (scaling.representation); plus the
+        primary labels shuffled over cells (a calibration check) and, for synthetic screens, the true states
+        (oracle, never the primary row). Labels are numbered by decreasing stratum size."""
+        settings = project.scaling
+        cells = extraction_cells(control_cells, project)
+        if not settings.enabled:
+            return dg.Output(pd.DataFrame({"cell": cells.obs_names.astype(str)}), metadata={"enabled": False})
+        _, cell_type = model_and_cell_type(context)
+        what = f"cell_strata of {context.partition_key}"
+        if settings.representation == "cell_embeddings":
+            row_of = {cell: i for i, cell in enumerate(cell_embeddings.cell_ids)}
+            missing = [cell for cell in cells.obs_names if cell not in row_of]
+            values = np.zeros((cells.n_obs, cell_embeddings.values.shape[1]))
+            held = [i for i, cell in enumerate(cells.obs_names) if cell in row_of]
+            values[held] = cell_embeddings.values[[row_of[cells.obs_names[i]] for i in held]]
+            # a cell the model cannot embed has no known gene: extraction skips it too; it joins the origin
+            representation = checked_representation(values, what)
+        else:
+            missing = []
+            representation = expression_pcs(cells.layers[LOG_LAYER], settings.n_pcs, project.seeds.scaling)
+        stratifications = estimate_strata(representation, settings.methods, settings.k_values, project.seeds.scaling,
+                                          settings.n_neighbors, what)
+        primary = next(s for s in stratifications if s.name == primary_name(project))
+        shuffled = np.random.default_rng([project.seeds.scaling, 23]).permutation(primary.labels)
+        stratifications.append(Stratification("shuffled", "shuffled", None, shuffled))
+        synthetic = project.cell_types[cell_type].kind == "synthetic" and ORACLE_COLUMN in cells.obs
+        if synthetic:
+            stratifications.append(Stratification("oracle", "oracle", None,
+                                                  by_size(cells.obs[ORACLE_COLUMN].astype(str).to_numpy())))
+        table = strata_table(cells.obs_names, stratifications)
+        return dg.Output(table, metadata={
+            "cells": len(table), "representation": settings.representation, "cells_without_embedding": len(missing),
+            "strata": dg.MetadataValue.md(pd.DataFrame(
+                [{"stratification": s.name, "k": s.k, "sizes": ", ".join(map(str, s.sizes()))}
+                 for s in stratifications]).to_markdown(index=False)),
+            "oracle_strata": synthetic,
+        })
+
+    @dg.multi_asset(
+        outs={
+            "scaling_curves": dg.AssetOut(description=(
+                "A20: edge recovery (AUROC and top-K F1 against each reference) of attention, value-weighted and "
+                "co-expression scores per rung of three ladders (fixed composition, growing heterogeneity, "
+                "accrual) and seed, from one extraction pass.")),
+            "cssi_gains": dg.AssetOut(description=(
+                "A21: per stratification, score, aggregation and reference, the CSSI AUROC and F1 gains over "
+                "pooled scores of the same cells, with the null band of random strata of the same sizes.")),
+            "scaling_and_cssi": dg.AssetOut(description="Registry rows of family S (A20, A21)."),
+        },
+        partitions_def=multi_partitions,
+        group_name=GROUP,
+    )
+    def scaling_and_cssi(context: dg.AssetExecutionContext, grouped_attention: GroupedScores,
+                         cell_strata: pd.DataFrame, control_cells: ad.AnnData, screen_data: ad.AnnData,
+                         reference_edges: pd.DataFrame, gene_universe: pd.DataFrame,
+                         project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
+        """A20 recovery-versus-N curves with their sign tests, and A21 CSSI gains with random-strata nulls
+        (confirmatory: the primary stratification's CSSI-max attention AUROC gain per reference)."""
+        _, cell_type = model_and_cell_type(context)
+        shared = shared_registry_fields(context, project, model_store, len(gene_universe))
+        if not project.scaling.enabled or not grouped_attention.groups:
+            reason = "scaling.enabled is off" if not project.scaling.enabled else "no reference source to score"
+            rows = registry_table(context, [{"analysis_id": "A21", "test_id": "A21:not_evaluable", "family": "S",
+                                             "p_value": np.nan, "note": f"not evaluable: {reason}"}], **shared)
+            yield dg.Output(pd.DataFrame(), output_name="scaling_curves", metadata={"skipped": reason})
+            yield dg.Output(pd.DataFrame(), output_name="cssi_gains", metadata={"skipped": reason})
+            yield dg.Output(rows, output_name="scaling_and_cssi", metadata=frame_metadata(rows))
+            return
+        cells = extraction_cells(control_cells, project)
+        genes = list(grouped_attention.genes)
+        design = scaling_design(cell_strata, grouped_attention.rows, grouped_attention.layer, project)
+        expression = cells.layers[LOG_LAYER][:, cells.var_names.get_indexer(genes)]
+        expression = expression.toarray() if hasattr(expression, "toarray") else np.asarray(expression)
+        scores = CellSetScores(grouped_attention, expression)
+        rows_ = grouped_attention.rows
+        references = {resource: reference_mask(rows_, genes, group[["source", "target"]].to_numpy())
+                      for resource, group in reference_edges[reference_edges["relation"] == "regulates"]
+                      .groupby("resource", sort=True)}
+        if "truth_state_edges" in screen_data.uns:  # synthetic: the edges active in one state only
+            state_edges = pd.DataFrame(screen_data.uns["truth_state_edges"])
+            references["planted_state_specific"] = reference_mask(rows_, genes,
+                                                                  state_edges[["source", "target"]].to_numpy())
+        valid = scored_pairs(rows_, genes)
+        curves = scaling_curves(design, scores, references, valid)
+        settings = project.scaling
+        gains = cssi_evaluation(design, scores, references, valid,
+                                CssiSettings(settings.min_stratum_size, settings.null_draws, project.seeds.scaling,
+                                             project.analyses.alpha))
+        layer = grouped_attention.layer
+        tests = scaling_tests(curves, layer) + cssi_tests(gains, primary_name(project), layer)
+        if design.skipped_rungs:
+            context.log.info("A20 rungs left out: " + "; ".join(design.skipped_rungs))
+        rows = registry_table(context, tests, **shared, label_rule="reference edges", seed=project.seeds.scaling)
+        yield dg.Output(curves, output_name="scaling_curves", metadata={
+            **frame_metadata(curves), "rungs_left_out": dg.MetadataValue.text("; ".join(design.skipped_rungs))})
+        yield dg.Output(gains, output_name="cssi_gains", metadata=frame_metadata(gains))
+        yield dg.Output(rows, output_name="scaling_and_cssi", metadata={
+            **frame_metadata(rows), "groups_accumulated": len(grouped_attention.groups),
+            "grouped_rows": len(rows_), "layer": layer})
+
+    return [cell_strata, scaling_and_cssi]
