@@ -135,8 +135,8 @@ def build_scaling_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list
                          cell_strata: pd.DataFrame, control_cells: ad.AnnData, screen_data: ad.AnnData,
                          reference_edges: pd.DataFrame, gene_universe: pd.DataFrame,
                          project: dg.ResourceParam[ScinterpConfig], model_store: dg.ResourceParam[ModelStore]):
-        """A20 recovery-versus-N curves with their sign tests, and A21 CSSI gains with random-strata nulls
-        (confirmatory: the primary stratification's CSSI-max attention AUROC gain per reference)."""
+        """A20 recovery-versus-N curves with their sign tests, and A21 CSSI gains with random-strata nulls (the
+        pre-specified test: the primary stratification's CSSI-max attention AUROC gain per reference)."""
         _, cell_type = model_and_cell_type(context)
         shared = shared_registry_fields(context, project, model_store, len(gene_universe))
         if not project.scaling.enabled or not grouped_attention.groups:

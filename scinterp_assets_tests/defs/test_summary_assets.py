@@ -10,7 +10,8 @@ from scinterp_assets.defs.registry_fields import code_version
 import pandas as pd
 
 ANALYSES = ("perturbation_prediction", "reference_structure", "layer_selection", "hvg_protocol_confound_tests",
-            "reference_battery", "incremental_value", "sensitivity_grid_tests", "causal_interventions")
+            "reference_battery", "incremental_value", "sensitivity_grid_tests", "causal_interventions",
+            "scaling_and_cssi")
 
 
 def _store_partition(config, model: str, cell_type: str, version: str) -> None:

@@ -106,7 +106,9 @@ def _neighbour_graph(representation: np.ndarray, n_neighbors: int, seed: int) ->
 def _leiden(cells: ad.AnnData, resolution: float, seed: int) -> np.ndarray:
     import scanpy as sc
 
-    sc.tl.leiden(cells, resolution=resolution, random_state=seed, flavor="leidenalg", key_added="stratum")
+    with warnings.catch_warnings():  # scanpy announces igraph as its future default; leidenalg is chosen here
+        warnings.filterwarnings("ignore", message=".*default backend for leiden", category=FutureWarning)
+        sc.tl.leiden(cells, resolution=resolution, random_state=seed, flavor="leidenalg", key_added="stratum")
     return cells.obs["stratum"].cat.codes.to_numpy()
 
 

@@ -209,8 +209,6 @@ class CellSelection:
     spans:       per cell, (first, stop) when the positions are one contiguous run (then a layer's block is a
                  cheap slice instead of a gather; always so when every token of a cell is a requested gene)
     groups:      per cell, int64 the groups it adds to (grouped accumulators; empty otherwise)
-    grouped_at:  per cell, int64 indices into `positions` of the cell's grouped-row genes
-    grouped_rows: per cell, int64 the grouped row of each of those genes
     """
 
     positions: tuple[torch.Tensor, ...]
@@ -219,12 +217,9 @@ class CellSelection:
     source_rows: tuple[torch.Tensor, ...]
     spans: tuple[tuple[int, int] | None, ...]
     groups: tuple[torch.Tensor, ...]
-    grouped_at: tuple[torch.Tensor, ...]
-    grouped_rows: tuple[torch.Tensor, ...]
 
     def __post_init__(self) -> None:
-        fields = (self.positions, self.slots, self.source_at, self.source_rows, self.spans, self.groups,
-                  self.grouped_at, self.grouped_rows)
+        fields = (self.positions, self.slots, self.source_at, self.source_rows, self.spans, self.groups)
         if len({len(field) for field in fields}) != 1:
             raise ValueError("CellSelection needs one entry per cell in every field")
         for pos, slot, at, rows in zip(self.positions, self.slots, self.source_at, self.source_rows):
@@ -324,7 +319,7 @@ class AttentionAccumulator:
         n_genes = len(self.genes)
         presence = torch.zeros((slots.shape[0], n_genes), dtype=torch.float32, device=self.device)
         fields: dict[str, list] = {name: [] for name in (
-            "positions", "slots", "source_at", "source_rows", "spans", "groups", "grouped_at", "grouped_rows")}
+            "positions", "slots", "source_at", "source_rows", "spans", "groups")}
         for cell, row in enumerate(slots):
             pos = torch.nonzero(row != NOT_ACCUMULATED).squeeze(1)
             slot = row[pos]
@@ -347,17 +342,15 @@ class AttentionAccumulator:
         return CellSelection(**{name: tuple(values) for name, values in fields.items()})
 
     def _select_groups(self, fields: dict[str, list], slot: torch.Tensor, cell_row: int | None) -> None:
-        """A cell's groups and grouped rows, with its pair counts added to every one of its groups."""
-        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+        """A cell's groups, with its pair counts of the grouped rows added to every one of them."""
         if self.groups is None:
-            fields["groups"].append(empty), fields["grouped_at"].append(empty), fields["grouped_rows"].append(empty)
+            fields["groups"].append(torch.zeros(0, dtype=torch.int64, device=self.device))
             return
         membership = self.groups.membership[cell_row]
         groups = torch.from_numpy(membership[membership >= 0]).to(self.device)
         group_row = self._group_row[slot]
-        at = torch.nonzero(group_row >= 0).squeeze(1)
-        rows = group_row[at]
-        fields["groups"].append(groups), fields["grouped_at"].append(at), fields["grouped_rows"].append(rows)
+        rows = group_row[group_row >= 0]
+        fields["groups"].append(groups)
         self.group_cells[groups] += 1
         if groups.numel() and rows.numel():
             index = self._group_index((rows[:, None] * len(self.genes) + slot[None, :]).reshape(-1), groups)
@@ -408,12 +401,15 @@ class AttentionAccumulator:
                 rows_at, row_targets = None, slot
             else:
                 rows_at, row_targets = at, source_row
+            groups = selection.groups[cell] if self.groups is not None and layer == self.groups.layer else None
+            row_groups = None if groups is None else self._group_row[slot if rows_at is None else slot[rows_at]]
             for start in range(0, row_targets.numel(), step):
                 chunk = slice(start, start + step)
-                block = _rows_block(probs[cell], pos, span, chunk, rows_at)  # (H, rows, K)
+                block = _rows_block(probs[cell], pos, span, chunk, rows_at).to(torch.float64)  # (H, rows, K)
                 index = (row_targets[chunk, None] * n_genes + slot[None, :]).reshape(-1)
-                per_head.index_add_(1, index, block.reshape(n_heads, -1).to(torch.float64))
-            self._add_grouped(layer, probs[cell], None if context is None else context[cell], selection, cell)
+                per_head.index_add_(1, index, block.reshape(n_heads, -1))
+                if groups is not None:  # the grouped rows of this chunk, summed over heads, into each group
+                    self._add_to_groups(self.group_sum, row_groups[chunk], slot, block.sum(0), groups)
             if self.head_sum is None and self.value_head_sum is None:
                 continue
             # Summed over heads before the gather (one pass over the layer's (n, n) block, then K^2 picked instead
@@ -427,27 +423,20 @@ class AttentionAccumulator:
                     self.head_sum[row].view(-1).index_add_(
                         0, index, _rows_block(summed, pos, span, chunk).reshape(-1).to(torch.float64))
                 if unit is not None:
-                    self.value_head_sum[row].view(-1).index_add_(0, index, (unit[chunk] @ unit.T).reshape(-1))
+                    cosines = unit[chunk] @ unit.T
+                    self.value_head_sum[row].view(-1).index_add_(0, index, cosines.reshape(-1))
+                    if groups is not None and self.group_value_sum is not None:
+                        self._add_to_groups(self.group_value_sum, self._group_row[slot[chunk]], slot, cosines, groups)
 
-    def _add_grouped(self, layer: int, probs: torch.Tensor, context: torch.Tensor | None, selection: CellSelection,
-                     cell: int) -> None:
-        """Add one cell's head-summed rows of the grouped genes (and their context cosines) to each of its
-        groups, a chunk of rows at a time."""
-        groups, at, rows = selection.groups[cell], selection.grouped_at[cell], selection.grouped_rows[cell]
-        if self.groups is None or layer != self.groups.layer or not groups.numel() or not rows.numel():
+    def _add_to_groups(self, sums: torch.Tensor, row_groups: torch.Tensor, slot: torch.Tensor, block: torch.Tensor,
+                       groups: torch.Tensor) -> None:
+        """Add the rows of a (rows, K) float64 block whose grouped row (`row_groups`, -1: not grouped) is kept
+        to each of the cell's `groups` in `sums` (groups, R, G): one index_add for all of them."""
+        kept = torch.nonzero(row_groups >= 0).squeeze(1)
+        if not kept.numel() or not groups.numel():
             return
-        pos, slot, span = selection.positions[cell], selection.slots[cell], selection.spans[cell]
-        n_genes = len(self.genes)
-        unit = head_unit_vectors(context[:, pos]) if self.group_value_sum is not None else None  # (K, H d)
-        step = max(1, CHUNK_ENTRIES // pos.numel())
-        for start in range(0, rows.numel(), step):
-            chunk = slice(start, start + step)
-            index = self._group_index((rows[chunk, None] * n_genes + slot[None, :]).reshape(-1), groups)
-            block = _rows_block(probs, pos, span, chunk, at).to(torch.float64).sum(0).reshape(-1)  # (rows K,)
-            self.group_sum.view(-1).index_add_(0, index, block.repeat(groups.numel()))
-            if unit is not None:
-                cosines = (unit[at[chunk]] @ unit.T).reshape(-1)
-                self.group_value_sum.view(-1).index_add_(0, index, cosines.repeat(groups.numel()))
+        index = self._group_index((row_groups[kept, None] * len(self.genes) + slot[None, :]).reshape(-1), groups)
+        sums.view(-1).index_add_(0, index, block[kept].reshape(-1).repeat(groups.numel()))
 
     def grouped_result(self) -> GroupedScores:
         """The per-group head means' sums of the grouped layer (grouped accumulators only)."""
