@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python -m benchmarks.attention_extraction
 	$(BIN)/python -m benchmarks.degree_preserving_null
 	$(BIN)/python -m benchmarks.incremental_value
+	$(BIN)/python -m benchmarks.grouped_attention
 
 # The study's workload end to end (scinterp.study-shape.yaml: 8,000 real genes, 2,000 controls, 280
 # perturbations, a random-weight Geneformer V1-10M): every asset's wall time and peak memory (hours on 2 cores).

@@ -26,7 +26,7 @@ from scinterp_assets.core.models.readouts import Batching, head_entropy
 from scinterp_assets.core.stats.registry import empty_registry
 from scinterp_assets.defs.console import progress_logger
 from scinterp_assets.defs.metadata import accumulator_reads, frame_metadata
-from scinterp_assets.defs.model_assets import EDGE_CONTRACT, model_for, pf_filter, subsample_cells
+from scinterp_assets.defs.model_assets import EDGE_CONTRACT, extraction_cells, model_for, pf_filter, subsample_cells
 from scinterp_assets.defs.partitions import model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
 from scinterp_assets.resources.model_store import ModelStore
@@ -38,8 +38,7 @@ def held_out_controls(controls: ad.AnnData, project: ScinterpConfig) -> tuple[ad
     """The control cells attention extraction did not see (its seeded subset of attention.max_cells), at most
     interventions.max_cells of them (a seeded subset); when extraction saw every control, all controls, and
     False."""
-    attention = project.attention
-    seen = set(subsample_cells(controls, attention.max_cells, project.seeds.attention).obs_names)
+    seen = set(extraction_cells(controls, project).obs_names)
     unseen = controls[~controls.obs_names.isin(seen)]
     held_out = unseen.n_obs > 0
     pool = unseen if held_out else controls

@@ -33,7 +33,7 @@ from scinterp_assets.core.models import GeneCoverageError
 from scinterp_assets.defs.metadata import accumulator_reads, frame_metadata
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
-from scinterp_assets.defs.scaling_assets import grouped_rows, scaling_design
+from scinterp_assets.defs.scaling_design import grouped_rows, scaling_design
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 from scinterp_assets.resources.model_store import ModelStore
 
@@ -70,6 +70,11 @@ def subsample_cells(controls: ad.AnnData, max_cells: int, seed: int) -> ad.AnnDa
         return controls
     chosen = np.sort(np.random.default_rng(seed).choice(controls.n_obs, size=max_cells, replace=False))
     return controls[chosen]
+
+
+def extraction_cells(control_cells: ad.AnnData, project: ScinterpConfig) -> ad.AnnData:
+    """The control cells attention extraction runs on (a seeded subset of attention.max_cells)."""
+    return subsample_cells(control_cells, project.attention.max_cells, project.seeds.attention)
 
 
 def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -128,7 +133,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         settings = project.attention
         model = model_for(model_store, model_key, control_cells)
         genes = gene_universe["gene"].tolist()
-        cells = subsample_cells(control_cells, settings.max_cells, project.seeds.attention)
+        cells = extraction_cells(control_cells, project)
         coverage = model.coverage(cells[:, genes])
         try:  # before the forward pass: a vocabulary that misses the universe fails here, storing nothing
             coverage.require(project.contracts.min_evaluable_fraction, f"{model_key} on cell type {cell_type}")
@@ -152,9 +157,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             groups=groups,
         )
         seconds = time.perf_counter() - started
-        grouped = grouped[0] if grouped else GroupedScores(
-            tuple(genes), (), 0, (), np.zeros((0, 0, len(genes))), np.zeros((0, 0, len(genes))),
-            np.zeros((0, 0, len(genes)), dtype=np.int32), np.zeros(0, dtype=np.int64))
+        grouped = grouped[0] if grouped else GroupedScores.empty(genes)
         yield dg.Output(grouped, output_name="grouped_attention", metadata={
             "groups": len(grouped.groups), "rows": len(grouped.rows), "layer": grouped.layer,
             "array_megabytes": round((grouped.attention_sum.nbytes + grouped.value_weighted_sum.nbytes

@@ -1,7 +1,7 @@
 """Family S assets (A20 scaling, A21 CSSI), per model x cell type.
 
 `cell_strata` estimates the strata of the cells attention extraction runs on; extraction then also sums one
-layer per group of cells in its one pass (`scaling_design`: ladder buckets, strata, null blocks), and
+layer per group of cells in its one pass (`defs/scaling_design.py`: ladder buckets, strata, null blocks), and
 `scaling_and_cssi` reads rungs, strata and null draws back from those sums.
 """
 
@@ -10,17 +10,16 @@ import anndata as ad
 import dagster as dg
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.analyses.scaling import (
     CellSetScores,
     CssiSettings,
-    ScalingDesign,
     cssi_evaluation,
     cssi_tests,
-    reference_mask,
+    reference_rows,
     scaling_curves,
-    scaling_groups,
     scaling_tests,
     scored_pairs,
 )
@@ -31,47 +30,19 @@ from scinterp_assets.core.analyses.strata import (
     estimate_strata,
     expression_pcs,
     strata_table,
-    stratifications_from_table,
 )
 from scinterp_assets.core.attention.embeddings import CellEmbeddings
 from scinterp_assets.core.attention.grouped import GroupedScores
 from scinterp_assets.core.datasets.preprocessing import LOG_LAYER
 from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.model_assets import extraction_cells
 from scinterp_assets.defs.partitions import model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
+from scinterp_assets.defs.scaling_design import primary_name, scaling_design
 from scinterp_assets.resources.model_store import ModelStore
 
 GROUP = "model_evaluation"
 ORACLE_COLUMN = "cell_state"  # synthetic screens: the simulation's true state of each cell
-
-
-def extraction_cells(control_cells: ad.AnnData, project: ScinterpConfig) -> ad.AnnData:
-    """The control cells attention extraction runs on (a seeded subset of attention.max_cells)."""
-    from scinterp_assets.defs.model_assets import subsample_cells
-
-    return subsample_cells(control_cells, project.attention.max_cells, project.seeds.attention)
-
-
-def primary_name(project: ScinterpConfig) -> str:
-    return f"{project.scaling.primary_method}_k{project.scaling.primary_k}"
-
-
-def grouped_rows(reference_edges: pd.DataFrame, attention_sources: list, genes: list[str]) -> tuple[str, ...]:
-    """The rows summed per group: sources of "regulates" references that are per-head sources, in gene order."""
-    wanted = set(reference_edges.loc[reference_edges["relation"] == "regulates", "source"]) & set(attention_sources)
-    return tuple(gene for gene in genes if gene in wanted)
-
-
-def scaling_design(cell_strata: pd.DataFrame, rows: tuple[str, ...], layer: int,
-                   project: ScinterpConfig) -> ScalingDesign:
-    """Every grouping of the extraction pass, rebuilt identically wherever it is needed."""
-    settings = project.scaling
-    stratifications = stratifications_from_table(cell_strata)
-    primary = next(s for s in stratifications if s.name == primary_name(project))
-    return scaling_groups(primary, stratifications, rows, layer, rung_sizes=settings.rung_sizes,
-                          heterogeneity_cells=settings.heterogeneity_cells,
-                          seeds=range(project.seeds.scaling, project.seeds.scaling + settings.ladder_seeds),
-                          n_null_blocks=min(settings.null_blocks, len(cell_strata)), null_seed=project.seeds.scaling)
 
 
 def build_scaling_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -151,22 +122,20 @@ def build_scaling_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list
         genes = list(grouped_attention.genes)
         design = scaling_design(cell_strata, grouped_attention.rows, grouped_attention.layer, project)
         expression = cells.layers[LOG_LAYER][:, cells.var_names.get_indexer(genes)]
-        expression = expression.toarray() if hasattr(expression, "toarray") else np.asarray(expression)
+        expression = expression.toarray() if sparse.issparse(expression) else np.asarray(expression)
         scores = CellSetScores(grouped_attention, expression)
         rows_ = grouped_attention.rows
-        references = {resource: reference_mask(rows_, genes, group[["source", "target"]].to_numpy())
-                      for resource, group in reference_edges[reference_edges["relation"] == "regulates"]
-                      .groupby("resource", sort=True)}
+        regulates = reference_edges[reference_edges["relation"] == "regulates"]
+        references = {resource: reference_rows(regulates, genes, rows_, resource)
+                      for resource in sorted(regulates["resource"].unique())}
         if "truth_state_edges" in screen_data.uns:  # synthetic: the edges active in one state only
-            state_edges = pd.DataFrame(screen_data.uns["truth_state_edges"])
-            references["planted_state_specific"] = reference_mask(rows_, genes,
-                                                                  state_edges[["source", "target"]].to_numpy())
+            references["planted_state_specific"] = reference_rows(
+                pd.DataFrame(screen_data.uns["truth_state_edges"])[["source", "target"]], genes, rows_)
         valid = scored_pairs(rows_, genes)
         curves = scaling_curves(design, scores, references, valid)
         settings = project.scaling
         gains = cssi_evaluation(design, scores, references, valid,
-                                CssiSettings(settings.min_stratum_size, settings.null_draws, project.seeds.scaling,
-                                             project.analyses.alpha))
+                                CssiSettings(settings.min_stratum_size, settings.null_draws, project.seeds.scaling))
         layer = grouped_attention.layer
         tests = scaling_tests(curves, layer) + cssi_tests(gains, primary_name(project), layer)
         if design.skipped_rungs:

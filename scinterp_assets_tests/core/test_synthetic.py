@@ -336,3 +336,18 @@ def test_gene_vocabulary_keeps_only_genes_the_tokeniser_ranks_under_their_own_id
     assert kept == {"E1": 2, "E4": 5}  # E2: median 0; E3: mapped onto E4's token
     with pytest.raises(ModelLoadError, match="gene vocabulary .*gene_dictionaries"):
         read_gene_vocabulary(tmp_path / "absent")
+
+
+def test_state_specific_wiring_adds_edges_without_changing_the_common_network() -> None:
+    plain = simulate_world(SyntheticWorldSpec(n_control_cells=50, cells_per_perturbation=1))
+    wired = simulate_world(SyntheticWorldSpec(n_control_cells=50, cells_per_perturbation=1, state_specific_edges=10))
+    common = plain.uns["truth_edges"]
+    pd.testing.assert_frame_equal(wired.uns["truth_edges"].iloc[: len(common)], common)
+    state_edges = wired.uns["truth_state_edges"]
+    assert len(wired.uns["truth_edges"]) == len(common) + len(state_edges) and len(state_edges) == 3 * 10
+    assert state_edges.groupby("state").size().tolist() == [10, 10, 10]
+    pairs = set(zip(state_edges["source"], state_edges["target"]))
+    assert len(pairs) == 30 and not pairs & set(zip(common["source"], common["target"]))
+    assert "truth_state_edges" not in plain.uns
+    with pytest.raises(ValueError, match="state_specific_edges: 5000 per state x 3 states exceeds"):
+        simulate_world(SyntheticWorldSpec(n_control_cells=50, cells_per_perturbation=1, state_specific_edges=5000))

@@ -28,8 +28,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from scinterp_assets.core.analyses.reference_battery import reference_labels
 from scinterp_assets.core.analyses.strata import Stratification
 from scinterp_assets.core.attention.grouped import CellGroups, GroupedScores
+from scinterp_assets.core.datasets.preprocessing import spearman_matrix
+from scinterp_assets.core.networks.null import permutation_p_value
 from scinterp_assets.core.stats.auroc import auroc
 
 LADDERS = ("fixed_composition", "growing_heterogeneity", "accrual")
@@ -136,19 +139,6 @@ def scaling_groups(primary: Stratification, stratifications: Sequence[Stratifica
 # scores of a set of cells
 
 
-def spearman_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """|Spearman rho| of the `rows` columns against every column of values (cells x genes), float64 (R, G); NaN
-    where a gene is constant over these cells and on a row's own gene."""
-    ranks = stats.rankdata(values, axis=0)
-    centred = ranks - ranks.mean(axis=0)
-    norm = np.sqrt((centred**2).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = (centred[:, rows].T @ centred) / np.outer(norm[rows], norm)
-    rho[~np.isfinite(rho)] = np.nan
-    rho[np.arange(rows.size), rows] = np.nan
-    return np.abs(rho)
-
-
 class CellSetScores:
     """Edge scores (R, G) of any union of groups or set of cells, for the three scores."""
 
@@ -159,8 +149,10 @@ class CellSetScores:
         self.rows = np.array([column[row] for row in grouped.rows], dtype=np.int64)
 
     def score(self, name: str, groups: Sequence[str], cells: np.ndarray) -> np.ndarray:
-        if name == "correlation":
-            return spearman_rows(self.expression[cells], self.rows)
+        if name == "correlation":  # |rho| as correlation_edges; NaN for a constant gene and a row's own gene
+            rho = np.abs(spearman_matrix(self.expression[cells], self.rows))
+            rho[np.arange(self.rows.size), self.rows] = np.nan
+            return rho
         return self.grouped.mean(groups, value_weighted=name == "value_weighted")[0]
 
     def available(self) -> tuple[str, ...]:
@@ -171,15 +163,12 @@ class CellSetScores:
 # metrics
 
 
-def reference_mask(rows: Sequence[str], genes: Sequence[str], edges: Sequence[tuple[str, str]]) -> np.ndarray:
-    """bool (R, G): True where (row, gene) is a reference edge."""
-    row_index = {gene: i for i, gene in enumerate(rows)}
-    column = {gene: i for i, gene in enumerate(genes)}
-    mask = np.zeros((len(rows), len(genes)), dtype=bool)
-    for source, target in edges:
-        if source in row_index and target in column and source != target:
-            mask[row_index[source], column[target]] = True
-    return mask
+def reference_rows(reference: pd.DataFrame, genes: Sequence[str], rows: Sequence[str],
+                   resource: str | None = None) -> np.ndarray:
+    """bool (R, G): True where (row, gene) is an edge of the reference (one resource of a restricted
+    reference table, or any table with source and target columns)."""
+    membership = reference_labels(reference, genes, resource).membership
+    return membership[pd.Index(list(genes)).get_indexer(list(rows))]
 
 
 def scored_pairs(rows: Sequence[str], genes: Sequence[str]) -> np.ndarray:
@@ -299,7 +288,6 @@ class CssiSettings:
     min_stratum_size: int
     n_null_draws: int
     null_seed: int
-    alpha: float
 
 
 def _stratum_scores(scores: CellSetScores, score: str, members: Sequence[tuple[tuple[str, ...], np.ndarray]]
@@ -382,8 +370,7 @@ def cssi_evaluation(design: ScalingDesign, scores: CellSetScores, references: Ma
                                 "null_low": float(np.quantile(finite, 0.025)) if finite.size else np.nan,
                                 "null_high": float(np.quantile(finite, 0.975)) if finite.size else np.nan,
                                 "null_draws": int(finite.size),
-                                "p_value": float((1 + (finite >= auroc_gain).sum()) / (1 + finite.size))
-                                if np.isfinite(auroc_gain) else np.nan, "note": ""})
+                                "p_value": permutation_p_value(auroc_gain, finite), "note": ""})
     return pd.DataFrame.from_records(records)
 
 

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 from scipy import sparse
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
 
 STRATA_METHODS = ("kmeans", "leiden")
 _BISECTION_STEPS = 24
@@ -67,11 +70,8 @@ def expression_pcs(log_expression: np.ndarray | sparse.spmatrix, n_components: i
     """The first `n_components` principal components (fewer when cells or genes are fewer) of log-normalised
     expression (cells x genes), genes centred, not scaled. Constant genes add nothing."""
     dense = log_expression.toarray() if sparse.issparse(log_expression) else np.asarray(log_expression)
-    centred = np.asarray(dense, dtype=np.float64) - dense.mean(axis=0)
-    n = max(1, min(n_components, *centred.shape) - 1) if min(centred.shape) > 1 else 1
-    from sklearn.decomposition import PCA
-
-    return PCA(n_components=n, random_state=seed, svd_solver="full").fit_transform(centred)
+    dense = np.asarray(dense, dtype=np.float64)
+    return PCA(n_components=min(n_components, *dense.shape), random_state=seed, svd_solver="full").fit_transform(dense)
 
 
 def _require_k(k: int, n_cells: int, what: str) -> None:
@@ -85,8 +85,6 @@ def _require_k(k: int, n_cells: int, what: str) -> None:
 def kmeans_strata(representation: np.ndarray, k: int, seed: int, what: str = "k-means strata") -> Stratification:
     representation = checked_representation(representation, what)
     _require_k(k, representation.shape[0], what)
-    from sklearn.cluster import KMeans
-
     with warnings.catch_warnings():  # identical points: fewer distinct clusters than K, which `k` then records
         warnings.simplefilter("ignore")
         labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(representation)
@@ -148,17 +146,15 @@ def estimate_strata(representation: np.ndarray, methods: Sequence[str], k_values
     return estimated
 
 
-def strata_table(cell_ids: Sequence[str], stratifications: Sequence[Stratification]) -> "pd.DataFrame":
+def strata_table(cell_ids: Sequence[str], stratifications: Sequence[Stratification]) -> pd.DataFrame:
     """Column `cell` plus one int64 label column per stratification, named by it."""
-    import pandas as pd
-
     table = pd.DataFrame({"cell": [str(cell) for cell in cell_ids]})
     for stratification in stratifications:
         table[stratification.name] = stratification.labels.astype(np.int64)
     return table
 
 
-def stratifications_from_table(table: "pd.DataFrame") -> list[Stratification]:
+def stratifications_from_table(table: pd.DataFrame) -> list[Stratification]:
     """The stratifications of a `strata_table` (names "<method>_k<K>", "oracle" or "shuffled")."""
     result = []
     for name in table.columns.drop("cell"):

@@ -90,6 +90,12 @@ class GroupedScores:
         if self.n_cells.shape != (len(self.groups),):
             raise ValueError("GroupedScores.n_cells needs one count per group")
 
+    @classmethod
+    def empty(cls, genes: Sequence[str]) -> GroupedScores:
+        """No group accumulated (family S turned off, or no reference source to keep as a row)."""
+        no_rows = np.zeros((0, 0, len(genes)))
+        return cls(tuple(genes), (), 0, (), no_rows, no_rows, no_rows.astype(np.int32), np.zeros(0, dtype=np.int64))
+
     @property
     def has_value_weighted(self) -> bool:
         return self.value_weighted_sum.shape[0] == len(self.groups) and len(self.groups) > 0

@@ -294,8 +294,7 @@ class AttentionAccumulator:
         row_of_gene = {gene: row for row, gene in enumerate(groups.rows)}
         self._group_row = torch.tensor([row_of_gene.get(gene, -1) for gene in self.genes], dtype=torch.int64,
                                        device=self.device)
-        self._group_rows = [gene for gene in self.genes if gene in row_of_gene]
-        if self._group_rows != list(groups.rows):
+        if [gene for gene in self.genes if gene in row_of_gene] != list(groups.rows):
             raise ValueError("CellGroups.rows must be in the order of the accumulated genes")
         shape = (len(groups.names), len(groups.rows), len(self.genes))
         self.group_sum = torch.zeros(shape, dtype=torch.float64, device=self.device)
@@ -335,31 +334,24 @@ class AttentionAccumulator:
             fields["source_rows"].append(source_row[at])
             first, last = (int(pos[0]), int(pos[-1])) if pos.numel() else (0, -1)
             fields["spans"].append((first, last + 1) if last - first + 1 == pos.numel() else None)
-            self._select_groups(fields, slot, None if cell_rows is None else int(cell_rows[cell]))
+            fields["groups"].append(self._count_group_pairs(slot, None if cell_rows is None else int(cell_rows[cell])))
         # Pair counts of the whole batch as one product: exact (a batch's counts are small integers in float32).
         self.count += torch.round(presence.T @ presence).to(torch.int64)
         self.n_cells += int(slots.shape[0])
         return CellSelection(**{name: tuple(values) for name, values in fields.items()})
 
-    def _select_groups(self, fields: dict[str, list], slot: torch.Tensor, cell_row: int | None) -> None:
-        """A cell's groups, with its pair counts of the grouped rows added to every one of them."""
+    def _count_group_pairs(self, slot: torch.Tensor, cell_row: int | None) -> torch.Tensor:
+        """The groups of one cell (none without grouping), after adding its pairs of grouped rows x genes to
+        each group's counts."""
         if self.groups is None:
-            fields["groups"].append(torch.zeros(0, dtype=torch.int64, device=self.device))
-            return
+            return torch.zeros(0, dtype=torch.int64, device=self.device)
         membership = self.groups.membership[cell_row]
         groups = torch.from_numpy(membership[membership >= 0]).to(self.device)
-        group_row = self._group_row[slot]
-        rows = group_row[group_row >= 0]
-        fields["groups"].append(groups)
         self.group_cells[groups] += 1
-        if groups.numel() and rows.numel():
-            index = self._group_index((rows[:, None] * len(self.genes) + slot[None, :]).reshape(-1), groups)
-            self.group_count.view(-1).index_add_(0, index, torch.ones_like(index, dtype=torch.int32))
-
-    def _group_index(self, index: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """Flat indices of one block's (row, gene) entries in each of `groups`, group after group."""
-        group_size = self.group_sum.shape[1] * self.group_sum.shape[2]
-        return (groups[:, None] * group_size + index[None, :]).reshape(-1)
+        group_row = self._group_row[slot]
+        ones = torch.ones((1, 1), dtype=torch.int32, device=self.device).expand(slot.numel(), slot.numel())  # a view
+        self._add_to_groups(self.group_count, group_row, slot, ones, groups)
+        return groups
 
     def add_layer(
         self, layer: int, probs: torch.Tensor, selection: CellSelection, context: torch.Tensor | None = None
@@ -425,17 +417,18 @@ class AttentionAccumulator:
                 if unit is not None:
                     cosines = unit[chunk] @ unit.T
                     self.value_head_sum[row].view(-1).index_add_(0, index, cosines.reshape(-1))
-                    if groups is not None and self.group_value_sum is not None:
+                    if groups is not None:  # value-weighted accumulators group the cosines too
                         self._add_to_groups(self.group_value_sum, self._group_row[slot[chunk]], slot, cosines, groups)
 
     def _add_to_groups(self, sums: torch.Tensor, row_groups: torch.Tensor, slot: torch.Tensor, block: torch.Tensor,
                        groups: torch.Tensor) -> None:
-        """Add the rows of a (rows, K) float64 block whose grouped row (`row_groups`, -1: not grouped) is kept
-        to each of the cell's `groups` in `sums` (groups, R, G): one index_add for all of them."""
+        """Add the rows of a (rows, K) block whose grouped row (`row_groups`, -1: not grouped) is kept to each of
+        the cell's `groups` in `sums` (groups, R, G): one index_add for all of them."""
         kept = torch.nonzero(row_groups >= 0).squeeze(1)
         if not kept.numel() or not groups.numel():
             return
-        index = self._group_index((row_groups[kept, None] * len(self.genes) + slot[None, :]).reshape(-1), groups)
+        entries = (row_groups[kept, None] * len(self.genes) + slot[None, :]).reshape(-1)  # within one group
+        index = (groups[:, None] * sums[0].numel() + entries[None, :]).reshape(-1)  # group after group
         sums.view(-1).index_add_(0, index, block[kept].reshape(-1).repeat(groups.numel()))
 
     def grouped_result(self) -> GroupedScores:

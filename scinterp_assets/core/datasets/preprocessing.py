@@ -90,13 +90,15 @@ def gene_level_features(controls: ad.AnnData, genes: list[str]) -> pd.DataFrame:
     )
 
 
-def spearman_matrix(values: np.ndarray) -> np.ndarray:
-    """Spearman correlation between columns of a (cells x genes) matrix; NaN for constant genes."""
+def spearman_matrix(values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Spearman correlation between columns of a (cells x genes) matrix, (G, G), or of the `rows` columns
+    against every column, (R, G); NaN for constant genes."""
     from scipy.stats import rankdata
 
     ranks = rankdata(values, axis=0)
     ranks -= ranks.mean(axis=0)
     norms = np.sqrt((ranks**2).sum(axis=0))
+    rows = np.arange(ranks.shape[1]) if rows is None else rows
     with np.errstate(invalid="ignore", divide="ignore"):
-        correlation = (ranks.T @ ranks) / np.outer(norms, norms)
+        correlation = (ranks[:, rows].T @ ranks) / np.outer(norms[rows], norms)
     return correlation

@@ -136,8 +136,6 @@ class SyntheticWorldSpec:
         _require(0 <= self.tf_targets_per_tf_range[0]
                  and self.tf_targets_per_tf_range[1] <= self.targets_per_tf_range[0],
                  "tf_targets_per_tf_range", "must lie within [0, targets_per_tf_range low]")
-        _require(self.state_specific_edges <= self.n_tfs * half_non_tfs // 2, "state_specific_edges",
-                 f"must be <= n_tfs * {half_non_tfs} // 2 (half the TF x non-module target pairs)")
         _require(self.min_non_tf_perturbations < self.n_perturbed_genes, "min_non_tf_perturbations",
                  "must be < n_perturbed_genes")
         # non-TF perturbations target the better-expressed half of the non-TF genes
@@ -291,6 +289,9 @@ def _plant_state_wiring(spec: SyntheticWorldSpec, weights: np.ndarray, target_po
     rng = np.random.default_rng([spec.wiring_seed, _STATE_WIRING_STREAM])
     sources, targets = np.meshgrid(np.arange(n_tfs), np.sort(target_pool), indexing="ij")
     free = weights[sources, targets] == 0
+    _require(n_states * per_state <= free.sum(), "state_specific_edges",
+             f"{per_state} per state x {n_states} states exceeds the {int(free.sum())} TF -> target pairs the common "
+             "network leaves free; lower it or raise n_genes")
     chosen = rng.choice(int(free.sum()), n_states * per_state, replace=False)
     sources, targets = sources[free][chosen], targets[free][chosen]
     signs = np.where(rng.random(chosen.size) < spec.activating_edge_fraction, 1.0, -1.0)

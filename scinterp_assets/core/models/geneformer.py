@@ -27,10 +27,10 @@ from scinterp_assets.core.attention.embeddings import (
     resolve_pooling,
     stream_embeddings,
 )
+from scinterp_assets.core.attention.grouped import CellGroups
 from scinterp_assets.core.attention.scores import (
     AttentionScores,
 )
-from scinterp_assets.core.attention.grouped import CellGroups
 from scinterp_assets.core.attention.streaming import (
     NOT_ACCUMULATED,
     AttentionAccumulator,

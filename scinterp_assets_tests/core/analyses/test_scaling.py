@@ -13,7 +13,7 @@ from scinterp_assets.core.analyses.scaling import (
     cssi_evaluation,
     cssi_tests,
     ladder_rungs,
-    reference_mask,
+    reference_rows,
     scaling_curves,
     scaling_groups,
     scaling_tests,
@@ -45,7 +45,7 @@ def world():
     genes = list(adata.var_names)
     rows = tuple(genes[: int(adata.var["is_tf"].sum())])
     states = adata.obs["cell_state"].to_numpy()[controls][chosen]
-    references = {name: reference_mask(rows, genes, pd.DataFrame(adata.uns[table])[["source", "target"]].to_numpy())
+    references = {name: reference_rows(pd.DataFrame(adata.uns[table])[["source", "target"]], genes, rows)
                   for name, table in (("planted", "truth_edges"), ("state_specific", "truth_state_edges"))}
     return {"expression": expression, "genes": genes, "rows": rows, "references": references,
             "oracle": Stratification("oracle", "oracle", None, by_size(states)),
@@ -95,7 +95,7 @@ def test_the_planted_scaling_failure_appears_when_heterogeneity_grows_with_n(wor
 
 def test_oracle_strata_recover_state_specific_edges_better_than_pooling(world):
     design, scores = evaluate(world, world["oracle"], [world["oracle"]])
-    table = cssi_evaluation(design, scores, world["references"], world["valid"], CssiSettings(30, 99, 0, 0.05))
+    table = cssi_evaluation(design, scores, world["references"], world["valid"], CssiSettings(30, 99, 0))
     best = table.set_index(["score", "aggregation", "reference"])
     for score in ("correlation", "attention"):
         row = best.loc[(score, "max", "state_specific")]
@@ -112,7 +112,7 @@ def test_estimated_strata_are_measured_against_the_same_null(world):
     estimated = [kmeans_strata(pcs, 3, seed=0), leiden_strata(pcs, 3, seed=0)]
     assert [s.k for s in estimated] == [3, 3]
     design, scores = evaluate(world, estimated[1], estimated, seeds=[0])
-    table = cssi_evaluation(design, scores, world["references"], world["valid"], CssiSettings(30, 49, 0, 0.05))
+    table = cssi_evaluation(design, scores, world["references"], world["valid"], CssiSettings(30, 49, 0))
     rows = cssi_tests(table, primary="leiden_k3", layer=0)
     primary = [row for row in rows if row["note"].startswith("the pre-specified A21 test")]
     assert {row["test_id"] for row in primary} == {"A21:planted:attention:leiden_k3:max",
@@ -130,7 +130,7 @@ def test_shuffled_strata_do_not_beat_pooling_beyond_their_null(world):
                                   np.random.default_rng(seed).permutation(world["oracle"].labels))
         design, scores = evaluate(world, shuffled, [shuffled], seeds=[0], null_seed=seed)
         table = cssi_evaluation(design, scores, {"planted": world["references"]["planted"]}, world["valid"],
-                                CssiSettings(30, 39, seed, 0.05))
+                                CssiSettings(30, 39, seed))
         chosen = table[table["aggregation"] == "max"]
         rejections += int((chosen["p_value"] <= 0.05).sum())
         tests += len(chosen)
@@ -141,7 +141,7 @@ def test_strata_below_the_minimum_size_or_a_single_state_are_not_evaluable(world
     tiny = Stratification("kmeans_k2", "kmeans", 2, np.array([0] * (N_CELLS - 5) + [1] * 5))
     single = Stratification("oracle", "oracle", None, np.zeros(N_CELLS, dtype=np.int64))
     design, scores = evaluate(world, single, [tiny, single], seeds=[0])
-    table = cssi_evaluation(design, scores, world["references"], world["valid"], CssiSettings(30, 9, 0, 0.05))
+    table = cssi_evaluation(design, scores, world["references"], world["valid"], CssiSettings(30, 9, 0))
     assert not table["evaluable"].any()
     assert table["note"].str.contains("strata hold at least 30 cells").all()
     rows = cssi_tests(table, primary="kmeans_k2", layer=0)

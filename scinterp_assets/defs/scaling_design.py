@@ -1,0 +1,30 @@
+"""How family S groups the cells of one extraction pass, from the configuration (read by attention extraction,
+which sums the groups, and by `scaling_and_cssi`, which reads them back)."""
+
+import pandas as pd
+
+from scinterp_assets.config import ScinterpConfig
+from scinterp_assets.core.analyses.scaling import ScalingDesign, scaling_groups
+from scinterp_assets.core.analyses.strata import stratifications_from_table
+
+
+def primary_name(project: ScinterpConfig) -> str:
+    return f"{project.scaling.primary_method}_k{project.scaling.primary_k}"
+
+
+def grouped_rows(reference_edges: pd.DataFrame, attention_sources: list, genes: list[str]) -> tuple[str, ...]:
+    """The rows summed per group: sources of "regulates" references that are per-head sources, in gene order."""
+    wanted = set(reference_edges.loc[reference_edges["relation"] == "regulates", "source"]) & set(attention_sources)
+    return tuple(gene for gene in genes if gene in wanted)
+
+
+def scaling_design(cell_strata: pd.DataFrame, rows: tuple[str, ...], layer: int,
+                   project: ScinterpConfig) -> ScalingDesign:
+    """Every grouping of the extraction pass, rebuilt identically wherever it is needed."""
+    settings = project.scaling
+    stratifications = stratifications_from_table(cell_strata)
+    primary = next(s for s in stratifications if s.name == primary_name(project))
+    return scaling_groups(primary, stratifications, rows, layer, rung_sizes=settings.rung_sizes,
+                          heterogeneity_cells=settings.heterogeneity_cells,
+                          seeds=range(project.seeds.scaling, project.seeds.scaling + settings.ladder_seeds),
+                          n_null_blocks=min(settings.null_blocks, len(cell_strata)), null_seed=project.seeds.scaling)
