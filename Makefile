@@ -63,6 +63,7 @@ calibrate: install
 	$(BIN)/python -m benchmarks.calibration --a01
 	$(BIN)/python -m benchmarks.calibration --comparisons
 	$(BIN)/python -m benchmarks.calibration --references
+	$(BIN)/python -m benchmarks.calibration --cssi
 
 clean:
 	rm -rf var

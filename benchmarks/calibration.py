@@ -7,6 +7,7 @@ worlds, each with a Clopper-Pearson 95% interval.
     .venv/bin/python -m benchmarks.calibration --a01              # A01 on exchangeable halves of control cells
     .venv/bin/python -m benchmarks.calibration --comparisons      # A01, A02, A04 on exchangeable score pairs
     .venv/bin/python -m benchmarks.calibration --references       # A09, A10, A12 on reference-network worlds
+    .venv/bin/python -m benchmarks.calibration --cssi             # A21's CSSI test on state-wired screens
 
 Each world (core/analyses/calibration_worlds.py) has DE labels driven by nonlinear gene-level effects, a
 perturbation x target interaction, a target effect no feature explains and pair-specific regulation;
@@ -36,7 +37,12 @@ with the A05/A06 settings above) and, as form "descriptive", A10 (degree-preserv
 verdict's z > 3, "rejects" the permutation p < 0.05) run as the platform runs them. A12's nulls are the
 scores independent of the reference (noise and the independent gene-level classes); the feature classes
 are associated with the reference through the features, so for A12 they are not nulls (reported as
-"associated"), while for A09 and A10, which ask for signal beyond gene-level structure, they are.
+"associated"), while for A09 and A10, which ask for signal beyond gene-level structure, they are. With
+--cssi each world is a simulated screen with state-specific wiring (calibration_worlds.cssi_world); its cells
+are stratified as the platform does by default (Leiden on 20 expression PCs, K = 5) and A21's pre-specified
+test (CSSI-max AUROC gain over pooled against random strata of the same sizes, scaling.cssi_evaluation) runs on
+per-cell scores of known content (calibration_worlds.cssi_cell_scores): nulls "noise", "target_level" and
+co-expression on shuffled strata, signal "coexpression".
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ import numpy as np
 from scinterp_assets.core.analyses.calibration_worlds import (
     COMPARISON_NULL_CLASSES,
     COMPARISON_SIGNAL_CLASSES,
+    CSSI_NULL_CLASSES,
+    CSSI_SIGNAL_CLASSES,
     NULL_CLASSES,
     PLANTED_LAYER,
     REFERENCE_FEATURE_CLASSES,
@@ -69,6 +77,9 @@ from scinterp_assets.core.analyses.calibration_worlds import (
     WorldShape,
     calibration_world,
     comparison_score_sets,
+    cssi_cell_scores,
+    cssi_world,
+    grouped_cell_scores,
     reference_world,
 )
 from scinterp_assets.core.analyses.incremental_confirmatory import (
@@ -86,6 +97,15 @@ from scinterp_assets.core.analyses.perturbation_prediction import (
 from scinterp_assets.core.analyses.reference_nulls_analysis import degree_null_tests
 from scinterp_assets.core.analyses.reference_structure import reference_auroc_tests, reference_membership
 from scinterp_assets.core.analyses.residualisation import beyond_features_tests
+from scinterp_assets.core.analyses.scaling import (
+    CellSetScores,
+    CssiSettings,
+    cssi_evaluation,
+    reference_rows,
+    scaling_groups,
+    scored_pairs,
+)
+from scinterp_assets.core.analyses.strata import Stratification, expression_pcs, leiden_strata
 from scinterp_assets.core.analyses.score_sets import ScoreSet
 from scinterp_assets.core.networks.reference_nulls import reference_nulls
 from scinterp_assets.core.stats.auroc import auroc_mann_whitney_p
@@ -122,6 +142,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="A01, A02 and A04 on exchangeable score pairs and a planted layer")
     parser.add_argument("--references", action="store_true",
                         help="A09, A10 and A12 on reference-network worlds")
+    parser.add_argument("--cssi", action="store_true",
+                        help="A21's CSSI test on simulated screens with state-specific wiring")
+    parser.add_argument("--cssi-draws", type=int, default=100, help="random stratifications per CSSI test")
     parser.add_argument("--null-draws", type=int, default=1000,
                         help="A10 degree-preserving draws and A12 gene relabellings per world")
     parser.add_argument("--pf-bootstrap", type=int, default=200,
@@ -135,6 +158,9 @@ def run_world(job: tuple[int, argparse.Namespace]) -> list[dict]:
     warnings.simplefilter("ignore", DegenerateScoreWarning)
     if args.a01:
         return run_a01_world(seed, args)
+    if args.cssi:
+        with threadpool_limits(1):
+            return run_cssi_world(seed, args)
     if args.references:
         with threadpool_limits(1):  # OpenMP threads spinning against the other worker slow boosting ~100x
             return run_reference_world(seed, args)
@@ -183,6 +209,34 @@ def run_a01_world(seed: int, args: argparse.Namespace) -> list[dict]:
     score_sets = [ScoreSet("attention", 0, "head_mean", halves[0]), ScoreSet("correlation", NO_LAYER, "none", halves[1])]
     return _comparison_outcomes(seed, "exchangeable_halves", labels, genes, score_sets, args,
                                 wanted=("A01:attention_L0_head_mean_vs_correlation",))
+
+
+def run_cssi_world(seed: int, args: argparse.Namespace) -> list[dict]:
+    """A21's pre-specified test for every CSSI score class of one world (module docstring): the CSSI-max AUROC
+    gain over pooled on the planted network, against random strata of the same sizes; "claims": p < alpha."""
+    world = cssi_world(seed)
+    primary = leiden_strata(expression_pcs(world.expression, 20, seed), 5, seed)
+    shuffled = Stratification("shuffled", "shuffled", None, np.random.default_rng([seed, 1]).permutation(primary.labels))
+    design = scaling_groups(primary, [primary, shuffled], world.rows, 0, rung_sizes=[], heterogeneity_cells=1,
+                            seeds=[], n_null_blocks=100, null_seed=seed)
+    reference = {"planted": reference_rows(world.truth_edges[["source", "target"]], world.genes, world.rows)}
+    valid = scored_pairs(world.rows, world.genes)
+    outcomes = []
+    for name in (*CSSI_NULL_CLASSES, *CSSI_SIGNAL_CLASSES):
+        grouped = grouped_cell_scores(design.groups, world.genes, cssi_cell_scores(world, name.split(",")[0], seed))
+        strata = "shuffled" if name.endswith("shuffled strata") else primary.name
+        for form, pair_specific_only in (("exploratory", False), ("confirmatory", True)):
+            scores = CellSetScores(grouped, world.expression, pair_specific_only)
+            table = cssi_evaluation(design, scores, reference, valid, CssiSettings(30, args.cssi_draws, seed),
+                                    score_names=["attention"])
+            row = table[(table["stratification"] == strata) & (table["aggregation"] == "max")].iloc[0]
+            significant = bool(row["p_value"] < args.alpha)
+            outcomes.append({"world": seed, "form": form, "score_class": name,
+                             "model": "A21 CSSI-max gain" + (", pair-specific" if pair_specific_only else ""),
+                             "split": f"leiden_k{primary.requested_k}", "delta": float(row["auroc_gain"]),
+                             "p_value": float(row["p_value"]), "claims": significant and row["auroc_gain"] > 0,
+                             "rejects": significant})
+    return outcomes
 
 
 def run_comparison_world(seed: int, world, args: argparse.Namespace) -> list[dict]:
@@ -288,13 +342,14 @@ def summary_table(outcomes: list[dict], alpha: float) -> tuple[str, bool]:
     calibrated = True
     order = {name: i for i, name in enumerate((
         *NULL_CLASSES, "exchangeable_halves", *COMPARISON_NULL_CLASSES, *REFERENCE_INDEPENDENT_CLASSES,
+        *CSSI_NULL_CLASSES, *CSSI_SIGNAL_CLASSES,
         *(f"{name} (associated)" for name in REFERENCE_FEATURE_CLASSES), *SIGNAL_CLASSES,
         *COMPARISON_SIGNAL_CLASSES, *(f"{name} (associated)" for name in REFERENCE_SIGNAL_CLASSES)))}
     for key in sorted(groups, key=lambda k: (k[0], order[k[1]], k[2], k[3])):
         rows = groups[key]
         n = len(rows)
         claims, rejects = sum(r["claims"] for r in rows), sum(r["rejects"] for r in rows)
-        kind = ("signal" if key[1].split(" ")[0] in (*SIGNAL_CLASSES, *COMPARISON_SIGNAL_CLASSES)
+        kind = ("signal" if key[1].split(" ")[0] in (*SIGNAL_CLASSES, *COMPARISON_SIGNAL_CLASSES, *CSSI_SIGNAL_CLASSES)
                 else "associated" if key[1].endswith("(associated)") else "null")
         if kind == "null" and key[0] == "confirmatory":
             for k in (claims, rejects):
@@ -310,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calibration of A01: {args.worlds} simulated screens (demo spec), control cells split into "
               f"exchangeable halves, two-way bootstrap {args.pf_bootstrap}, alpha {args.alpha}, "
               f"{args.processes} processes", flush=True)
+    elif args.cssi:
+        print(f"calibration of A21: {args.worlds} simulated screens with state-specific wiring (500 control cells), "
+              f"Leiden K = 5 on 20 expression PCs, {args.cssi_draws} random stratifications from 100 blocks, alpha "
+              f"{args.alpha}, {args.processes} processes", flush=True)
     elif args.references:
         print(f"calibration of A09/A10/A12: {args.worlds} reference worlds, {args.null_draws} degree-preserving "
               f"draws, alpha {args.alpha}, {args.processes} processes", flush=True)

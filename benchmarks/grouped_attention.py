@@ -33,6 +33,7 @@ from benchmarks.attention_methods import (
 )
 from scinterp_assets.core.analyses.scaling import scaling_groups
 from scinterp_assets.core.analyses.strata import Stratification
+from scinterp_assets.core.attention.grouped import grouped_megabytes
 from scinterp_assets.core.models import load_model
 
 TARGET = 1.5
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
                                        batch_size=setup.batch_size, token_budget=setup.token_budget, groups=groups)
                 seconds[name].append(time.perf_counter() - started)
                 if groups is not None:
-                    megabytes[name] = len(groups.names) * len(rows) * len(genes) * (8 + 8 + 4) / 1e6
+                    megabytes[name] = grouped_megabytes(len(groups.names), len(rows), len(genes))
     best = {name: min(values) for name, values in seconds.items()}
     print(f"Geneformer V1-10M shape, {n_cells} cells (median {setup.median_expressed} expressed genes, context 2,048), "
           f"G = {len(genes)}, per-head sources and grouped rows = {len(rows)}, value-weighted on, layer {layer}")

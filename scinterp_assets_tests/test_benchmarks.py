@@ -201,6 +201,11 @@ def test_calibration_benchmark_comparisons_and_references_run_on_tiny_worlds(cap
     assert code in (0, 1) and "calibration of A09/A10/A12" in printed
     tests = {line.split(" | ")[3] for line in printed.splitlines() if line.startswith("| ")}
     assert {"A09 beyond features", "A12 gene permutation", "A12 Mann-Whitney"} <= tests
+    code = calibration.main(["--worlds", "1", "--processes", "1", "--cssi-draws", "9", "--cssi"])
+    printed = capsys.readouterr().out
+    assert code in (0, 1) and "calibration of A21" in printed
+    rows = [line.split(" | ") for line in printed.splitlines() if line.startswith("| confirmatory")]
+    assert {row[1] for row in rows} == {"noise", "target_level", "coexpression, shuffled strata", "coexpression"}
 
 
 RELEASED_DICTIONARIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "geneformer"

@@ -13,6 +13,7 @@ import pandas as pd
 
 from scinterp_assets.core.analyses.perturbation_prediction import ATTENTION_METHODS
 from scinterp_assets.core.analyses.reference_structure import NOT_EVALUABLE
+from scinterp_assets.core.analyses.scaling import ladder_axis
 from scinterp_assets.core.edges import NO_LAYER
 
 
@@ -116,6 +117,69 @@ def plot_intervention_dose_response(registry: pd.DataFrame, path: Path) -> Path 
     return path
 
 
+CSSI_MAX = r"^A21:([^:]+):([a-z_]+):(kmeans|leiden)_k(\d+):max$"  # CSSI-max rows of estimated strata
+
+
+def plot_cssi_gains(registry: pd.DataFrame, path: Path) -> Path | None:
+    """A21: CSSI-max AUROC gain over pooled against K, a line per strata method and score, each with its null
+    band (random strata of the same sizes, shaded): one panel per model x cell type and reference; None (no
+    plot) where the registry holds no such rows."""
+    parts = registry["test_id"].str.split("|").str[-1].str.extract(CSSI_MAX)
+    rows = registry.assign(reference=parts[0], score=parts[1], method=parts[2], k=pd.to_numeric(parts[3]))[
+        parts[0].notna() & registry["effect"].notna()]
+    if rows.empty:
+        path.unlink(missing_ok=True)
+        return None
+    panels = sorted(rows.groupby(["model", "cell_type", "reference"]).groups)
+    figure, axes = panel_grid(len(panels), (4.2, 3.4))
+    for axis, (model, cell_type, reference) in zip(axes, panels):
+        panel = rows[(rows["model"] == model) & (rows["cell_type"] == cell_type) & (rows["reference"] == reference)]
+        for (method, score), line in panel.groupby(["method", "score"]):
+            line = line.sort_values("k")
+            drawn = axis.plot(line["k"], line["effect"], marker="o", label=f"{score}, {method}")
+            axis.fill_between(line["k"], line["ci_low"], line["ci_high"], color=drawn[0].get_color(), alpha=0.15)
+        axis.axhline(0, color="grey", linestyle=":")
+        axis.set_xticks(sorted(panel["k"].unique()))
+        axis.set_xlabel("strata, K (shaded: null band of random strata)")
+        axis.set_ylabel("CSSI-max AUROC gain over pooled")
+        axis.set_title(f"{model}\n{cell_type}: {reference}", fontsize=9)
+        axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_scaling_curves(curves: pd.DataFrame, path: Path) -> Path | None:
+    """A20: AUROC (solid) and top-K F1 (dashed) against the number of cells (or strata, for the fixed-N
+    ladder), mean over seeds, a line pair per score: one panel per model x cell type and ladder, against the
+    partition's first reference by name (scaling_curves holds every reference); None where there are no
+    curves."""
+    if curves is None or curves.empty:
+        path.unlink(missing_ok=True)
+        return None
+    first = curves.groupby(["model", "cell_type"])["reference"].transform("min")
+    curves = curves[curves["reference"] == first]
+    panels = sorted(curves.groupby(["model", "cell_type", "ladder", "reference"]).groups)
+    figure, axes = panel_grid(len(panels), (4.2, 3.4))
+    for axis, (model, cell_type, ladder, reference) in zip(axes, panels):
+        panel = curves[(curves["model"] == model) & (curves["cell_type"] == cell_type) & (curves["ladder"] == ladder)]
+        x = ladder_axis(ladder)
+        for score, line in panel.groupby("score"):
+            mean = line.groupby(x)[["auroc", "f1"]].mean().reset_index()
+            drawn = axis.plot(mean[x], mean["auroc"], marker="o", label=f"{score} AUROC")
+            axis.plot(mean[x], mean["f1"], marker="x", linestyle="--", color=drawn[0].get_color(),
+                      label=f"{score} F1")
+        axis.set_xlabel("strata (N fixed)" if x == "n_strata" else "cells")
+        axis.set_ylabel("recovery (mean over seeds)")
+        axis.set_title(f"{model}\n{cell_type}: {ladder}, {reference}", fontsize=9)
+        axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def _table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "---|" * len(frame.columns)
@@ -172,11 +236,19 @@ ANALYSIS_SECTIONS = {
     "A17": "Head ablation and uniform attention (causal interventions)",
     "A18": "MLP knock-outs at the regulatory layers",
     "A19": "Fidelity: how far each intervention moved the model",
+    "A20": "Scaling: edge recovery versus the number of cells",
+    "A21": "Cell-State Stratified Interpretability (CSSI)",
     "A22": "HVG-protocol confound (forced perturbed genes vs plain HVGs)",
     "A25": "Trained checkpoint vs its random-weights twin (untrained reference)",
 }
 ANALYSIS_COLUMNS = ["model", "cell_type", "test", "statistic_name", "statistic", "effect", "ci_low", "ci_high",
                     "p_value", "q_value", "confirmatory", "note"]
+# analyses whose section shows a subset of their rows (the registry holds them all): (which, rows)
+SECTION_ROWS = {
+    "A20": ('the study\'s "F1 drops while AUROC rises" test per ladder',
+            lambda rows: rows["test"].str.endswith(":f1_drops_while_auroc_rises")),
+    "A21": ("CSSI-max (the other aggregations are in the registry)", lambda rows: rows["aggregation"] == "max"),
+}
 
 
 def _not_evaluable_section(registry: pd.DataFrame) -> list[str]:
@@ -208,15 +280,19 @@ def _coverage_lines(coverage: pd.DataFrame | None) -> list[str]:
 
 
 def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path, config_fingerprint: str,
-                  tables: dict[str, pd.DataFrame] | None = None, coverage: pd.DataFrame | None = None) -> Path:
+                  tables: dict[str, pd.DataFrame] | None = None, coverage: pd.DataFrame | None = None,
+                  scaling_curves: pd.DataFrame | None = None) -> Path:
     """Write report.md and its PNG plots into out_dir; return the Markdown path. `tables`: extra framework
     tables (title -> frame), e.g. the cross-context table, the metric map and the family sensitivity.
     `coverage`: the registry's coverage table (registry COVERAGE_COLUMNS); the header lists the partitions
-    and, while some are partial or missing, says the q-values are provisional."""
+    and, while some are partial or missing, says the q-values are provisional. `scaling_curves`: A20's
+    recovery per rung of the partitions the registry holds (model and cell_type columns), plotted in A20."""
     out_dir.mkdir(parents=True, exist_ok=True)
     reference_plot = plot_reference_auroc_by_layer(registry, out_dir / "reference_auroc_by_layer.png")
     pf_plot = plot_pf_auroc_by_method(pf_auroc, out_dir / "pf_auroc_by_method.png")
-    dose_plot = plot_intervention_dose_response(registry, out_dir / "intervention_dose_response.png")
+    plots = {"A17": plot_intervention_dose_response(registry, out_dir / "intervention_dose_response.png"),
+             "A20": plot_scaling_curves(scaling_curves, out_dir / "scaling_curves.png"),
+             "A21": plot_cssi_gains(registry, out_dir / "cssi_gains.png")}
     summary = (
         pf_auroc.groupby(["model", "cell_type", "method", "layer", "aggregation"])["auroc"]
         .agg(["mean", "count"]).reset_index().rename(columns={"mean": "mean_pf_auroc", "count": "perturbations"})
@@ -254,8 +330,13 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
     for analysis_id, title in ANALYSIS_SECTIONS.items():
         rows = registry[registry["analysis_id"] == analysis_id]
         if len(rows):
-            plot = [f"![intervention dose response]({dose_plot.name})", ""] if analysis_id == "A17" and dose_plot else []
-            lines += [f"## {analysis_id}: {title}", "", *plot, _table(rows[ANALYSIS_COLUMNS]), ""]
+            plot = plots.get(analysis_id)
+            shown = [f"![{plot.stem.replace('_', ' ')}]({plot.name})", ""] if plot else []
+            if analysis_id in SECTION_ROWS:
+                which, keep = SECTION_ROWS[analysis_id]
+                rows = rows[keep(rows)]
+                shown += [f"Rows shown: {which}.", ""]
+            lines += [f"## {analysis_id}: {title}", "", *shown, _table(rows[ANALYSIS_COLUMNS]), ""]
     for title, frame in (tables or {}).items():
         lines += [f"## {title}", "", _table(frame) if len(frame) else "(empty)", ""]
     lines += [

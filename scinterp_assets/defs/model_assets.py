@@ -146,7 +146,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
         rows = grouped_rows(reference_edges, attention_sources, genes)
         if project.scaling.enabled and rows:
             grouped_layer = project.scaling.layer % model.n_layers
-            groups = scaling_design(cell_strata, rows, grouped_layer, project).groups
+            groups = scaling_design(cell_strata, rows, len(genes), grouped_layer, project).groups
             layers = tuple(sorted({*layers, grouped_layer}))
         started = time.perf_counter()
         scores, value_weighted, *grouped = model.attention_scores(

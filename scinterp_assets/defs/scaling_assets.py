@@ -18,6 +18,7 @@ from scinterp_assets.core.analyses.scaling import (
     CssiSettings,
     cssi_evaluation,
     cssi_tests,
+    pair_specific_cssi,
     reference_rows,
     scaling_curves,
     scaling_tests,
@@ -120,7 +121,7 @@ def build_scaling_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list
             return
         cells = extraction_cells(control_cells, project)
         genes = list(grouped_attention.genes)
-        design = scaling_design(cell_strata, grouped_attention.rows, grouped_attention.layer, project)
+        design = scaling_design(cell_strata, grouped_attention.rows, len(genes), grouped_attention.layer, project)
         expression = cells.layers[LOG_LAYER][:, cells.var_names.get_indexer(genes)]
         expression = expression.toarray() if sparse.issparse(expression) else np.asarray(expression)
         scores = CellSetScores(grouped_attention, expression)
@@ -134,10 +135,12 @@ def build_scaling_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list
         valid = scored_pairs(rows_, genes)
         curves = scaling_curves(design, scores, references, valid)
         settings = project.scaling
-        gains = cssi_evaluation(design, scores, references, valid,
-                                CssiSettings(settings.min_stratum_size, settings.null_draws, project.seeds.scaling))
+        cssi = CssiSettings(settings.min_stratum_size, settings.null_draws, project.seeds.scaling)
+        gains = pd.concat([cssi_evaluation(design, scores, references, valid, cssi),
+                           pair_specific_cssi(design, grouped_attention, expression, references, valid, cssi,
+                                              primary_name(project))], ignore_index=True)
         layer = grouped_attention.layer
-        tests = scaling_tests(curves, layer) + cssi_tests(gains, primary_name(project), layer)
+        tests = scaling_tests(curves, layer) + cssi_tests(gains, layer)
         if design.skipped_rungs:
             context.log.info("A20 rungs left out: " + "; ".join(design.skipped_rungs))
         rows = registry_table(context, tests, **shared, label_rule="reference edges", seed=project.seeds.scaling)

@@ -6,6 +6,7 @@ import pandas as pd
 from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.analyses.scaling import ScalingDesign, scaling_groups
 from scinterp_assets.core.analyses.strata import stratifications_from_table
+from scinterp_assets.core.attention.grouped import grouped_megabytes
 
 
 def primary_name(project: ScinterpConfig) -> str:
@@ -18,13 +19,22 @@ def grouped_rows(reference_edges: pd.DataFrame, attention_sources: list, genes: 
     return tuple(gene for gene in genes if gene in wanted)
 
 
-def scaling_design(cell_strata: pd.DataFrame, rows: tuple[str, ...], layer: int,
+def scaling_design(cell_strata: pd.DataFrame, rows: tuple[str, ...], n_genes: int, layer: int,
                    project: ScinterpConfig) -> ScalingDesign:
-    """Every grouping of the extraction pass, rebuilt identically wherever it is needed."""
+    """Every grouping of the extraction pass, rebuilt identically wherever it is needed. Refuses a design whose
+    per-group sums would exceed scaling.max_grouped_megabytes."""
     settings = project.scaling
     stratifications = stratifications_from_table(cell_strata)
     primary = next(s for s in stratifications if s.name == primary_name(project))
-    return scaling_groups(primary, stratifications, rows, layer, rung_sizes=settings.rung_sizes,
-                          heterogeneity_cells=settings.heterogeneity_cells,
-                          seeds=range(project.seeds.scaling, project.seeds.scaling + settings.ladder_seeds),
-                          n_null_blocks=min(settings.null_blocks, len(cell_strata)), null_seed=project.seeds.scaling)
+    design = scaling_groups(primary, stratifications, rows, layer, rung_sizes=settings.rung_sizes,
+                            heterogeneity_cells=settings.heterogeneity_cells,
+                            seeds=range(project.seeds.scaling, project.seeds.scaling + settings.ladder_seeds),
+                            n_null_blocks=min(settings.null_blocks, len(cell_strata)), null_seed=project.seeds.scaling)
+    megabytes = grouped_megabytes(len(design.groups.names), len(rows), n_genes)
+    if megabytes > settings.max_grouped_megabytes:
+        raise ValueError(
+            f"scaling: {len(design.groups.names)} groups x {len(rows)} reference sources x {n_genes} genes need "
+            f"{megabytes:,.0f} MB of per-group sums, above scaling.max_grouped_megabytes "
+            f"({settings.max_grouped_megabytes:,.0f}). Fix: fewer scaling.k_values, scaling.ladder_seeds or "
+            "scaling.null_blocks, or raise the limit on a machine with the memory")
+    return design

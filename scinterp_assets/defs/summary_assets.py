@@ -51,6 +51,9 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
                 automation_condition=SUMMARY_AUTOMATION,
                 description="Each registered model x cell type partition: complete, partial (the analyses it "
                             "lacks) or missing from test_registry."),
+            "scaling_curves_table": dg.AssetOut(
+                automation_condition=SUMMARY_AUTOMATION,
+                description="A20 recovery per ladder rung of the model x cell type partitions test_registry holds."),
         },
         check_specs=[contract_check_spec("test_registry", "test_registry")],
     )
@@ -60,13 +63,14 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
                       reference_battery: dict[str, pd.DataFrame], incremental_value: dict[str, pd.DataFrame],
                       sensitivity_grid_tests: dict[str, pd.DataFrame], causal_interventions: dict[str, pd.DataFrame],
                       scaling_and_cssi: dict[str, pd.DataFrame], perturbation_auroc: dict[str, pd.DataFrame],
+                      scaling_curves: dict[str, pd.DataFrame],
                       project: dg.ResourceParam[ScinterpConfig], contracts: dg.ResourceParam[ContractRunner]):
         """Every test of every analysis in one schema (FRAMEWORK section 7), A25's trained-vs-random-weights rows
         (core/analyses/random_twin.py) included, with framework-wide BH q-values
         (confirmatory only), BH over all tests, and BH within each analysis. Refuses rows of different
         code versions; the q-values are provisional while registered model x cell type partitions are missing
-        (metadata `q_values_provisional`, `partitions_missing`). With it, from the same inputs, the PF AUROC of
-        the partitions it holds and its coverage."""
+        (metadata `q_values_provisional`, `partitions_missing`). With it, from the same inputs, the PF AUROC and
+        the A20 scaling curves of the partitions it holds, and its coverage."""
         parts = {"perturbation_prediction": perturbation_prediction, "reference_structure": reference_structure,
                  "layer_selection": layer_selection, "hvg_protocol_confound_tests": hvg_protocol_confound_tests,
                  "reference_battery": reference_battery, "incremental_value": incremental_value,
@@ -79,6 +83,7 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             parts, registered_model_cell_type_keys(context.instance, project), code_version(project))
         held = set(rows["cell_type"] + "|" + rows["model"])
         pf_table = _concat_partitions({key: frame for key, frame in perturbation_auroc.items() if key in held})
+        curves = _concat_partitions({key: frame for key, frame in scaling_curves.items() if key in held})
         # A25: each checkpoint beside its random-weights twin, paired over the perturbations both ranked
         twins = {model: model.removesuffix(RANDOM_WEIGHTS_SUFFIX) for model in rows["model"].unique()
                  if model.endswith(RANDOM_WEIGHTS_SUFFIX)}
@@ -95,6 +100,7 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             "inputs_missing": dg.MetadataValue.json({key: list(inputs) for key, inputs in coverage.missing.items()}),
         })
         yield dg.Output(pf_table, output_name="perturbation_auroc_table", metadata=frame_metadata(pf_table))
+        yield dg.Output(curves, output_name="scaling_curves_table", metadata=frame_metadata(curves))
         yield dg.Output(coverage_table, output_name="registry_coverage", metadata={
             **frame_metadata(coverage_table), "table": dg.MetadataValue.md(coverage_table.to_markdown(index=False))})
         yield contracts.check_result(contracts.validate("test_registry", registry), asset_key="test_registry")
@@ -126,7 +132,8 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
 
     @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
     def evaluation_report(test_registry: pd.DataFrame, perturbation_auroc_table: pd.DataFrame,
-                          registry_coverage: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+                          registry_coverage: pd.DataFrame, scaling_curves_table: pd.DataFrame,
+                          project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
         """Markdown report with PNG plots: per-layer reference AUROC, PF AUROC of edges vs baselines, every
         analysis of the battery, the cross-context table and the conclusions that depend on the family; all
         from one registry generation, whose coverage the header states."""
@@ -137,7 +144,7 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             "Family-definition sensitivity: conclusions that change": sensitivity[sensitivity["changes"]],
         }
         path = render_report(test_registry, perturbation_auroc_table, project.report_dir, project.fingerprint(),
-                             tables, coverage=registry_coverage)
+                             tables, coverage=registry_coverage, scaling_curves=scaling_curves_table)
         images = "\n\n".join(
             f"![{png.stem}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
             for png in sorted(path.parent.glob("*.png"))

@@ -105,3 +105,28 @@ def test_intervention_rows_get_a_dose_response_plot_and_a25_a_section(tmp_path):
     # a later report without intervention rows drops the plot rather than listing a stale one
     path = render_report(registry, pf, tmp_path / "report", "abc123")
     assert not (path.parent / "intervention_dose_response.png").exists() and "dose response" not in path.read_text()
+
+
+def test_scaling_and_cssi_sections_plot_the_curves_and_the_gains_with_their_null_bands(tmp_path):
+    registry, pf = _inputs()
+    cssi = [{"analysis_id": "A21", "test_id": f"m|c|A21:planted:attention:{method}_k{k}:{aggregation}",
+             "aggregation": aggregation, "statistic": 0.7, "effect": 0.01 * k, "ci_low": -0.02, "ci_high": 0.02,
+             "p_value": 0.5} for method in ("kmeans", "leiden") for k in (2, 5) for aggregation in ("max", "range")]
+    trend = [{"analysis_id": "A20", "test_id": f"m|c|A20:planted:correlation:accrual:{name}", "p_value": 0.06}
+             for name in ("f1_change", "f1_drops_while_auroc_rises")]
+    curves = pd.DataFrame({"ladder": "accrual", "seed": [0, 0, 1, 1], "n_cells": [100, 200, 100, 200],
+                           "n_strata": [1, 2, 1, 2], "score": "correlation", "reference": "planted",
+                           "auroc": [0.7, 0.8, 0.72, 0.78], "f1": [0.4, 0.3, 0.42, 0.31], "model": "m",
+                           "cell_type": "c"})
+    with_rows = apply_framework_bh(pd.concat([registry, registry_rows(cssi + trend, model="m", cell_type="c")],
+                                             ignore_index=True))
+    text = render_report(with_rows, pf, tmp_path / "report", "abc123", scaling_curves=curves).read_text()
+    a21 = text.split("## A21")[1].split("\n## ")[0]
+    assert "![cssi gains](cssi_gains.png)" in a21 and "kmeans_k5:max" in a21 and ":range" not in a21
+    a20 = text.split("## A20")[1].split("\n## ")[0]
+    assert "![scaling curves](scaling_curves.png)" in a20 and "f1_drops_while_auroc_rises" in a20
+    assert "accrual:f1_change" not in a20
+    assert (tmp_path / "report" / "cssi_gains.png").stat().st_size > 0
+    # without curves or CSSI rows the plots go, rather than a stale one being listed
+    text = render_report(registry, pf, tmp_path / "report", "abc123").read_text()
+    assert not (tmp_path / "report" / "scaling_curves.png").exists() and "cssi gains" not in text

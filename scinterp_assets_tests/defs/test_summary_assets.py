@@ -27,12 +27,18 @@ def _store_partition(config, model: str, cell_type: str, version: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"perturbation": ["P1"], "method": ["correlation"], "layer": [-1], "aggregation": ["none"],
                   "auroc": [0.7]}).to_parquet(folder / f"{cell_type}__{model}.parquet")
+    folder = config.storage_dir / "scaling_curves"
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"ladder": ["accrual"], "seed": [0], "n_cells": [40], "n_strata": [1], "score": ["correlation"],
+                  "reference": ["planted"], "auroc": [0.6], "f1": [0.2]}).to_parquet(
+        folder / f"{cell_type}__{model}.parquet")
 
 
 def _materialize_registry(config, instance) -> dg.ExecuteInProcessResult:
     job = build_definitions(config).resolve_job_def("summary_job")
     return job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=[
-        dg.AssetKey(key) for key in ("test_registry", "perturbation_auroc_table", "registry_coverage")])
+        dg.AssetKey(key) for key in ("test_registry", "perturbation_auroc_table", "registry_coverage",
+                                     "scaling_curves_table")])
 
 
 def _registry_materialization(result: dg.ExecuteInProcessResult) -> dg.AssetMaterialization:
@@ -118,7 +124,7 @@ def test_automation_during_an_evaluation_gives_the_previous_or_the_next_consiste
     instance.add_dynamic_partitions("model", ["m1"])
     for cell_type in ("synthetic_a", "synthetic_b"):
         _store_partition(small_project, "m1", cell_type, code_version(small_project))
-        for analysis in (*ANALYSES, "perturbation_auroc"):
+        for analysis in (*ANALYSES, "perturbation_auroc", "scaling_curves"):
             instance.report_runless_asset_event(dg.AssetMaterialization(analysis, partition=f"{cell_type}|m1"))
     cursor, requested = _automate(defs, instance, cursor)
     assert dg.AssetKey("evaluation_report") in requested

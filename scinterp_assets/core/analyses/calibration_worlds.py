@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from scinterp_assets.core.analyses.score_sets import ScoreSet
+from scinterp_assets.core.attention.grouped import CellGroups, GroupedScores
 from scinterp_assets.core.edges import NO_LAYER
 
 NULL_CLASSES = ("noise", "target_nonlinear", "source_features", "pair_nonlinear")
@@ -247,3 +248,76 @@ def reference_world(seed: int, shape: ReferenceWorldShape = ReferenceWorldShape(
     scores = {name: ScoreSet("attention", layer, "head_mean", matrix)
               for layer, (name, matrix) in enumerate(matrices.items())}
     return ReferenceWorld(genes, features, reference, scores)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CSSI (A21) worlds: a simulated screen with state-specific wiring and per-cell edge scores of known content
+#
+# The A21 test asks whether scoring within the estimated strata recovers the reference better than scoring
+# within random strata of the same sizes. Its per-cell score classes, each additive over cells as attention is
+# (a group's score is the sum of its cells'), over the world's TF rows x every gene:
+#
+#   noise          i.i.d. N(0, 1) per cell and pair: independent of cells' states and of the reference
+#   target_level   the target's standardised expression in the cell, the same for every row: gene-level and
+#                  state-dependent, but without pair information
+#   coexpression   the product of the two genes' standardised expression in the cell (signal: its within-state
+#                  mean is the within-state covariance, which the state-specific edges drive)
+#
+# and, as a check of the null itself, coexpression scored on the primary labels shuffled over cells
+# (exchangeable with the null's random strata by construction).
+
+CSSI_NULL_CLASSES = ("noise", "target_level", "coexpression, shuffled strata")
+CSSI_SIGNAL_CLASSES = ("coexpression",)
+
+
+@dataclass(frozen=True)
+class CssiWorld:
+    expression: np.ndarray  # (cells, G) log1p of counts per 10,000 of the control cells
+    genes: tuple[str, ...]
+    rows: tuple[str, ...]  # the TFs: the planted network's sources
+    truth_edges: pd.DataFrame  # source, target (state-specific edges included)
+    state_edges: pd.DataFrame  # state, source, target: the edges active in one state only
+    states: np.ndarray  # str (cells,) each cell's true state
+
+
+def cssi_world(seed: int, n_cells: int = 500) -> CssiWorld:
+    """`n_cells` control cells of a synthetic screen (wiring and cells from the seed) with three states, 40
+    edges of each state's own and strong state offsets of TF activity (the world of the A20/A21 tests)."""
+    from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world
+
+    screen = simulate_world(SyntheticWorldSpec(wiring_seed=seed, seed=seed, n_control_cells=n_cells,
+                                               cells_per_perturbation=10, state_specific_edges=40,
+                                               state_effect_sd=1.2))
+    controls = (screen.obs["perturbation"] == screen.uns["control_label"]).to_numpy()
+    counts = screen.X[controls].toarray()
+    genes = tuple(screen.var_names)
+    return CssiWorld(np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4), genes,
+                     genes[: int(screen.var["is_tf"].sum())], pd.DataFrame(screen.uns["truth_edges"]),
+                     pd.DataFrame(screen.uns["truth_state_edges"]), screen.obs["cell_state"].to_numpy()[controls])
+
+
+def cssi_cell_scores(world: CssiWorld, name: str, seed: int) -> np.ndarray:
+    """float64 (cells, R, G) per-cell scores of one class (see above; the shuffled check uses coexpression)."""
+    z = (world.expression - world.expression.mean(axis=0)) / (world.expression.std(axis=0) + 1e-9)
+    n_rows = len(world.rows)
+    if name == "noise":
+        return np.random.default_rng(seed).normal(size=(z.shape[0], n_rows, z.shape[1]))
+    if name == "target_level":
+        return np.broadcast_to(z[:, None, :], (z.shape[0], n_rows, z.shape[1]))
+    return z[:, :n_rows, None] * z[:, None, :]  # the TFs are the first genes of a synthetic world
+
+
+def grouped_cell_scores(groups: CellGroups, genes: tuple[str, ...], cell_scores: np.ndarray) -> GroupedScores:
+    """What grouped accumulation would hold for per-cell scores (cells, R, G) of a model that scores every pair
+    in every cell: per group the sum over its cells, the pair count its number of cells."""
+    n_groups = len(groups.names)
+    total = np.zeros((n_groups, *cell_scores.shape[1:]))
+    n_cells = np.zeros(n_groups, dtype=np.int64)
+    for column in groups.membership.T:
+        for group in np.unique(column[column >= 0]):
+            members = column == group
+            total[group] = cell_scores[members].sum(axis=0)
+            n_cells[group] = members.sum()
+    count = np.broadcast_to(n_cells[:, None, None], total.shape).astype(np.int32)
+    return GroupedScores(genes, groups.rows, groups.layer, groups.names, total, np.zeros((0, *total.shape[1:])),
+                         count, n_cells)

@@ -53,6 +53,11 @@ class CellGroups:
         object.__setattr__(self, "membership", membership.astype(np.int64))
 
 
+def grouped_megabytes(n_groups: int, n_rows: int, n_genes: int) -> float:
+    """Memory the per-group sums take: float64 attention and value-weighted sums and int32 counts."""
+    return n_groups * n_rows * n_genes * (8 + 8 + 4) / 1e6
+
+
 @dataclass(frozen=True)
 class GroupedScores:
     """Per-group head-mean sums of one layer for the `rows` genes against every gene.

@@ -7,12 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scinterp_assets.core.analyses.calibration_worlds import cssi_cell_scores, cssi_world, grouped_cell_scores
 from scinterp_assets.core.analyses.scaling import (
     CellSetScores,
     CssiSettings,
     cssi_evaluation,
     cssi_tests,
     ladder_rungs,
+    pair_specific_cssi,
     reference_rows,
     scaling_curves,
     scaling_groups,
@@ -28,52 +30,26 @@ from scinterp_assets.core.analyses.strata import (
     kmeans_strata,
     leiden_strata,
 )
-from scinterp_assets.core.attention.grouped import GroupedScores
-from scinterp_assets.core.datasets.synthetic import SyntheticWorldSpec, simulate_world
 
 N_CELLS = 500
 
 
 @pytest.fixture(scope="module")
 def world():
-    """Three states, each with 40 edges of its own, and strong state offsets of TF activity."""
-    adata = simulate_world(SyntheticWorldSpec(state_specific_edges=40, state_effect_sd=1.2))
-    controls = (adata.obs["perturbation"] == adata.uns["control_label"]).to_numpy()
-    chosen = np.sort(np.random.default_rng(0).choice(controls.sum(), N_CELLS, replace=False))
-    counts = adata.X[controls].toarray()[chosen]
-    expression = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
-    genes = list(adata.var_names)
-    rows = tuple(genes[: int(adata.var["is_tf"].sum())])
-    states = adata.obs["cell_state"].to_numpy()[controls][chosen]
-    references = {name: reference_rows(pd.DataFrame(adata.uns[table])[["source", "target"]], genes, rows)
-                  for name, table in (("planted", "truth_edges"), ("state_specific", "truth_state_edges"))}
-    return {"expression": expression, "genes": genes, "rows": rows, "references": references,
-            "oracle": Stratification("oracle", "oracle", None, by_size(states)),
-            "valid": scored_pairs(rows, genes)}
-
-
-def product_attention(design, expression: np.ndarray, genes, rows) -> GroupedScores:
-    """A stand-in for a model's grouped sums that is additive over cells as attention is: per cell, the
-    product of the two genes' standardised expression, summed per group (so co-expression is its signal)."""
-    z = (expression - expression.mean(axis=0)) / (expression.std(axis=0) + 1e-9)
-    row_index = [genes.index(row) for row in rows]
-    groups = design.groups
-    total = np.zeros((len(groups.names), len(rows), len(genes)))
-    count = np.zeros(total.shape, dtype=np.int32)
-    n_cells = np.zeros(len(groups.names), dtype=np.int64)
-    for column in groups.membership.T:
-        for group in np.unique(column[column >= 0]):
-            members = z[column == group]
-            total[group] = members[:, row_index].T @ members
-            count[group] = n_cells[group] = len(members)
-    return GroupedScores(tuple(genes), tuple(rows), 0, groups.names, total, np.zeros((0, *total.shape[1:])), count,
-                         n_cells)
+    """Three states, each with 40 edges of its own, and strong state offsets of TF activity; 500 control cells."""
+    world = cssi_world(seed=0, n_cells=N_CELLS)
+    references = {name: reference_rows(table[["source", "target"]], world.genes, world.rows)
+                  for name, table in (("planted", world.truth_edges), ("state_specific", world.state_edges))}
+    return {"expression": world.expression, "genes": list(world.genes), "rows": world.rows, "world": world,
+            "references": references, "valid": scored_pairs(world.rows, world.genes),
+            "oracle": Stratification("oracle", "oracle", None, by_size(world.states))}
 
 
 def evaluate(world, primary, stratifications, *, seeds=range(5), null_draws=99, null_seed=0):
     design = scaling_groups(primary, stratifications, world["rows"], 0, rung_sizes=[100, 200, 300, N_CELLS],
                             heterogeneity_cells=150, seeds=seeds, n_null_blocks=100, null_seed=null_seed)
-    grouped = product_attention(design, world["expression"], world["genes"], world["rows"])
+    grouped = grouped_cell_scores(design.groups, tuple(world["genes"]),
+                                  cssi_cell_scores(world["world"], "coexpression", seed=0))
     scores = CellSetScores(grouped, world["expression"])
     return design, scores
 
@@ -101,24 +77,46 @@ def test_oracle_strata_recover_state_specific_edges_better_than_pooling(world):
         row = best.loc[(score, "max", "state_specific")]
         assert row["auroc_gain"] > row["null_high"] and row["p_value"] <= 0.01
     assert best.loc[("correlation", "max", "state_specific"), "f1_gain"] > 0
-    tests = cssi_tests(table, primary="leiden_k3", layer=0)
+    tests = cssi_tests(table, layer=0)
     assert not any(row["confirmatory"] for row in tests)  # oracle strata are never the primary row
     assert all(row["note"].startswith("oracle strata") for row in tests)
 
 
 def test_estimated_strata_are_measured_against_the_same_null(world):
-    """Whether estimated strata help is reported either way: here k-means and Leiden find the three states."""
+    """Whether estimated strata help is reported either way: here k-means and Leiden find the three states, and
+    the confirmatory (pair-specific) test finds the state-specific edges."""
     pcs = expression_pcs(world["expression"], 20, seed=0)
     estimated = [kmeans_strata(pcs, 3, seed=0), leiden_strata(pcs, 3, seed=0)]
     assert [s.k for s in estimated] == [3, 3]
     design, scores = evaluate(world, estimated[1], estimated, seeds=[0])
-    table = cssi_evaluation(design, scores, world["references"], world["valid"], CssiSettings(30, 49, 0))
-    rows = cssi_tests(table, primary="leiden_k3", layer=0)
-    primary = [row for row in rows if row["note"].startswith("the pre-specified A21 test")]
-    assert {row["test_id"] for row in primary} == {"A21:planted:attention:leiden_k3:max",
-                                                   "A21:state_specific:attention:leiden_k3:max"}
-    assert all(np.isfinite(row["effect"]) and 0 < row["p_value"] <= 1 for row in primary)
-    assert not any(row["confirmatory"] for row in rows)  # until calibrated on null worlds
+    settings = CssiSettings(30, 49, 0)
+    table = pd.concat([
+        cssi_evaluation(design, scores, world["references"], world["valid"], settings),
+        pair_specific_cssi(design, scores.grouped, scores.expression, world["references"], world["valid"], settings,
+                           "leiden_k3")], ignore_index=True)
+    rows = cssi_tests(table, layer=0)
+    confirmatory = {row["test_id"]: row for row in rows if row["confirmatory"]}
+    assert set(confirmatory) == {"A21:planted:attention:leiden_k3:max_pair_specific",
+                                 "A21:state_specific:attention:leiden_k3:max_pair_specific"}
+    assert all(np.isfinite(row["effect"]) and 0 < row["p_value"] <= 1 for row in confirmatory.values())
+    assert confirmatory["A21:state_specific:attention:leiden_k3:max_pair_specific"]["p_value"] <= 0.05
+    assert all("gene-level null" in row["note"] for row in rows if row["test_id"].endswith(":max"))
+
+
+def test_a_gene_level_score_gains_from_strata_unless_made_pair_specific(world):
+    """The target's expression level, the same for every source, carries no pair signal, yet CSSI of the raw
+    score beats random strata (its level differs between states); the pair-specific test does not."""
+    primary = leiden_strata(expression_pcs(world["expression"], 20, seed=0), 3, seed=0)
+    design = scaling_groups(primary, [primary], world["rows"], 0, rung_sizes=[], heterogeneity_cells=1, seeds=[],
+                            n_null_blocks=100, null_seed=0)
+    grouped = grouped_cell_scores(design.groups, tuple(world["genes"]),
+                                  cssi_cell_scores(world["world"], "target_level", seed=0))
+    reference, settings = {"planted": world["references"]["planted"]}, CssiSettings(30, 49, 0)
+    raw = cssi_evaluation(design, CellSetScores(grouped, world["expression"]), reference, world["valid"], settings,
+                          score_names=["attention"])
+    pair = pair_specific_cssi(design, grouped, world["expression"], reference, world["valid"], settings, primary.name)
+    assert raw.set_index("aggregation").loc["max", "p_value"] <= 0.05
+    assert pair["p_value"].item() > 0.05
 
 
 def test_shuffled_strata_do_not_beat_pooling_beyond_their_null(world):
@@ -144,7 +142,7 @@ def test_strata_below_the_minimum_size_or_a_single_state_are_not_evaluable(world
     table = cssi_evaluation(design, scores, world["references"], world["valid"], CssiSettings(30, 9, 0))
     assert not table["evaluable"].any()
     assert table["note"].str.contains("strata hold at least 30 cells").all()
-    rows = cssi_tests(table, primary="kmeans_k2", layer=0)
+    rows = cssi_tests(table, layer=0)
     assert rows and all(np.isnan(row["p_value"]) for row in rows)
     assert all("not evaluable" in row["note"] for row in rows if not row["test_id"].endswith(":oracle:max"))
 
