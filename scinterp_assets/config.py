@@ -290,7 +290,7 @@ class ScalingConfig(_Strict):
     null_blocks: int = Field(default=100, ge=2)  # random blocks of cells the null strata are built from
     layer: int = -1  # the layer accumulated per group (negative: from the last)
     # per-group sums are groups x reference sources x genes x 20 bytes, held during extraction: a larger design
-    # is refused before the model runs (fewer k_values, ladder_seeds or null_blocks shrink it)
+    # leaves family S out of the extraction (fewer k_values, ladder_seeds or null_blocks shrink it)
     max_grouped_megabytes: float = Field(default=2000.0, gt=0)
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +14,7 @@ import pandas as pd
 
 from scinterp_assets.core.analyses.perturbation_prediction import ATTENTION_METHODS
 from scinterp_assets.core.analyses.reference_structure import NOT_EVALUABLE
-from scinterp_assets.core.analyses.scaling import ladder_axis
+from scinterp_assets.core.analyses.scaling import PAIR_SPECIFIC, ladder_axis
 from scinterp_assets.core.edges import NO_LAYER
 
 
@@ -84,6 +85,26 @@ def plot_pf_auroc_by_method(pf_auroc: pd.DataFrame, path: Path) -> Path:
 DOSE_RESPONSE = r"^(A1[78]):([a-z_]+):top_k_vs_random:k(\d+):([a-z_]+)$"  # test ids of the top-k rows
 
 
+def panel_plot(rows: pd.DataFrame | None, keys: list[str], path: Path,
+               draw: Callable[[plt.Axes, pd.DataFrame], None]) -> Path | None:
+    """One panel per value of `keys` (model, cell type, then what else splits the panels; the title names
+    them), drawn by draw(axis, the panel's rows) and given a legend; saved to `path`. None, and an earlier
+    report's file removed (it would otherwise be listed with this one), when there are no rows."""
+    if rows is None or rows.empty:
+        path.unlink(missing_ok=True)
+        return None
+    panels = rows.groupby(keys, sort=True)
+    figure, axes = panel_grid(panels.ngroups, (4.2, 3.4))
+    for axis, (key, panel) in zip(axes, panels):
+        draw(axis, panel)
+        axis.set_title(f"{key[0]}\n{key[1]}: {', '.join(map(str, key[2:]))}", fontsize=9)
+        axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def plot_intervention_dose_response(registry: pd.DataFrame, path: Path) -> Path | None:
     """Harm of ablating the top-k reference-ranked heads, and the mean harm of random head sets of the same
     size (dashed), against k (A17 / A18): one panel per model x cell type and readout (their harms have
@@ -93,13 +114,8 @@ def plot_intervention_dose_response(registry: pd.DataFrame, path: Path) -> Path 
     parts = test.str.extract(DOSE_RESPONSE)
     rows = registry.assign(analysis=parts[0], intervention=parts[1], k=pd.to_numeric(parts[2]),
                            readout=parts[3])[parts[0].notna()]
-    if rows.empty:
-        path.unlink(missing_ok=True)  # an earlier report's plot would otherwise be listed with this one
-        return None
-    panels = sorted(rows.groupby(["model", "cell_type", "readout"]).groups)
-    figure, axes = panel_grid(len(panels), (4.2, 3.4))
-    for axis, (model, cell_type, readout) in zip(axes, panels):
-        panel = rows[(rows["model"] == model) & (rows["cell_type"] == cell_type) & (rows["readout"] == readout)]
+
+    def draw(axis: plt.Axes, panel: pd.DataFrame) -> None:
         for (analysis, intervention), line in panel.groupby(["analysis", "intervention"]):
             line = line.sort_values("k")
             drawn = axis.plot(line["k"], line["statistic"], marker="o", label=f"{analysis} {intervention}")
@@ -108,13 +124,9 @@ def plot_intervention_dose_response(registry: pd.DataFrame, path: Path) -> Path 
         axis.axhline(0, color="grey", linestyle=":")
         axis.set_xticks(sorted(panel["k"].unique()))
         axis.set_xlabel("heads ablated, k (x, dashed: random heads)")
-        axis.set_ylabel(f"harm: {readout}")
-        axis.set_title(f"{model}\n{cell_type}: {readout}", fontsize=9)
-        axis.legend(fontsize=6)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+        axis.set_ylabel(f"harm: {panel['readout'].iloc[0]}")
+
+    return panel_plot(rows, ["model", "cell_type", "readout"], path, draw)
 
 
 CSSI_MAX = r"^A21:([^:]+):([a-z_]+):(kmeans|leiden)_k(\d+):max$"  # CSSI-max rows of estimated strata
@@ -127,13 +139,8 @@ def plot_cssi_gains(registry: pd.DataFrame, path: Path) -> Path | None:
     parts = registry["test_id"].str.split("|").str[-1].str.extract(CSSI_MAX)
     rows = registry.assign(reference=parts[0], score=parts[1], method=parts[2], k=pd.to_numeric(parts[3]))[
         parts[0].notna() & registry["effect"].notna()]
-    if rows.empty:
-        path.unlink(missing_ok=True)
-        return None
-    panels = sorted(rows.groupby(["model", "cell_type", "reference"]).groups)
-    figure, axes = panel_grid(len(panels), (4.2, 3.4))
-    for axis, (model, cell_type, reference) in zip(axes, panels):
-        panel = rows[(rows["model"] == model) & (rows["cell_type"] == cell_type) & (rows["reference"] == reference)]
+
+    def draw(axis: plt.Axes, panel: pd.DataFrame) -> None:
         for (method, score), line in panel.groupby(["method", "score"]):
             line = line.sort_values("k")
             drawn = axis.plot(line["k"], line["effect"], marker="o", label=f"{score}, {method}")
@@ -142,29 +149,20 @@ def plot_cssi_gains(registry: pd.DataFrame, path: Path) -> Path | None:
         axis.set_xticks(sorted(panel["k"].unique()))
         axis.set_xlabel("strata, K (shaded: null band of random strata)")
         axis.set_ylabel("CSSI-max AUROC gain over pooled")
-        axis.set_title(f"{model}\n{cell_type}: {reference}", fontsize=9)
-        axis.legend(fontsize=6)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+
+    return panel_plot(rows, ["model", "cell_type", "reference"], path, draw)
 
 
-def plot_scaling_curves(curves: pd.DataFrame, path: Path) -> Path | None:
+def plot_scaling_curves(curves: pd.DataFrame | None, path: Path) -> Path | None:
     """A20: AUROC (solid) and top-K F1 (dashed) against the number of cells (or strata, for the fixed-N
     ladder), mean over seeds, a line pair per score: one panel per model x cell type and ladder, against the
     partition's first reference by name (scaling_curves holds every reference); None where there are no
     curves."""
-    if curves is None or curves.empty:
-        path.unlink(missing_ok=True)
-        return None
-    first = curves.groupby(["model", "cell_type"])["reference"].transform("min")
-    curves = curves[curves["reference"] == first]
-    panels = sorted(curves.groupby(["model", "cell_type", "ladder", "reference"]).groups)
-    figure, axes = panel_grid(len(panels), (4.2, 3.4))
-    for axis, (model, cell_type, ladder, reference) in zip(axes, panels):
-        panel = curves[(curves["model"] == model) & (curves["cell_type"] == cell_type) & (curves["ladder"] == ladder)]
-        x = ladder_axis(ladder)
+    if curves is not None and not curves.empty:
+        curves = curves[curves["reference"] == curves.groupby(["model", "cell_type"])["reference"].transform("min")]
+
+    def draw(axis: plt.Axes, panel: pd.DataFrame) -> None:
+        x = ladder_axis(panel["ladder"].iloc[0])
         for score, line in panel.groupby("score"):
             mean = line.groupby(x)[["auroc", "f1"]].mean().reset_index()
             drawn = axis.plot(mean[x], mean["auroc"], marker="o", label=f"{score} AUROC")
@@ -172,12 +170,8 @@ def plot_scaling_curves(curves: pd.DataFrame, path: Path) -> Path | None:
                       label=f"{score} F1")
         axis.set_xlabel("strata (N fixed)" if x == "n_strata" else "cells")
         axis.set_ylabel("recovery (mean over seeds)")
-        axis.set_title(f"{model}\n{cell_type}: {ladder}, {reference}", fontsize=9)
-        axis.legend(fontsize=6)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+
+    return panel_plot(curves, ["model", "cell_type", "ladder", "reference"], path, draw)
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -247,7 +241,8 @@ ANALYSIS_COLUMNS = ["model", "cell_type", "test", "statistic_name", "statistic",
 SECTION_ROWS = {
     "A20": ('the study\'s "F1 drops while AUROC rises" test per ladder',
             lambda rows: rows["test"].str.endswith(":f1_drops_while_auroc_rises")),
-    "A21": ("CSSI-max (the other aggregations are in the registry)", lambda rows: rows["aggregation"] == "max"),
+    "A21": ("CSSI-max of raw scores and the confirmatory CSSI-max of pair-specific attention (the other "
+            "aggregations are in the registry)", lambda rows: rows["aggregation"].isin(["max", PAIR_SPECIFIC])),
 }
 
 

@@ -33,7 +33,12 @@ from scinterp_assets.core.models import GeneCoverageError
 from scinterp_assets.defs.metadata import accumulator_reads, frame_metadata
 from scinterp_assets.defs.partitions import MODEL_PARTITIONS, model_and_cell_type
 from scinterp_assets.defs.registry_fields import registry_table, shared_registry_fields
-from scinterp_assets.defs.scaling_design import grouped_rows, scaling_design
+from scinterp_assets.defs.scaling_design import (
+    GroupedDesignTooLarge,
+    family_s_skipped,
+    grouped_rows,
+    scaling_design,
+)
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 from scinterp_assets.resources.model_store import ModelStore
 
@@ -142,12 +147,16 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
                 "vocabulary_coverage": float(coverage.fraction), "universe_genes": coverage.n_genes,
                 "unmapped_examples": ", ".join(coverage.unmapped[:10])}) from None
         layers = tuple(range(model.n_layers)) if settings.layers is None else tuple(settings.layers)
-        groups = None
-        rows = grouped_rows(reference_edges, attention_sources, genes)
-        if project.scaling.enabled and rows:
+        groups, skipped = None, family_s_skipped(project, reference_edges, attention_sources, genes)
+        if skipped is None:
             grouped_layer = project.scaling.layer % model.n_layers
-            groups = scaling_design(cell_strata, rows, len(genes), grouped_layer, project).groups
-            layers = tuple(sorted({*layers, grouped_layer}))
+            try:
+                groups = scaling_design(cell_strata, grouped_rows(reference_edges, attention_sources, genes),
+                                        len(genes), grouped_layer, project).groups
+                layers = tuple(sorted({*layers, grouped_layer}))
+            except GroupedDesignTooLarge as error:  # family S is left out; every other analysis proceeds
+                skipped = str(error)
+                context.log.warning(f"family S (A20-A21) left out: {skipped}")
         started = time.perf_counter()
         scores, value_weighted, *grouped = model.attention_scores(
             cells, genes, sources=attention_sources, layers=layers, batch_size=settings.batch_size,
@@ -157,7 +166,7 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             groups=groups,
         )
         seconds = time.perf_counter() - started
-        grouped = grouped[0] if grouped else GroupedScores.empty(genes)
+        grouped = grouped[0] if grouped else GroupedScores.empty(genes, skipped)
         yield dg.Output(grouped, output_name="grouped_attention", metadata={
             "groups": len(grouped.groups), "rows": len(grouped.rows), "layer": grouped.layer,
             "array_megabytes": round((grouped.attention_sum.nbytes + grouped.value_weighted_sum.nbytes

@@ -111,8 +111,8 @@ def build_scaling_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list
         pre-specified test: the primary stratification's CSSI-max attention AUROC gain per reference)."""
         _, cell_type = model_and_cell_type(context)
         shared = shared_registry_fields(context, project, model_store, len(gene_universe))
-        if not project.scaling.enabled or not grouped_attention.groups:
-            reason = "scaling.enabled is off" if not project.scaling.enabled else "no reference source to score"
+        if not grouped_attention.groups:
+            reason = grouped_attention.provenance["skipped"]
             rows = registry_table(context, [{"analysis_id": "A21", "test_id": "A21:not_evaluable", "family": "S",
                                              "p_value": np.nan, "note": f"not evaluable: {reason}"}], **shared)
             yield dg.Output(pd.DataFrame(), output_name="scaling_curves", metadata={"skipped": reason})

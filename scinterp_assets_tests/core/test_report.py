@@ -112,6 +112,8 @@ def test_scaling_and_cssi_sections_plot_the_curves_and_the_gains_with_their_null
     cssi = [{"analysis_id": "A21", "test_id": f"m|c|A21:planted:attention:{method}_k{k}:{aggregation}",
              "aggregation": aggregation, "statistic": 0.7, "effect": 0.01 * k, "ci_low": -0.02, "ci_high": 0.02,
              "p_value": 0.5} for method in ("kmeans", "leiden") for k in (2, 5) for aggregation in ("max", "range")]
+    cssi.append({"analysis_id": "A21", "test_id": "m|c|A21:planted:attention:leiden_k5:max_pair_specific",
+                 "aggregation": "max_pair_specific", "effect": 0.01, "p_value": 0.04, "confirmatory": True})
     trend = [{"analysis_id": "A20", "test_id": f"m|c|A20:planted:correlation:accrual:{name}", "p_value": 0.06}
              for name in ("f1_change", "f1_drops_while_auroc_rises")]
     curves = pd.DataFrame({"ladder": "accrual", "seed": [0, 0, 1, 1], "n_cells": [100, 200, 100, 200],
@@ -123,6 +125,7 @@ def test_scaling_and_cssi_sections_plot_the_curves_and_the_gains_with_their_null
     text = render_report(with_rows, pf, tmp_path / "report", "abc123", scaling_curves=curves).read_text()
     a21 = text.split("## A21")[1].split("\n## ")[0]
     assert "![cssi gains](cssi_gains.png)" in a21 and "kmeans_k5:max" in a21 and ":range" not in a21
+    assert "leiden_k5:max_pair_specific" in a21
     a20 = text.split("## A20")[1].split("\n## ")[0]
     assert "![scaling curves](scaling_curves.png)" in a20 and "f1_drops_while_auroc_rises" in a20
     assert "accrual:f1_change" not in a20

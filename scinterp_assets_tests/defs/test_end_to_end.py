@@ -97,8 +97,10 @@ def test_report_and_checks(demo_run):
     text = report.read_text()
     assert "A12" in text and "## A02: Layer selection" in text and "## A23: cross-context table" in text
     assert "## A17: Head ablation" in text and "## A19: Fidelity" in text
+    assert "## A20: Scaling" in text and "## A21: Cell-State Stratified" in text and ":max_pair_specific" in text
     assert sorted(p.name for p in config.report_dir.glob("*.png")) == [
-        "intervention_dose_response.png", "pf_auroc_by_method.png", "reference_auroc_by_layer.png"]
+        "cssi_gains.png", "intervention_dose_response.png", "pf_auroc_by_method.png", "reference_auroc_by_layer.png",
+        "scaling_curves.png"]
     import dagster as dg
 
     checks = {"screen_data": "check_expression_qc_contract", "correlation_edges": "check_edge_table_contract",

@@ -26,3 +26,20 @@ def test_the_design_is_rebuilt_identically_and_an_oversized_one_is_refused_with_
     with pytest.raises(ValueError, match=r"groups x 2 reference sources x 300 genes need .*"
                                          r"scaling.max_grouped_megabytes.*Fix: fewer scaling.k_values"):
         scaling_design(_strata(), rows, 300, 1, small)
+
+
+def test_the_study_shape_configuration_fits_its_family_s_design_in_the_memory_limit():
+    """scinterp.study-shape.yaml's world: 2,000 extracted cells, 200 planted TFs x 2,000 universe genes."""
+    from pathlib import Path
+
+    from scinterp_assets.config import load_config
+
+    config = load_config(Path(__file__).parents[2] / "scinterp.study-shape.yaml")
+    rng = np.random.default_rng(0)
+    strata = [Stratification(f"{method}_k{k}", method, k, np.sort(rng.integers(0, k, 2000)))
+              for method in config.scaling.methods for k in config.scaling.k_values]
+    strata += [Stratification("shuffled", "shuffled", None, rng.permutation(strata[0].labels)),
+               Stratification("oracle", "oracle", None, np.sort(rng.integers(0, 3, 2000)))]
+    table = strata_table([f"c{i}" for i in range(2000)], strata)
+    design = scaling_design(table, tuple(f"TF{i}" for i in range(200)), 2000, 5, config)
+    assert len(design.groups.names) > 100

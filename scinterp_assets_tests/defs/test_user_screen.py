@@ -53,8 +53,9 @@ attention: {batch_size: 16, max_cells: 120, sources: analyses}  # per head: the 
 analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 50, bootstrap_resamples: 200,
            incremental_value_repeats: 2, threads: 1}
 interventions: {max_cells: 6, in_silico_cells: 2, ks: [1], random_draws: 2, exhaustive_up_to: 0}
+# family S's per-group sums over this limit: it is left out, and nothing else is (the e2e test runs it)
 scaling: {k_values: [2, 3], primary_k: 3, rung_sizes: [40, 80, 120], heterogeneity_cells: 40, ladder_seeds: 3,
-          null_draws: 20, null_blocks: 30, min_stratum_size: 10}
+          null_draws: 20, null_blocks: 30, min_stratum_size: 10, max_grouped_megabytes: 0.01}
 tiny_checkpoints:
   - {family: geneformer, folder_name: tiny-geneformer, max_steps: 60}
 """
@@ -133,6 +134,9 @@ def test_a_declared_screen_runs_through_the_same_assets(my_screen):
     interventions = pd.read_parquet(storage / "causal_interventions" / "my_screen__tiny-geneformer.parquet")
     assert {"A17", "A18", "A19"} <= set(interventions["analysis_id"])
     assert interventions["note"].str.contains("heads ranked on planted_trrust").all()
+    (scaling,) = pd.read_parquet(storage / "scaling_and_cssi" / "my_screen__tiny-geneformer.parquet").itertuples()
+    assert scaling.test_id.endswith("|A21:not_evaluable") and not scaling.confirmatory
+    assert "above scaling.max_grouped_megabytes (0.01). Fix: fewer scaling.k_values" in scaling.note
 
 
 def test_attention_keeps_per_head_only_the_rows_the_analyses_query(my_screen):

@@ -96,10 +96,11 @@ class GroupedScores:
             raise ValueError("GroupedScores.n_cells needs one count per group")
 
     @classmethod
-    def empty(cls, genes: Sequence[str]) -> GroupedScores:
-        """No group accumulated (family S turned off, or no reference source to keep as a row)."""
+    def empty(cls, genes: Sequence[str], reason: str) -> GroupedScores:
+        """No group accumulated, and why (provenance["skipped"])."""
         no_rows = np.zeros((0, 0, len(genes)))
-        return cls(tuple(genes), (), 0, (), no_rows, no_rows, no_rows.astype(np.int32), np.zeros(0, dtype=np.int64))
+        return cls(tuple(genes), (), 0, (), no_rows, no_rows, no_rows.astype(np.int32), np.zeros(0, dtype=np.int64),
+                   provenance={"skipped": reason})
 
     @property
     def has_value_weighted(self) -> bool:
