@@ -8,7 +8,7 @@ export SCINTERP_CONFIG ?= $(CURDIR)/scinterp.yaml
 WITH_HOME = DAGSTER_HOME=$${DAGSTER_HOME:-$$($(BIN)/scinterp dagster-home)}
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast ui bench bench-study calibrate upgrade lock clean
+.PHONY: install browser demo test test-fast ui bench bench-study calibrate upgrade lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -33,8 +33,17 @@ install: $(STAMP)
 demo: install
 	$(WITH_HOME) $(BIN)/python -m scinterp_assets.demo
 
+# Debian's chromium and chromium-driver for the browser test (defs/test_end_to_end.py), installed where this
+# user may (root with apt-get); elsewhere that one test skips and says why.
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	      || echo "browser test: apt-get could not install chromium and chromium-driver; the test will skip"; \
+	  else echo "browser test: needs Debian's chromium and chromium-driver (apt-get as root); the test will skip"; fi; }
+
 # pytest exits 5 when it collects nothing: make treats any non-zero exit as failure.
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -140,6 +140,25 @@ def fetch_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def trace_command(arguments: argparse.Namespace) -> int:
+    """`scinterp trace TEST_ID`: the chain from a registry row to its inputs (checkpoint, screen files,
+    reference files, configuration), read from the Dagster instance of the configuration."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    from scinterp_assets.trace import TraceError, trace
+
+    try:
+        config = get_config()
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(dagster_home())) as instance:
+            for line in trace(arguments.test_id, config, instance):
+                print(line)
+    except (ConfigError, TraceError) as error:
+        print(f"scinterp trace: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scinterp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
                               "there is no configuration file)")
     fetch_parser.add_argument("--only", action="append", default=[], metavar="FILE",
                               help="only this file of the NAMEs given (repeatable)")
+    trace_parser = commands.add_parser("trace", description=trace_command.__doc__,
+                                       help="print the chain from a registry row to its inputs")
+    trace_parser.add_argument("test_id", help="a test_id of test_registry (or its unique ending)")
     arguments = parser.parse_args(argv)
+    if arguments.command == "trace":
+        return trace_command(arguments)
     if arguments.command == "fetch":
         return fetch_command(arguments)
     if arguments.command == "ui":

@@ -322,6 +322,18 @@ class AutomationConfig(_Strict):
     checkpoint_quiet_seconds: float = Field(default=60, ge=0)
 
 
+class DeploymentConfig(_Strict):
+    """How runs execute (README "Scaling out"; deploy/dagster.yaml holds the instance side); changes no result.
+
+    executor: in_process (one process per run, the default on one machine), multiprocess (each step its own
+    process), or k8s (each step its own Kubernetes job: dagster-k8s's k8s_job_executor, for a cluster whose
+    instance launches runs with the K8sRunLauncher)."""
+
+    executor: Literal["in_process", "multiprocess", "k8s"] = "in_process"
+    max_concurrent: int = Field(default=4, ge=1)  # multiprocess and k8s: steps of one run at a time
+    gpus_per_model_step: int = Field(default=1, ge=0)  # k8s: nvidia.com/gpu limit of each step that runs a model
+
+
 class SeedConfig(_Strict):
     control_sampling: int = 0
     attention: int = 0
@@ -354,6 +366,31 @@ DEFAULT_TINY_CHECKPOINTS = (
 )
 
 
+class PositiveControlConfig(_Strict):
+    """The positive-control checkpoint (core/models/positive_control.py): Geneformer format, weights set so
+    that one head carries the synthetic cell types' planted networks; built when its folder is missing."""
+
+    folder_name: str = "positive-control-geneformer"
+    edge_logit: float = Field(default=8.0, gt=0)  # the planted head's attention logit per regulatory link
+    context_norm: float = Field(default=0.6, gt=0)  # what it writes into a target's state, relative to the state
+    seed: int = 0  # the other heads' small random weights
+
+
+class VerdictConfig(_Strict):
+    """Thresholds of the quality-control verdict (FRAMEWORK.md section 8; core/verdict.py), recorded with it.
+    Its significance level is analyses.alpha and its fidelity threshold interventions.fidelity_threshold."""
+
+    baselines: tuple[str, ...] = ("baseline_variance", "baseline_mean", "baseline_detection_rate")  # C1
+    incremental_models: tuple[Literal["logistic", "boosted"], ...] = ("logistic", "boosted")  # C2
+    incremental_splits: tuple[Literal["perturbation_split", "target_split", "joint_split"], ...] = (
+        "perturbation_split", "target_split", "joint_split")
+    agreeing_metrics: tuple[str, ...] = ("auprc", "recall_at_10", "recall_at_50", "recall_at_100")  # C2
+    min_retained_share: float = Field(default=0.8, ge=0, le=1)  # C3
+    min_null_z: float = 3.0  # C3
+    # C4: the model-output readouts; add attention for the study's re-extracted attention readout
+    causal_readouts: tuple[Literal["in_silico", "masked_loss", "attention"], ...] = ("in_silico", "masked_loss")
+
+
 class ScinterpConfig(_Strict):
     home: Path
     checkpoint_dir: Path
@@ -375,7 +412,10 @@ class ScinterpConfig(_Strict):
     contracts: ContractThresholds = ContractThresholds()
     seeds: SeedConfig = SeedConfig()
     automation: AutomationConfig = AutomationConfig()
+    deployment: DeploymentConfig = DeploymentConfig()
     tiny_checkpoints: tuple[TinyCheckpointConfig, ...] = DEFAULT_TINY_CHECKPOINTS
+    positive_control: PositiveControlConfig | None = None  # None: no positive-control checkpoint is built
+    verdict: VerdictConfig = VerdictConfig()
     source: Path = Path("scinterp.yaml")
 
     @model_validator(mode="after")
@@ -427,7 +467,7 @@ class ScinterpConfig(_Strict):
         # not invalidate every registry row
         payload = self.model_dump(mode="json", exclude={
             "home": True, "checkpoint_dir": True, "contracts_dir": True, "model_dictionary_dir": True, "source": True,
-            "automation": True, "random_weights_twins": True, "seeds": {"random_weights"}})
+            "automation": True, "deployment": True, "random_weights_twins": True, "seeds": {"random_weights"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -15,6 +15,7 @@ import time
 import dagster as dg
 
 from scinterp_assets.config import ScinterpConfig, SyntheticCellType, get_config
+from scinterp_assets.core.models.positive_control import PositiveControlSpec, build_positive_control
 from scinterp_assets.core.models.pretrain import TinyGeneformerSpec, train_tiny_geneformer
 from scinterp_assets.core.models.scgpt_pretrain import TinyScGPTSpec, train_tiny_scgpt
 from scinterp_assets.core.models.training import TrainingTimeCapError
@@ -24,15 +25,24 @@ from scinterp_assets.resources.model_store import COMPLETION_MARKER
 
 
 def build_embedded_checkpoints(config: ScinterpConfig, log=print) -> None:
-    """Train each configured tiny checkpoint on the synthetic cell types unless its folder exists."""
+    """Train each configured tiny checkpoint on the synthetic cell types, and build the positive control
+    from their planted networks, unless its folder exists."""
     missing = [tiny for tiny in config.tiny_checkpoints if not (config.checkpoint_dir / tiny.folder_name).exists()]
-    if not missing:
+    control = config.positive_control
+    control_missing = control is not None and not (config.checkpoint_dir / control.folder_name).exists()
+    if not missing and not control_missing:
         return
     screens = [load_screen(cell_type) for cell_type in config.cell_types.values()
                if isinstance(cell_type, SyntheticCellType)]
     if not screens:
-        log("no synthetic cell type configured: the tiny checkpoints are not built")
+        log("no synthetic cell type configured: the tiny checkpoints and the positive control are not built")
         return
+    if control_missing:
+        target = config.checkpoint_dir / control.folder_name
+        log(f"building the positive-control checkpoint into {target} (weights set from the planted networks)")
+        build_positive_control(screens, target, PositiveControlSpec(
+            edge_logit=control.edge_logit, context_norm=control.context_norm, seed=control.seed))
+        (target / COMPLETION_MARKER).touch()
     for tiny in missing:
         target = config.checkpoint_dir / tiny.folder_name
         log(f"training the tiny {tiny.family} checkpoint into {target} ({tiny.max_steps} steps)")
@@ -90,6 +100,10 @@ def materialize_everything(config: ScinterpConfig, instance: dg.DagsterInstance)
             _run(defs, "model_evaluation_job", instance,
                  dg.MultiPartitionKey({"model": model, "cell_type": cell_type}))
     _run(defs, "summary_job", instance)
+    for model in models:
+        for cell_type in sorted(config.cell_types):
+            _run(defs, "verdict_job", instance, dg.MultiPartitionKey({"model": model, "cell_type": cell_type}))
+    _run(defs, "report_job", instance)
 
 
 def main() -> int:
@@ -102,7 +116,8 @@ def main() -> int:
     materialize_everything(config, dg.DagsterInstance.get())
     storage = config.storage_dir
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
-    print(f"report: {config.report_dir / 'report.md'}")
+    print(f"verdict: {storage / 'verdicts' / '__unpartitioned__.parquet'} (also {config.report_dir / 'verdicts.csv'})")
+    print(f"report: {config.report_dir / 'report.html'} (Markdown: {config.report_dir / 'report.md'})")
     print(f"test registry: {storage / 'test_registry' / '__unpartitioned__.parquet'}")
     print("UI: make ui, then open http://127.0.0.1:3000")
     return 0

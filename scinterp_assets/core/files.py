@@ -25,6 +25,24 @@ _HOST = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdi
 _STAGING = re.compile(r"\.staging-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[0-9a-f]+")
 
 
+_FILE_DIGESTS: dict[Path, tuple[tuple[int, int, int], str]] = {}  # path -> ((size, mtime_ns, inode), sha256)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of the file's bytes, recomputed only when its size, modification time or inode changed (an
+    atomic replace gives a new inode even within the file system's mtime granularity)."""
+    path = Path(path)
+    stat = path.stat()
+    key, version = path.resolve(), (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    cached = _FILE_DIGESTS.get(key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    _FILE_DIGESTS[key] = (version, digest)
+    return digest
+
+
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write `path` through `write(staged)` (module docstring); returns `path`. The parent folder is created
     when missing; an exception from `write` leaves `path` as it was and propagates."""

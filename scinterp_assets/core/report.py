@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from scinterp_assets.core.analyses.perturbation_prediction import ATTENTION_METH
 from scinterp_assets.core.analyses.reference_structure import NOT_EVALUABLE
 from scinterp_assets.core.analyses.scaling import PAIR_SPECIFIC, ladder_axis
 from scinterp_assets.core.edges import NO_LAYER
+from scinterp_assets.core.verdict import VERDICT, first_page
 
 
 PANEL_COLUMNS = 4  # panels per row: 2-20 model x cell type panels stay legible at the saved width
@@ -274,46 +277,138 @@ def _coverage_lines(coverage: pd.DataFrame | None) -> list[str]:
     return lines
 
 
+def _verdict_lines(verdicts: pd.DataFrame | None, thresholds: dict | None) -> list[str]:
+    """The first page: the verdict of every model x cell type with a one-line reason, and how to read it."""
+    if verdicts is None or verdicts.empty:
+        return ["## Verdict", "", "No QC verdict yet: materialise `qc_verdict` for the model x cell type partitions.", ""]
+    lines = [
+        "## Verdict: does the model's attention carry regulatory signal beyond co-expression?", "",
+        "A model passes in a cell type only if all four quality-control criteria of FRAMEWORK.md section 8 hold "
+        "on one edge score (a layer and aggregation of its attention): **C1** it beats every gene-level "
+        "baseline at predicting which genes a perturbation changes; **C2** it adds to the gene-level features in "
+        "every model and split; **C3** its agreement with the reference network survives removing the "
+        "genes' expression features and a degree-preserving null; **C4** ablating the heads it comes from harms "
+        "the model's own perturbation response, more with more heads and more than random heads. "
+        "*not evaluable*: an input the criterion needs was not run or its data contract failed; never a pass.",
+        "",
+        _table(first_page(verdicts)),
+        "",
+    ]
+    if thresholds:
+        lines += ["Thresholds: " + "; ".join(f"{name} = {value}" for name, value in thresholds.items()) + ".", ""]
+    detail = verdicts[verdicts["criterion"] != VERDICT][["model", "cell_type", "criterion", "status", "edge_score",
+                                                          "statistic", "bound", "threshold", "reason"]]
+    return lines + ["### Every criterion with its evidence", "",
+                    "statistic / bound: C1 smallest edge-minus-baseline PF AUROC difference / largest q; C2 smallest "
+                    "delta / smallest lower bound; C3 smallest retained share / smallest null z; C4 smallest harm "
+                    "beyond random heads / smallest hidden-state distance. `verdicts.csv` lists the registry test "
+                    "ids and q-values each rests on.", "", _table(detail), ""]
+
+
+def _forest_rows(registry: pd.DataFrame) -> pd.DataFrame:
+    """The confirmatory incremental-value rows (A05/A06) with their intervals, for the forest plot."""
+    rows = registry[registry["analysis_id"].isin(["A05", "A06"]) & registry["confirmatory"]]
+    parts = rows["test_id"].str.split("|").str[-1].str.split(":")
+    return rows.assign(arm=parts.str[1] + " / " + parts.str[2].str.replace("_split", ""), score=parts.str[3])
+
+
+def plot_incremental_value(registry: pd.DataFrame, path: Path) -> Path | None:
+    """A05/A06: delta (gene + edge minus gene only) with its interval for every confirmatory score and arm,
+    one panel per model x cell type and arm; None where there are none."""
+    def draw(axis: plt.Axes, panel: pd.DataFrame) -> None:
+        panel = panel.sort_values("score")
+        y = np.arange(len(panel))
+        axis.errorbar(panel["effect"], y, xerr=[panel["effect"] - panel["ci_low"], panel["ci_high"] - panel["effect"]],
+                      fmt="o", markersize=3, label="delta, interval")
+        axis.set_yticks(y, panel["score"], fontsize=6)
+        axis.axvline(0, color="grey", linestyle=":")
+        axis.set_xlabel("delta per-perturbation AUROC over gene-only")
+
+    return panel_plot(_forest_rows(registry), ["model", "cell_type", "arm"], path, draw)
+
+
+def write_html(markdown_path: Path) -> Path:
+    """report.html beside the Markdown: the same text, its PNG plots embedded as data URIs, so the one file
+    opens offline from a file path and can be mailed."""
+    from markdown_it import MarkdownIt
+
+    def embed(match: re.Match) -> str:
+        image = markdown_path.parent / match.group(2)
+        if not image.is_file():
+            return match.group(0)
+        return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()})"
+
+    text = re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", embed, markdown_path.read_text())
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    html = markdown_path.with_suffix(".html")
+    html.write_text(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>scinterp evaluation report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; line-height: 1.4; }}
+table {{ border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }}
+th {{ background: #f0f0f0; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+{body}
+</body></html>
+""")
+    return html
+
+
 def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path, config_fingerprint: str,
                   tables: dict[str, pd.DataFrame] | None = None, coverage: pd.DataFrame | None = None,
-                  scaling_curves: pd.DataFrame | None = None) -> Path:
-    """Write report.md and its PNG plots into out_dir; return the Markdown path. `tables`: extra framework
-    tables (title -> frame), e.g. the cross-context table, the metric map and the family sensitivity.
-    `coverage`: the registry's coverage table (registry COVERAGE_COLUMNS); the header lists the partitions
-    and, while some are partial or missing, says the q-values are provisional. `scaling_curves`: A20's
-    recovery per rung of the partitions the registry holds (model and cell_type columns), plotted in A20."""
+                  scaling_curves: pd.DataFrame | None = None, verdicts: pd.DataFrame | None = None,
+                  thresholds: dict | None = None) -> Path:
+    """Write report.md, report.html (self-contained), their PNG plots, registry.csv and verdicts.csv into
+    out_dir; return the Markdown path.
+
+    First page: the QC verdict of every model x cell type (`verdicts`, core/verdict.VERDICT_COLUMNS, with the
+    `thresholds` it used). Then the summary per context, the framework `tables` (title -> frame: the
+    cross-context table, the family sensitivity), the per-layer reference curves, the baseline ladder, the
+    incremental-value intervals, the ablation dose-response, the A20 scaling curves and A21 CSSI gains. Every
+    analysis's registry rows follow in an appendix, and the whole registry is registry.csv. `coverage`: the
+    registry's coverage table (registry COVERAGE_COLUMNS); the header lists the partitions and, while some
+    are partial or missing, says the q-values are provisional. `scaling_curves`: A20's recovery per rung of
+    the partitions the registry holds (model and cell_type columns)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     reference_plot = plot_reference_auroc_by_layer(registry, out_dir / "reference_auroc_by_layer.png")
     pf_plot = plot_pf_auroc_by_method(pf_auroc, out_dir / "pf_auroc_by_method.png")
-    plots = {"A17": plot_intervention_dose_response(registry, out_dir / "intervention_dose_response.png"),
+    plots = {"A05": plot_incremental_value(registry, out_dir / "incremental_value.png"),
+             "A17": plot_intervention_dose_response(registry, out_dir / "intervention_dose_response.png"),
              "A20": plot_scaling_curves(scaling_curves, out_dir / "scaling_curves.png"),
              "A21": plot_cssi_gains(registry, out_dir / "cssi_gains.png")}
     summary = (
         pf_auroc.groupby(["model", "cell_type", "method", "layer", "aggregation"])["auroc"]
         .agg(["mean", "count"]).reset_index().rename(columns={"mean": "mean_pf_auroc", "count": "perturbations"})
     )
+    registry.to_csv(out_dir / "registry.csv", index=False)
+    if verdicts is not None:
+        verdicts.to_csv(out_dir / "verdicts.csv", index=False)
     # test ids start with "model|cell_type|", which the tables show in their own columns
     registry = registry.assign(test=registry["test_id"].str.split("|").str[-1])
     confirmatory = registry[registry["confirmatory"]].sort_values("q_value")
     lines = [
         "# scinterp evaluation report",
         "",
-        f"Configuration fingerprint `{config_fingerprint}`; {len(registry)} registry rows, "
+        f"Configuration fingerprint `{config_fingerprint}`; {len(registry)} registry rows (registry.csv), "
         f"{int(registry['confirmatory'].sum())} confirmatory, "
         f"{int((confirmatory['q_value'] < 0.05).sum())} significant at framework-wide BH q < 0.05.",
         "",
         *_coverage_lines(coverage),
+        *_verdict_lines(verdicts, thresholds),
         "## Summary per model and cell type (descriptive: best variants picked on the same data)",
         "",
         _table(context_summary(registry, pf_auroc)),
         "",
         *_not_evaluable_section(registry),
+    ]
+    for title, frame in (tables or {}).items():
+        lines += [f"## {title}", "", _table(frame) if len(frame) else "(empty)", ""]
+    lines += [
         "## Reference structure (A12): per-layer AUROC against the reference network",
         "",
         f"![reference AUROC by layer]({reference_plot.name})",
-        "",
-        _table(registry.loc[(registry["analysis_id"] == "A12") & (registry["statistic_name"] != NOT_EVALUABLE),
-                            ["model", "cell_type", "test", "statistic", "p_value", "q_value", "n_positives"]]),
         "",
         "## Perturbation prediction (A01, A04): PF AUROC, edges vs gene-level baselines",
         "",
@@ -322,18 +417,27 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
         _table(summary),
         "",
     ]
+    figures = {"A05": "Incremental value (A05, A06): delta with its interval, every confirmatory score",
+               "A17": "Ablation dose-response (A17, A18)", "A20": "Scaling (A20): recovery versus cells",
+               "A21": "CSSI (A21): stratified gain over pooled, with null bands"}
+    for analysis_id, title in figures.items():
+        if plots[analysis_id]:
+            lines += [f"## {title}", "", f"![{plots[analysis_id].stem.replace('_', ' ')}]({plots[analysis_id].name})", ""]
+    lines += ["# Appendix: registry rows per analysis", "",
+              "Every row of the registry is in registry.csv; the tables below are the rows of each analysis.", "",
+              "## A12: reference AUROC per layer", "",
+              _table(registry.loc[(registry["analysis_id"] == "A12") & (registry["statistic_name"] != NOT_EVALUABLE),
+                                  ["model", "cell_type", "test", "statistic", "p_value", "q_value", "n_positives"]]),
+              ""]
     for analysis_id, title in ANALYSIS_SECTIONS.items():
         rows = registry[registry["analysis_id"] == analysis_id]
         if len(rows):
-            plot = plots.get(analysis_id)
-            shown = [f"![{plot.stem.replace('_', ' ')}]({plot.name})", ""] if plot else []
+            shown = []
             if analysis_id in SECTION_ROWS:
                 which, keep = SECTION_ROWS[analysis_id]
                 rows = rows[keep(rows)]
                 shown += [f"Rows shown: {which}.", ""]
             lines += [f"## {analysis_id}: {title}", "", *shown, _table(rows[ANALYSIS_COLUMNS]), ""]
-    for title, frame in (tables or {}).items():
-        lines += [f"## {title}", "", _table(frame) if len(frame) else "(empty)", ""]
     lines += [
         "## Confirmatory tests (framework-wide BH)",
         "",
@@ -342,4 +446,5 @@ def render_report(registry: pd.DataFrame, pf_auroc: pd.DataFrame, out_dir: Path,
     ]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
+    write_html(path)
     return path

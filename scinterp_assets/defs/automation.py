@@ -8,6 +8,8 @@ import dagster as dg
 from scinterp_assets.resources.model_store import COMPLETION_MARKER, RANDOM_WEIGHTS_SUFFIX, ModelStore
 
 MODEL_EVALUATION_GROUP = "model_evaluation"
+# Fan-in summaries re-run when any upstream partition updates, even while other partitions are still missing.
+SUMMARY_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 
 
 def model_evaluation_job(multi_partitions: dg.MultiPartitionsDefinition):
@@ -46,6 +48,15 @@ def reference_job():
 
 def summary_job():
     return dg.define_asset_job("summary_job", selection=dg.AssetSelection.groups("summary"))
+
+
+def verdict_job(multi_partitions: dg.MultiPartitionsDefinition):
+    return dg.define_asset_job("verdict_job", selection=dg.AssetSelection.groups("verdict"),
+                               partitions_def=multi_partitions)
+
+
+def report_job():
+    return dg.define_asset_job("report_job", selection=dg.AssetSelection.groups("report"))
 
 
 def make_checkpoint_sensor(model_store: ModelStore, cell_types: list[str], evaluation_job, registration_job,

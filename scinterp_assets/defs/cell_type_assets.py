@@ -46,7 +46,7 @@ from scinterp_assets.core.networks.references import (
     validate_reference,
 )
 from scinterp_assets.defs.console import progress_logger
-from scinterp_assets.defs.metadata import frame_metadata
+from scinterp_assets.defs.metadata import frame_metadata, source_file_hashes
 from scinterp_assets.defs.versions import text_digest
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 
@@ -98,7 +98,8 @@ def build_reference_assets() -> list[dg.AssetsDefinition]:
             **frame_metadata(networks),
             "rows_per_resource": dg.MetadataValue.md(counts.to_markdown(index=False)),
             "rows_dropped_while_reading": dg.MetadataValue.json(dropped),
-            "files": dg.MetadataValue.json({name: str(source.path) for name, source in project.references.items()}),
+            "files": dg.MetadataValue.json({name: source_file_hashes(source)
+                                            for name, source in sorted(project.references.items())}),
         })
 
     return [reference_networks]
@@ -127,6 +128,7 @@ def build_cell_type_assets(partitions: dg.PartitionsDefinition) -> list[dg.Asset
                 "control_cells": int(counts.get(screen.uns["control_label"], 0)),
                 "perturbations": int(len(counts) - 1),
                 "median_total_counts": float(qc["total_counts"].median()),
+                "source_files": dg.MetadataValue.json(source_file_hashes(project.cell_types[context.partition_key])),
             },
         )
         result = contracts.validate("expression_qc", qc, parameters={"min_cells": project.contracts.min_cells})

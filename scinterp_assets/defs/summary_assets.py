@@ -19,15 +19,17 @@ from scinterp_assets.core.analyses.random_twin import random_twin_registry
 from scinterp_assets.core.report import render_report
 from scinterp_assets.core.stats.family_sensitivity import family_definition_sensitivity
 from scinterp_assets.core.stats.registry import apply_framework_bh, combine_registry_parts
+from scinterp_assets.core.verdict import first_page
+from scinterp_assets.defs.automation import SUMMARY_AUTOMATION
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.partitions import registered_model_cell_type_keys
 from scinterp_assets.defs.registry_fields import code_version
+from scinterp_assets.defs.verdict_assets import verdict_thresholds
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 from scinterp_assets.resources.model_store import RANDOM_WEIGHTS_SUFFIX
 
 GROUP = "summary"
-# Re-run when any analysis partition updates, even while other partitions are still missing.
-SUMMARY_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+REPORT_GROUP = "report"  # the verdict table and the report, after the per-context verdicts
 
 
 def _concat_partitions(by_partition: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -130,13 +132,15 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             "families": dg.MetadataValue.md(result.summary.to_markdown(index=False)),
         })
 
-    @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
+    @dg.asset(group_name=REPORT_GROUP, automation_condition=SUMMARY_AUTOMATION)
     def evaluation_report(test_registry: pd.DataFrame, perturbation_auroc_table: pd.DataFrame,
                           registry_coverage: pd.DataFrame, scaling_curves_table: pd.DataFrame,
-                          project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
-        """Markdown report with PNG plots: per-layer reference AUROC, PF AUROC of edges vs baselines, every
-        analysis of the battery, the cross-context table and the conclusions that depend on the family; all
-        from one registry generation, whose coverage the header states."""
+                          verdicts: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
+        """The report: report.md and a self-contained report.html (plots embedded), registry.csv and
+        verdicts.csv. First page: the QC verdict of every model x cell type; then the cross-context table,
+        the family sensitivity, per-layer curves, the baseline ladder, incremental-value intervals, ablation
+        dose-response and CSSI gains; the registry rows per analysis in an appendix. All from one registry
+        generation, whose coverage the header states."""
         alpha = project.analyses.alpha
         sensitivity = family_definition_sensitivity(test_registry, alpha=alpha).conclusions
         tables = {
@@ -144,14 +148,19 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             "Family-definition sensitivity: conclusions that change": sensitivity[sensitivity["changes"]],
         }
         path = render_report(test_registry, perturbation_auroc_table, project.report_dir, project.fingerprint(),
-                             tables, coverage=registry_coverage, scaling_curves=scaling_curves_table)
+                             tables, coverage=registry_coverage, scaling_curves=scaling_curves_table,
+                             verdicts=verdicts, thresholds=verdict_thresholds(project).record())
         images = "\n\n".join(
             f"![{png.stem}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
             for png in sorted(path.parent.glob("*.png"))
         )
+        html = path.with_suffix(".html")
         return dg.Output(
-            {"report": str(path), "plots": sorted(str(png) for png in path.parent.glob("*.png"))},
-            metadata={"report": dg.MetadataValue.path(str(path)), "plots": dg.MetadataValue.md(images)},
+            {"report": str(path), "html": str(html), "plots": sorted(str(png) for png in path.parent.glob("*.png"))},
+            metadata={"report": dg.MetadataValue.path(str(path)), "html": dg.MetadataValue.path(str(html)),
+                      "verdicts": dg.MetadataValue.md(first_page(verdicts).to_markdown(index=False)
+                                                      if len(verdicts) else "(none)"),
+                      "plots": dg.MetadataValue.md(images)},
         )
 
     return [test_registry, cross_context_table, metric_map, family_sensitivity, evaluation_report]

@@ -21,6 +21,7 @@ import dagster as dg
 
 from scinterp_assets import __version__
 from scinterp_assets.config import ScinterpConfig
+from scinterp_assets.core.provenance import package_versions
 
 PACKAGE = "scinterp_assets"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # scinterp_assets/
@@ -62,6 +63,13 @@ def with_code_versions(assets: Iterable[dg.AssetsDefinition], config: ScinterpCo
             lambda spec, source=source: spec.replace_attributes(
                 code_version=text_digest(__version__, source, _configuration_read(config, spec.key.to_user_string())))))
     return versioned
+
+
+def static_provenance(config: ScinterpConfig) -> dict:
+    """What every output's `provenance` metadata starts with (the IO manager adds its code version, file
+    sha256 and checkpoint): the configuration's fingerprint and file, the seeds, the result packages' versions."""
+    return {"config_fingerprint": config.fingerprint(), "configuration": str(config.source),
+            "seeds": config.seeds.model_dump(), "packages": package_versions()}
 
 
 def input_data_versions(context: dg.AssetExecutionContext) -> str:
@@ -201,12 +209,16 @@ def _configuration_read(config: ScinterpConfig, asset: str) -> str:
 
 
 def _input_partition(context: dg.AssetExecutionContext, key: dg.AssetKey) -> str | None:
-    """The partition of input `key` that this partition reads: the same key, the matching dimension of a
-    model x cell type key (a cell type or a model asset), or None for an unpartitioned input."""
     upstream = context.job_def.asset_layer.asset_graph.get(key).partitions_def
-    if upstream is None or not context.has_partition_key:
+    return partition_read(upstream, context.partition_key if context.has_partition_key else None)
+
+
+def partition_read(upstream: dg.PartitionsDefinition | None, partition: str | None) -> str | None:
+    """The partition of an input (partitioned by `upstream`) that a step of partition `partition` reads: the
+    same key, the matching dimension of a model x cell type key (a cell type or a model asset), or None for
+    an unpartitioned input."""
+    if upstream is None or partition is None:
         return None
-    partition = context.partition_key
     if isinstance(upstream, dg.MultiPartitionsDefinition) or not isinstance(partition, dg.MultiPartitionKey):
         return str(partition)
     dimension = "model" if isinstance(upstream, dg.DynamicPartitionsDefinition) else "cell_type"

@@ -29,7 +29,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from scinterp_assets.core.files import sweep_dead_staging, write_atomically
+from scinterp_assets.core.files import file_sha256, sweep_dead_staging, write_atomically
 
 UNPARTITIONED = "__unpartitioned__"
 _NPZ_TYPES: dict[str, type] = {}
@@ -63,6 +63,10 @@ class AtomicFilesystemIOManager(dg.ConfigurableIOManager):
     """
 
     base_dir: str = Field(description="Root folder; each asset gets a sub-folder named by its key path.")
+    provenance: str = Field(default="{}", description=(
+        "JSON written into every output's `provenance` metadata (configuration fingerprint and file, seeds, "
+        "package versions: `defs.versions.static_provenance`); each output adds its code version, file "
+        "sha256 and, for a model partition, the checkpoint fingerprint."))
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
@@ -76,7 +80,27 @@ class AtomicFilesystemIOManager(dg.ConfigurableIOManager):
         for stale in _stored_files(directory).get(stem, []):
             if stale != path:  # an earlier materialisation in another format would make loading ambiguous
                 stale.unlink(missing_ok=True)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size})
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path)), "bytes": path.stat().st_size,
+                                     "provenance": dg.MetadataValue.json(self._provenance(context, path))})
+
+    def _provenance(self, context: dg.OutputContext, path: Path) -> dict:
+        """The static record, plus this output's file sha256, and inside a run its code version and, for a
+        model partition, the fingerprint of the checkpoint registered when it was written (the data version of
+        model_checkpoint for the partition's model; registry rows record the one their step loaded)."""
+        record = {**json.loads(self.provenance), "sha256": file_sha256(path)}
+        try:
+            step = context.step_context
+        except dg.DagsterInvariantViolationError:  # written outside a run (a unit test, a notebook)
+            return record
+        record["code_version"] = step.job_def.asset_layer.asset_graph.get(context.asset_key).code_version
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        if isinstance(partition, dg.MultiPartitionKey) and "model" in partition.keys_by_dimension:
+            model = partition.keys_by_dimension["model"]
+            version = step.instance.get_latest_data_version_record(dg.AssetKey("model_checkpoint"), partition_key=model)
+            tags = (version.asset_materialization.tags if version is not None and version.asset_materialization
+                    else None) or {}
+            record["checkpoint"] = {"model": model, "fingerprint": tags.get("dagster/data_version")}
+        return record
 
     def load_input(self, context: dg.InputContext) -> Any:
         directory = self._asset_dir(context.asset_key)

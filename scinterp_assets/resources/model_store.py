@@ -18,8 +18,10 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
+
+from scinterp_assets.core.files import file_sha256
+from scinterp_assets.core.provenance import package_version
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -32,7 +34,6 @@ _DEFINING_FILE = re.compile(
     r"|(?:model\.safetensors|pytorch_model\.bin)\.index\.json"
     r"|best_model\.pt|config\.json|args\.json|vocab\.json|.+\.pkl"
 )
-_FILE_DIGESTS: dict[Path, tuple[tuple[int, int, int], str]] = {}  # path -> ((size, mtime_ns, inode), sha256)
 COMPLETION_MARKER = ".complete"  # an empty file in a checkpoint folder: its writer has finished
 # A checkpoint's random-weights twin (FRAMEWORK A25) is the model partition "<key>.random-weights"; no folder
 # may end so.
@@ -72,22 +73,8 @@ def fingerprint_folder(folder: Path) -> str:
     (e.g. a Trainer's checkpoint-500/) are not part of the model."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.iterdir() if p.is_file() and _DEFINING_FILE.fullmatch(p.name)):
-        digest.update(f"{path.name}\0{_file_digest(path)}\n".encode())
+        digest.update(f"{path.name}\0{file_sha256(path)}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str:
-    """sha256 of the file's bytes, recomputed only when its size, modification time or inode changed (an
-    atomic replace gives a new inode even within the file system's mtime granularity)."""
-    stat = path.stat()
-    key, version = path.resolve(), (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    cached = _FILE_DIGESTS.get(key)
-    if cached is not None and cached[0] == version:
-        return cached[1]
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    _FILE_DIGESTS[key] = (version, digest)
-    return digest
 
 
 def _last_change(folder: Path, ignore: str) -> float:
@@ -133,16 +120,9 @@ class Checkpoint:
         """The twin partition of this checkpoint. Its fingerprint follows the checkpoint's (any change of the
         folder re-evaluates the twin too: cautious, since retrained weights of the same shape draw the same
         twin), the seed, and the versions of the libraries whose initialisers draw the weights."""
-        drawn_by = "\0".join(f"{library}={_version(library)}" for library in ("torch", "transformers"))
+        drawn_by = "\0".join(f"{library}={package_version(library)}" for library in ("torch", "transformers"))
         digest = hashlib.sha256(f"{self.fingerprint}\0random-weights\0{int(seed)}\0{drawn_by}".encode())
         return Checkpoint(self.key + RANDOM_WEIGHTS_SUFFIX, self.path, digest.hexdigest()[:16], int(seed))
-
-
-def _version(library: str) -> str:
-    try:
-        return metadata.version(library)
-    except metadata.PackageNotFoundError:
-        return "absent"
 
 
 @dataclass(frozen=True)

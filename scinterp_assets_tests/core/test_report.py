@@ -72,7 +72,7 @@ def test_references_not_evaluable_have_a_section_with_their_reason_and_stay_out_
                          tmp_path / "report", "abc123").read_text()
     section = text.split("## References not evaluable")[1].split("\n## ")[0]
     assert f"| m | c | {note} |" in section
-    a12_table = text.split("## Reference structure (A12)")[1].split("\n## ")[0]
+    a12_table = text.split("## A12: reference AUROC per layer")[1].split("\n## ")[0]
     assert "A12:planted:correlation" in a12_table and "not_evaluable" not in a12_table
     assert "## References not evaluable" not in render_report(registry, pf, tmp_path / "plain", "abc123").read_text()
 
@@ -123,13 +123,37 @@ def test_scaling_and_cssi_sections_plot_the_curves_and_the_gains_with_their_null
     with_rows = apply_framework_bh(pd.concat([registry, registry_rows(cssi + trend, model="m", cell_type="c")],
                                              ignore_index=True))
     text = render_report(with_rows, pf, tmp_path / "report", "abc123", scaling_curves=curves).read_text()
-    a21 = text.split("## A21")[1].split("\n## ")[0]
-    assert "![cssi gains](cssi_gains.png)" in a21 and "kmeans_k5:max" in a21 and ":range" not in a21
+    assert "![cssi gains](cssi_gains.png)" in text and "![scaling curves](scaling_curves.png)" in text
+    a21 = text.split("## A21:")[1].split("\n## ")[0]
+    assert "kmeans_k5:max" in a21 and ":range" not in a21
     assert "leiden_k5:max_pair_specific" in a21
-    a20 = text.split("## A20")[1].split("\n## ")[0]
-    assert "![scaling curves](scaling_curves.png)" in a20 and "f1_drops_while_auroc_rises" in a20
+    a20 = text.split("## A20:")[1].split("\n## ")[0]
+    assert "f1_drops_while_auroc_rises" in a20
     assert "accrual:f1_change" not in a20
     assert (tmp_path / "report" / "cssi_gains.png").stat().st_size > 0
     # without curves or CSSI rows the plots go, rather than a stale one being listed
     text = render_report(registry, pf, tmp_path / "report", "abc123").read_text()
     assert not (tmp_path / "report" / "scaling_curves.png").exists() and "cssi gains" not in text
+
+
+def test_the_first_page_is_the_verdict_and_the_html_stands_alone(tmp_path):
+    from scinterp_assets.core.verdict import Assessment, CRITERIA, FAIL, PASS, VERDICT, verdict_rows
+
+    registry, pf = _inputs()
+    passing = {name: Assessment(PASS, "meets it") for name in CRITERIA} | {VERDICT: Assessment(PASS, "all pass")}
+    failing = {**passing, "C3_beyond_covariates_and_degree": Assessment(FAIL, "null z = 1.2 (<= 3)"),
+               VERDICT: Assessment(FAIL, "fails C3_beyond_covariates_and_degree")}
+    verdicts = pd.concat([verdict_rows("m", "c", passing), verdict_rows("n", "c", failing)], ignore_index=True)
+    path = render_report(registry, pf, tmp_path / "report", "abc123", verdicts=verdicts, thresholds={"min_null_z": 3.0})
+    text = path.read_text()
+    first_page = text.split("## Verdict")[1].split("\n## ")[0]
+    assert text.index("## Verdict") < text.index("## Summary per model")
+    assert "| n | c | fail | pass | pass | fail | pass | C3: null z = 1.2 (<= 3) |" in first_page
+    assert "| m | c | pass | pass | pass | pass | pass | all pass |" in first_page
+    assert "min_null_z = 3.0" in first_page
+    html = (tmp_path / "report" / "report.html").read_text()
+    pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert html.count('src="data:image/png;base64,') == len(pngs) >= 2 and ".png\"" not in html
+    assert "<table>" in html and "C3: null z = 1.2" in html
+    assert pd.read_csv(tmp_path / "report" / "verdicts.csv")["status"].tolist() == verdicts["status"].tolist()
+    assert len(pd.read_csv(tmp_path / "report" / "registry.csv")) == len(registry)

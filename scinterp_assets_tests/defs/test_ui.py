@@ -1,14 +1,7 @@
 """`make ui` as a user gets it: `scinterp ui` (Dagster webserver and daemon) on 127.0.0.1, queried over GraphQL,
 then stopped with SIGTERM."""
 
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -19,22 +12,9 @@ from dagster._core.instance.ref import InstanceRef
 from scinterp_assets.cli import INSTANCE_SETTINGS
 from scinterp_assets.definitions import build_definitions
 from scinterp_assets_tests.conftest import SMALL_PROJECT, write_project
+from scinterp_assets_tests.ui_server import serve_ui
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["data"]
 
 
 # synthetic_b is smaller than contracts.min_cells, synthetic_a larger: one passing and one failing partition
@@ -44,7 +24,6 @@ UI_PROJECT = SMALL_PROJECT.replace("    cells_per_perturbation: 40\n", "    cell
 
 def test_dagster_dev_serves_the_graph_partitions_and_checks(tmp_path):
     project = write_project(tmp_path / "project", UI_PROJECT)
-    port = _free_port()
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(INSTANCE_SETTINGS))
@@ -53,49 +32,30 @@ def test_dagster_dev_serves_the_graph_partitions_and_checks(tmp_path):
         for cell_type in ("synthetic_a", "synthetic_b"):
             job.execute_in_process(instance=instance, partition_key=cell_type, raise_on_error=False,
                                    asset_selection=[dg.AssetKey("screen_data")])
-    env = {**os.environ, "SCINTERP_CONFIG": str(project.source), "DAGSTER_HOME": str(home)}
-    scinterp = Path(sys.executable).parent / "scinterp"
-    process = subprocess.Popen([str(scinterp), "ui", "--host", "127.0.0.1", "--port", str(port)],
-                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
-                    break
-            except OSError:
-                assert process.poll() is None, "scinterp ui exited before serving"
-                assert time.monotonic() < deadline, "webserver did not answer within 120 s"
-                time.sleep(1)
-        nodes = []
-        while not nodes and time.monotonic() < deadline:  # the code location loads after the server answers
-            nodes = _graphql(port, """{ assetNodes { assetKey { path }
-                partitionDefinition { dimensionTypes { name } }
-                assetChecksOrError { ... on AssetChecks { checks { name } } } } }""")["assetNodes"]
-            time.sleep(1)
+    with serve_ui(project.source, home) as served:
+        nodes = served.graphql("""{ assetNodes { assetKey { path }
+            partitionDefinition { dimensionTypes { name } }
+            assetChecksOrError { ... on AssetChecks { checks { name } } } } }""")["assetNodes"]
         by_key = {node["assetKey"]["path"][-1]: node for node in nodes}
-        assert {"screen_data", "attention_scores", "test_registry", "evaluation_report"} <= set(by_key)
+        assert {"screen_data", "attention_scores", "test_registry", "evaluation_report", "qc_verdict"} <= set(by_key)
         dimensions = {d["name"] for d in by_key["attention_scores"]["partitionDefinition"]["dimensionTypes"]}
         assert dimensions == {"model", "cell_type"}
         assert [c["name"] for c in by_key["screen_data"]["assetChecksOrError"]["checks"]] == ["check_expression_qc_contract"]
         # each check result is recorded against the partition it checked
-        checks = _graphql(port, """{ assetNodes(assetKeys: [{path: ["screen_data"]}]) { assetChecksOrError {
+        checks = served.graphql("""{ assetNodes(assetKeys: [{path: ["screen_data"]}]) { assetChecksOrError {
             ... on AssetChecks { checks { name partitionStatuses {
                 ... on AssetCheckDefaultPartitionStatuses { succeededPartitions failedPartitions } } } } } } }""")
         (check,) = checks["assetNodes"][0]["assetChecksOrError"]["checks"]
         assert check["partitionStatuses"] == {"succeededPartitions": ["synthetic_a"], "failedPartitions": ["synthetic_b"]}
-        statuses = _graphql(port, "{ instance { daemonHealth { allDaemonStatuses { daemonType required } } } }")
+        statuses = served.graphql("{ instance { daemonHealth { allDaemonStatuses { daemonType required } } } }")
         daemons = {d["daemonType"] for d in statuses["instance"]["daemonHealth"]["allDaemonStatuses"]}
         assert "SENSOR" in daemons
+        process = served.process
         process.send_signal(signal.SIGTERM)  # to `scinterp ui` alone, as a service manager would
         assert process.wait(timeout=60) == 0
-        output = process.stdout.read()
-        assert f"scinterp ui: http://127.0.0.1:{port}" in output and "dagster dev" not in output
+        output = served.log.read_text()
+        assert f"scinterp ui: http://127.0.0.1:{served.port}" in output and "dagster dev" not in output
         assert not _dagster_processes_serving(home)  # the webserver, the daemon and their code servers
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _dagster_processes_serving(home: Path) -> list[str]:

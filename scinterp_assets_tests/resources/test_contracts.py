@@ -75,11 +75,15 @@ def registry_frame() -> pd.DataFrame:
     return apply_framework_bh(registry_rows(rows, model="tiny", cell_type="K562"))
 
 
+VERDICT_PARAMETERS = {"min_evaluable_perturbations": 5, "min_reference_edges": 10}
 CLEAN_CASES = {
     "expression_qc": (qc_frame, QC_PARAMETERS),
     "edge_table": (edge_frame, EDGE_PARAMETERS),
     "reference_edges": (reference_frame, REFERENCE_PARAMETERS),
     "test_registry": (registry_frame, {}),
+    "verdict_preconditions": (lambda: pd.DataFrame([{
+        "model": "m", "cell_type": "c", "registry_status": "complete", "evaluable_perturbations": 12,
+        "de_positives": 80, "evaluable_references": 1, "fewest_reference_positives": 40}]), VERDICT_PARAMETERS),
 }
 
 
@@ -228,6 +232,15 @@ def test_repeated_test_id_fails_the_registry(runner):
     frame = registry_frame()
     frame.loc[1, "test_id"] = frame.loc[0, "test_id"]
     assert runner.validate("test_registry", frame).failed == ("expect_column_values_to_be_unique(test_id)",)
+
+
+def test_verdict_preconditions_name_each_unmet_one(runner):
+    make_frame, parameters = CLEAN_CASES["verdict_preconditions"]
+    frame = make_frame().assign(registry_status="partial", evaluable_perturbations=3, fewest_reference_positives=2)
+    result = runner.validate("verdict_preconditions", frame, parameters=parameters)
+    assert set(result.failed) == {"expect_column_values_to_be_in_set(registry_status)",
+                                  "expect_column_values_to_be_between(evaluable_perturbations)",
+                                  "expect_column_values_to_be_between(fewest_reference_positives)"}
 
 
 def test_missing_parameter_is_a_clear_error(runner):

@@ -185,11 +185,18 @@ def train_tiny_geneformer(
         f"{result.final_loss:.3f} (initial {result.initial_loss:.3f})")
     record = {"spec": asdict(spec), "n_cells": len(cells), "vocab_size": len(token_ids),
               **result.reproducible_record()}
+    return write_geneformer_folder(model, (token_ids, medians, symbols), out_dir, {"pretraining.json": record})
+
+
+def write_geneformer_folder(model, dictionaries: tuple[dict, dict, dict], out_dir: Path, records: dict[str, dict]) -> Path:
+    """A released-layout Geneformer folder, written atomically: the model's config.json and weights, the three
+    dictionaries (token ids, medians, symbols) and JSON records (file name -> content) of how it was made."""
 
     def build(folder: Path) -> None:
         model.save_pretrained(folder)
-        write_geneformer_dictionaries(folder, token_ids, medians, symbols)
-        (folder / "pretraining.json").write_text(json.dumps(record, indent=2))
+        write_geneformer_dictionaries(folder, *dictionaries)
+        for name, record in records.items():
+            (folder / name).write_text(json.dumps(record, indent=2))
 
     write_folder_atomically(build, out_dir)
     return out_dir
