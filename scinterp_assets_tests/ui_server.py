@@ -101,3 +101,15 @@ def headless_chromium(user_data: Path):
         yield driver
     finally:
         driver.quit()
+
+
+def dagster_processes_serving(home: Path) -> list[str]:
+    """Command lines of the live processes whose environment names this DAGSTER_HOME."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"DAGSTER_HOME={home}".encode() in (proc / "environ").read_bytes():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found

@@ -288,7 +288,8 @@ def _verdict_lines(verdicts: pd.DataFrame | None, thresholds: dict | None) -> li
         "baseline at predicting which genes a perturbation changes; **C2** it adds to the gene-level features in "
         "every model and split; **C3** its agreement with the reference network survives removing the "
         "genes' expression features and a degree-preserving null; **C4** ablating the heads it comes from harms "
-        "the model's own perturbation response, more with more heads and more than random heads. "
+        "the model's own prediction of what a perturbation does, not less with more heads, and at least as much "
+        "as random heads. "
         "*not evaluable*: an input the criterion needs was not run or its data contract failed; never a pass.",
         "",
         _table(first_page(verdicts)),

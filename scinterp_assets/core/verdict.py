@@ -17,15 +17,16 @@ C3  Beyond gene-level covariates and degree: for every reference with a degree-p
     q < alpha with a positive delta. That last requirement is this platform's addition: the
     retained share has no calibrated test of its own.
 C4  Causal heads (A17, zero the top-k reference-ranked heads): each required readout (by default the
-    model's outputs: its in-silico perturbation response and masked-gene reconstruction) is degraded (harm
-    > 0 at the largest k; a clean readout at chance has nothing to lose and fails), at every k at least as
-    much as the mean of random head sets of the same size, and not less as k grows (needs two or more k);
-    every top-k ablation moved the model (A19 hidden-state cosine distance > fidelity threshold). FRAMEWORK
-    says "every intervention": the random, bottom-k and layer controls are held to it nowhere here, since a
-    random head may rightly do nothing; the ablations the criterion rests on are. The study's own readout,
-    re-extracted attention, is required only when listed in causal_readouts, and then only where an
-    ablation can change it: it reads attention, not what the model does with it, and cannot see heads at or
-    after its own layer.
+    model's in-silico perturbation response, scored against the measured DE calls: the regulatory readout)
+    is degraded (harm > 0 at the largest k; a clean readout at chance has nothing to lose and fails), at
+    every k at least as much as the mean of random head sets of the same size, and not less as k grows
+    (needs two or more k); every top-k ablation moved the model (A19 hidden-state cosine distance >
+    fidelity threshold). FRAMEWORK says "every intervention": the random, bottom-k and layer controls are
+    held to it nowhere here, since a random head may rightly do nothing; the ablations the criterion rests
+    on are. causal_readouts may add masked-gene reconstruction (what the heads do for the model's training
+    objective, which a regulatory head need not serve) and the study's re-extracted attention (counted only
+    where an ablation can change it: it reads attention, not what the model does with it, and cannot see
+    heads at or after its own layer).
 
 Edge scores are the model's own: attention-derived score sets ("attention_*", "value_weighted_*"), every
 layer and aggregation. C1-C3 each list the scores that pass; the verdict passes only when one score passes
@@ -86,7 +87,7 @@ class VerdictThresholds:
     min_retained_share: float = 0.8
     min_null_z: float = 3.0
     fidelity_threshold: float = 0.02
-    causal_readouts: tuple[str, ...] = ("in_silico", "masked_loss")
+    causal_readouts: tuple[str, ...] = ("in_silico",)
 
     def record(self) -> dict:
         return {name: list(value) if isinstance(value, tuple) else value for name, value in vars(self).items()}
@@ -173,7 +174,8 @@ def beats_gene_baselines(context: pd.DataFrame, thresholds: VerdictThresholds) -
         qs = [_q(r) for r in compared]
         beaten = [m > 0 and q < thresholds.alpha for m, q in zip(margins, qs)]
         worst = min(range(len(compared)), key=lambda i: (beaten[i], margins[i]))  # a baseline not beaten first
-        reason = (f"{compared[worst].name} is not beaten at q < {thresholds.alpha:g} "
+        reason = (f"{compared[worst].name} {'does better' if margins[worst] <= 0 else 'is not beaten at q < '}"
+                  f"{'' if margins[worst] <= 0 else format(thresholds.alpha, 'g')} "
                   f"(edge - baseline {margins[worst]:+.3f}, q = {qs[worst]:.2g})")
         # a row outside the confirmatory family (a random-weights twin's) has no q: only a baseline the edge
         # score does not even exceed settles it
@@ -281,7 +283,7 @@ def causal_heads(context: pd.DataFrame, thresholds: VerdictThresholds) -> Assess
     readouts; bound: the smallest A19 hidden-state distance of a top-k ablation."""
     rows = context[context["analysis_id"].isin(["A17", "A19"])].assign(local=lambda f: _local(f["test_id"]))
     top = rows["local"].str.extract(_TOP_K)
-    harms = rows.assign(k=pd.to_numeric(top[0]), readout=top[1])[top[0].notna()]
+    harms = rows.assign(k=pd.to_numeric(top[0]).astype("Int64"), readout=top[1])[top[0].notna()]
     fidelity = rows[rows["local"].str.match(_TOP_K_FIDELITY)]
     if harms.empty:
         return Assessment(NOT_EVALUABLE, "no A17 top-k head ablation rows (interventions.enabled, or no ranking "
@@ -358,11 +360,14 @@ def verdict_preconditions(context: pd.DataFrame, model: str, cell_type: str, reg
     reference = context[(context["analysis_id"] == "A12") & (context["statistic_name"] != REFERENCE_NOT_EVALUABLE)]
     parts = _local(reference["test_id"]).str.split(":")
     reference = reference[parts.str.len() == 3].assign(resource=parts.str[1])  # "A12:<resource>:<score>"
-    positives = reference.groupby("resource")["n_positives"].max()
+    positives = reference.groupby("resource")["n_positives"].max().fillna(0)
+
+    def largest(values: pd.Series) -> int:  # 0 where nothing was counted
+        return int(values.max()) if values.notna().any() else 0
+
     return pd.DataFrame([{
         "model": model, "cell_type": cell_type, "registry_status": registry_status,
-        "evaluable_perturbations": int(pf["n"].max()) if len(pf) else 0,
-        "de_positives": int(pf["n_positives"].max()) if len(pf) else 0,
+        "evaluable_perturbations": largest(pf["n"]), "de_positives": largest(pf["n_positives"]),
         "evaluable_references": len(positives),
         "fewest_reference_positives": int(positives.min()) if len(positives) else 0,
     }])

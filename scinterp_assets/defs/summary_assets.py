@@ -132,7 +132,8 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             "families": dg.MetadataValue.md(result.summary.to_markdown(index=False)),
         })
 
-    @dg.asset(group_name=REPORT_GROUP, automation_condition=SUMMARY_AUTOMATION)
+    # the report waits for a verdicts table (a new instance's first models have none yet), then follows updates
+    @dg.asset(group_name=REPORT_GROUP, automation_condition=dg.AutomationCondition.eager())
     def evaluation_report(test_registry: pd.DataFrame, perturbation_auroc_table: pd.DataFrame,
                           registry_coverage: pd.DataFrame, scaling_curves_table: pd.DataFrame,
                           verdicts: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:

@@ -71,16 +71,19 @@ def test_a_context_meeting_every_criterion_passes_on_one_edge_score():
     assert result["C3_beyond_covariates_and_degree"].bound == 12.0
 
 
-def test_the_studys_attention_readout_is_required_only_when_listed():
-    rows = _score_rows(SCORE) + _causal_rows()
+@pytest.mark.parametrize("readout", ["attention", "masked_loss"])
+def test_the_other_readouts_are_required_only_when_listed(readout):
+    rows = [{**row, "statistic": -0.5, "effect": -0.5} if row["test_id"].endswith(f":{readout}") else row
+            for row in _score_rows(SCORE) + _causal_rows()]
     assert _assess(rows)["C4_causal_heads"].status == PASS
-    strict = _assess(rows, causal_readouts=("in_silico", "attention"))["C4_causal_heads"]
-    assert strict.status == FAIL and "attention, k = 1" in strict.reason
+    strict = _assess(rows, causal_readouts=("in_silico", readout))["C4_causal_heads"]
+    assert strict.status == FAIL and f"{readout}, k = 1" in strict.reason
 
 
 @pytest.mark.parametrize("change, criterion, status, words", [
     (("A04:baseline_mean_vs_" + SCORE, {"q_value": 0.2}), "C1_beats_gene_baselines", FAIL, "baseline_mean is not beaten"),
-    (("A04:baseline_variance_vs_" + SCORE, {"effect": 0.05}), "C1_beats_gene_baselines", FAIL, "edge - baseline -0.050"),
+    (("A04:baseline_variance_vs_" + SCORE, {"effect": 0.05}), "C1_beats_gene_baselines", FAIL,
+     "baseline_variance does better (edge - baseline -0.050"),
     ((f"A06:boosted:joint_split:{SCORE}", {"ci_low": -0.01}), "C2_incremental_value", FAIL, "boosted / joint_split"),
     ((f"A05:logistic:perturbation_split:flexible:{SCORE}:auprc", {"effect": -0.01}), "C2_incremental_value", FAIL,
      "auprc delta -0.010 disagrees"),

@@ -16,6 +16,7 @@ from scinterp_assets.definitions import build_definitions
 from scinterp_assets.defs.cell_type_assets import load_screen
 from scinterp_assets.demo import build_embedded_checkpoints, materialize_everything
 from scinterp_assets.resources.model_store import COMPLETION_MARKER
+from scinterp_assets_tests.automation_driver import Automation
 from scinterp_assets_tests.conftest import write_project
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ preprocessing: {n_control_cells: 300, n_hvg: 150}
 attention: {batch_size: 16, max_cells: 60}
 analyses: {incremental_value_models: [logistic], incremental_value_bootstrap: 40, bootstrap_resamples: 100,
            incremental_value_repeats: 1, incremental_value_folds: 3, residualisation_folds: 3, threads: 1,
-           layer_selection_folds: 3, perturbation_bootstrap: 100,
+           layer_selection_folds: 3, perturbation_bootstrap: 100, incremental_value_splits: [perturbation_split],
            sensitivity_lfc: [0.5], sensitivity_n_ctrl: [300], sensitivity_n_hvg: [150]}
 reference_null: {n_draws: 50}
 interventions: {enabled: false}
@@ -40,7 +41,6 @@ random_weights_twins: false
 tiny_checkpoints:
   - {family: geneformer, folder_name: first, max_steps: 30}
 """
-GROUP_ORDER = ("summary", "verdict", "report")  # the automated groups, upstream first
 
 
 def _run_requests(defs, instance, requests) -> list[str]:
@@ -52,38 +52,6 @@ def _run_requests(defs, instance, requests) -> list[str]:
         assert result.success
         done.append(request.partition_key)
     return done
-
-
-class Automation:
-    """The automation sensor as the daemon runs it: its cursor kept from one evaluation to the next."""
-
-    def __init__(self, defs, instance):
-        self.defs, self.instance, self.cursor = defs, instance, None
-
-    def __call__(self) -> dict[str, set]:
-        return _automate(self.defs, self.instance, self)
-
-
-def _automate(defs, instance, state: Automation) -> dict[str, set]:
-    """Evaluate the automation conditions and run what they request, group by group, until nothing is
-    requested; {asset: partitions requested}."""
-    requested: dict[str, set] = {}
-    while True:
-        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=state.cursor)
-        state.cursor = evaluation.cursor
-        if not evaluation.total_requested:
-            return requested
-        for group in GROUP_ORDER:
-            keys = [key for key in defs.resolve_asset_graph().get_all_asset_keys()
-                    if defs.resolve_assets_def(key).group_names_by_key[key] == group
-                    and evaluation.get_requested_partitions(key)]
-            partitions = set().union(*(evaluation.get_requested_partitions(key) for key in keys)) if keys else set()
-            for key in keys:
-                requested.setdefault(key.to_user_string(), set()).update(evaluation.get_requested_partitions(key))
-            for partition in sorted(partitions, key=str):
-                job = defs.resolve_implicit_global_asset_job_def()
-                assert job.execute_in_process(instance=instance, partition_key=partition, asset_selection=[
-                    key for key in keys if partition in evaluation.get_requested_partitions(key)]).success
 
 
 def _stale(defs, instance, asset: str, partitions: list[str]) -> dict[str, bool]:

@@ -9,6 +9,8 @@ from scinterp_assets.definitions import build_definitions
 from scinterp_assets.defs.registry_fields import code_version
 import pandas as pd
 
+from scinterp_assets_tests.automation_driver import Automation
+
 ANALYSES = ("perturbation_prediction", "reference_structure", "layer_selection", "hvg_protocol_confound_tests",
             "reference_battery", "incremental_value", "sensitivity_grid_tests", "causal_interventions",
             "scaling_and_cssi")
@@ -84,28 +86,6 @@ def test_registry_refuses_partitions_of_another_configuration(small_project, ins
     assert "re-materialise the stale partitions ['synthetic_b|m1']" in message
 
 
-def _summary_assets(defs) -> list[dg.AssetKey]:
-    return sorted(defs.resolve_job_def("summary_job").asset_layer.executable_asset_keys)
-
-
-def _automate(defs, instance, cursor=None):
-    """One tick of declarative automation over the summary group, and the runs it asks for, executed."""
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor,
-                                               asset_selection=dg.AssetSelection.groups("summary"))
-    requested = [key for key in _summary_assets(defs) if result.get_num_requested(key)]
-    cursor = result.cursor
-    if requested:
-        run = defs.resolve_job_def("summary_job").execute_in_process(instance=instance, asset_selection=requested)
-        assert run.success
-        # the daemon's next tick sees the run's materialisations (a dependency updated in the same tick as
-        # the asset itself does not count as new) and asks for nothing
-        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor,
-                                                  asset_selection=dg.AssetSelection.groups("summary"))
-        assert after.total_requested == 0
-        cursor = after.cursor
-    return cursor, requested
-
-
 def _report_contexts(config) -> tuple[str, set[str], set[str]]:
     """The report's header line of partitions, the contexts of its PF table and those of its registry
     sections ("model | cell_type" pairs)."""
@@ -120,14 +100,15 @@ def _report_contexts(config) -> tuple[str, set[str], set[str]]:
 
 def test_automation_during_an_evaluation_gives_the_previous_or_the_next_consistent_report(small_project, instance):
     defs = build_definitions(small_project)
-    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor  # the daemon's first tick
+    automate = Automation(defs, instance)
+    automate()  # the daemon's first tick
     instance.add_dynamic_partitions("model", ["m1"])
     for cell_type in ("synthetic_a", "synthetic_b"):
         _store_partition(small_project, "m1", cell_type, code_version(small_project))
         for analysis in (*ANALYSES, "perturbation_auroc", "scaling_curves"):
             instance.report_runless_asset_event(dg.AssetMaterialization(analysis, partition=f"{cell_type}|m1"))
-    cursor, requested = _automate(defs, instance, cursor)
-    assert dg.AssetKey("evaluation_report") in requested
+    requested = automate()
+    assert "evaluation_report" in requested
     header, pf, registry = _report_contexts(small_project)
     assert pf == registry == {"m1 | synthetic_a", "m1 | synthetic_b"}
     assert "`synthetic_a|m1`, `synthetic_b|m1` complete." in header
@@ -135,15 +116,20 @@ def test_automation_during_an_evaluation_gives_the_previous_or_the_next_consiste
     # a second model half-way through its evaluation: PF AUROC of one cell type stored, no registry rows yet
     instance.add_dynamic_partitions("model", ["m2"])
     # the daemon ticks every 30 s, long before a new model's first result lands (Dagster 1.13 does not see an
-    # update of a dynamic partition added since its last tick)
-    cursor, requested = _automate(defs, instance, cursor)
-    assert requested == []
+    # update of a dynamic partition added since its last tick): the registry stays; the new model's verdicts
+    # are issued at once, "not evaluable" (its registry rows are missing), and the report lists them
+    pending = automate()
+    assert "test_registry" not in pending and pending["qc_verdict"] == {"synthetic_a|m2", "synthetic_b|m2"}
+    verdicts = pd.read_parquet(small_project.storage_dir / "verdicts" / "__unpartitioned__.parquet")
+    m2 = verdicts[verdicts["model"] == "m2"]
+    assert set(m2["status"]) == {"not evaluable"}
+    assert m2.loc[m2["criterion"] != "verdict", "reason"].str.contains("preconditions failed: .*registry_status").all()
     _store_partition(small_project, "m2", "synthetic_a", code_version(small_project))
     for analysis in ANALYSES:  # not materialised yet: remove what _store_partition wrote for them
         (small_project.storage_dir / analysis / "synthetic_a__m2.parquet").unlink()
     instance.report_runless_asset_event(dg.AssetMaterialization("perturbation_auroc", partition="synthetic_a|m2"))
-    cursor, requested = _automate(defs, instance, cursor)
-    assert dg.AssetKey("evaluation_report") in requested
+    requested = automate()
+    assert "evaluation_report" in requested
     header, pf, registry = _report_contexts(small_project)
     assert pf == registry == {"m1 | synthetic_a", "m1 | synthetic_b"}  # the previous consistent report
     assert "not evaluated yet: `synthetic_a|m2`, `synthetic_b|m2`" in header and "provisional" in (
@@ -153,8 +139,8 @@ def test_automation_during_an_evaluation_gives_the_previous_or_the_next_consiste
     _store_partition(small_project, "m2", "synthetic_a", code_version(small_project))
     for analysis in ANALYSES:
         instance.report_runless_asset_event(dg.AssetMaterialization(analysis, partition="synthetic_a|m2"))
-    cursor, requested = _automate(defs, instance, cursor)
-    assert dg.AssetKey("evaluation_report") in requested
+    requested = automate()
+    assert "evaluation_report" in requested
     header, pf, registry = _report_contexts(small_project)
     assert pf == registry == {"m1 | synthetic_a", "m1 | synthetic_b", "m2 | synthetic_a"}
     assert "`synthetic_a|m1`, `synthetic_a|m2`, `synthetic_b|m1` complete; not evaluated yet: `synthetic_b|m2`." in header

@@ -223,4 +223,11 @@ def test_the_random_weights_twin_runs_through_the_same_assets_and_sits_beside_it
     row = untrained[untrained["test_id"].str.endswith(":attention_L0_head_mean_trained_vs_random_weights")].iloc[0]
     assert row["effect"] == pytest.approx((paired["auroc"] - paired["auroc_twin"]).mean())
     assert row["n"] == len(paired) and pd.isna(row["p_value"])
-    assert "intervention_dose_response.png" in (config.report_dir / "report.md").read_text()
+    for model in ("tiny-geneformer", twin):  # the verdicts, then the report
+        _run(defs, "verdict_job", instance, dg.MultiPartitionKey({"model": model, "cell_type": "my_screen"}))
+    _run(defs, "report_job", instance)
+    report = (config.report_dir / "report.md").read_text()
+    assert "intervention_dose_response.png" in report
+    verdicts = pd.read_parquet(config.storage_dir / "verdicts" / "__unpartitioned__.parquet")
+    assert set(verdicts.loc[verdicts["criterion"] == "verdict", "model"]) == {"tiny-geneformer", twin}
+    assert f"| {twin} | my_screen |" in report.split("## Verdict")[1].split("\n## ")[0]
