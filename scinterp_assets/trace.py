@@ -2,8 +2,9 @@
 
 A registry row records the data versions of the inputs of the analysis that wrote it
 (`input_data_versions`). Each of those is a materialisation in the Dagster instance, and every materialisation
-records its own inputs (Dagster's `dagster/input_event_pointer/<asset>` tags point at the exact upstream
-events). Following them to the roots gives the checkpoint (folder and fingerprint), the screen (the files it
+names the inputs its step read (Dagster's `dagster/input_event_pointer/<asset>` tags); each input is the
+newest materialisation, before the step's own, of the partition the step reads. Following them to the roots
+gives the checkpoint (folder and fingerprint), the screen (the files it
 was read from, with sha256), the reference files (sha256) and the configuration (fingerprint and file), with
 the run, code version and stored file of every step in between.
 """
@@ -21,8 +22,9 @@ from scinterp_assets.definitions import build_definitions
 from scinterp_assets.defs.versions import partition_read
 
 INPUT_POINTER = "dagster/input_event_pointer/"
-# what each root of the chain contributes to the printout: metadata key -> label
-ROOT_FACTS = {"model_checkpoint": ("fingerprint", "path", "family"), "screen_data": ("source_files", "cells"),
+# the metadata each root of the chain contributes to the printout: asset -> metadata keys
+ROOT_FACTS = {"model_checkpoint": ("checkpoint_folder", "fingerprint", "family", "weights"),
+              "screen_data": ("source_files", "cells"),
               "reference_networks": ("files",)}
 _SEARCH_LIMIT = 200  # materialisations of one asset partition searched for a data version
 
@@ -67,19 +69,28 @@ def _step(record: dg.EventLogRecord) -> Step:
                 {key: _value(value) for key, value in materialization.metadata.items()})
 
 
-def _upstream(instance: dg.DagsterInstance, record: dg.EventLogRecord, seen: dict[int, Step]) -> Step:
-    """The step of this materialisation with its inputs, followed through the input event pointers."""
+def _upstream(instance: dg.DagsterInstance, graph, record: dg.EventLogRecord, seen: dict[int, Step]) -> Step:
+    """The step of this materialisation with its inputs. Dagster's input tags name the inputs a step read;
+    each is found at the partition this step reads (`partition_read`) as the newest materialisation before
+    this one. (The tags' event pointers name the asset's newest event of any partition, so they are not
+    followed: another cell type's materialisation can be newer.)"""
     if record.storage_id in seen:
         return seen[record.storage_id]
     step = seen[record.storage_id] = _step(record)
-    for tag, pointer in sorted((record.asset_materialization.tags or {}).items()):
+    node = graph.get(record.asset_materialization.asset_key)
+    partition = step.partition
+    if partition is not None and isinstance(node.partitions_def, dg.MultiPartitionsDefinition):
+        partition = node.partitions_def.get_partition_key_from_str(partition)
+    for tag in sorted(record.asset_materialization.tags or {}):
         if not tag.startswith(INPUT_POINTER):
             continue
         key = dg.AssetKey.from_user_string(tag.removeprefix(INPUT_POINTER))
-        found = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, storage_ids=[int(pointer)]),
-                                                limit=1).records
+        read = partition_read(graph.get(key).partitions_def, partition)
+        found = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=key, asset_partitions=[read] if read else None, before_storage_id=record.storage_id),
+            limit=1).records
         if found:
-            step.inputs.append(_upstream(instance, found[0], seen))
+            step.inputs.append(_upstream(instance, graph, found[0], seen))
     return step
 
 
@@ -120,7 +131,7 @@ def trace(test_id: str, config: ScinterpConfig, instance: dg.DagsterInstance) ->
     for asset, version in sorted(json.loads(inputs).items()):
         upstream = graph.get(dg.AssetKey.from_user_string(asset)).partitions_def
         record = _materialisation(instance, asset, partition_read(upstream, partition), version)
-        lines += _render(_upstream(instance, record, seen), depth=2, printed=printed)
+        lines += _render(_upstream(instance, graph, record, seen), depth=2, printed=printed)
     roots = [step for step in seen.values() if step.asset in ROOT_FACTS]
     lines.append("  roots:")
     for step in sorted(roots, key=lambda s: (s.asset, s.partition or "")):

@@ -101,7 +101,9 @@ def build_model_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list[d
             "n_heads": model.n_heads,
             "weights": weights,
         }
-        return dg.Output(description, metadata={k: dg.MetadataValue.text(str(v)) for k, v in description.items()},
+        # "checkpoint_folder": the IO manager's "path" names where this description is stored
+        return dg.Output(description, metadata={**{k: dg.MetadataValue.text(str(v)) for k, v in description.items()},
+                                                "checkpoint_folder": dg.MetadataValue.path(str(checkpoint.path))},
                          data_version=dg.DataVersion(checkpoint.fingerprint))
 
     def _progress_logger(context: dg.AssetExecutionContext, what: str, batch_size: int):

@@ -187,7 +187,9 @@ def test_trace_prints_the_chain_from_a_registry_row_to_its_inputs(demo_run, monk
         assert f"{asset} [" in printed and f"data version {version[:16]}" in printed
     roots = {line.split(" [")[0].strip(): line for line in printed.split("  roots:")[1].splitlines() if " [" in line}
     assert row["checkpoint"] in roots["model_checkpoint"]  # the fingerprint of the folder the row was computed on
-    assert "positive-control" in roots["model_checkpoint"] and '"source_files": {}' in roots["screen_data"]
+    assert f'"checkpoint_folder": "{config.checkpoint_dir / "positive-control"}"' in roots["model_checkpoint"]
+    assert '"source_files": {}' in roots["screen_data"]  # a synthetic screen: its spec and seeds are the source
+    assert "synthetic_b" not in printed  # each input at the partition the step read
     assert f"(fingerprint {config.fingerprint()})" in printed
 
 
