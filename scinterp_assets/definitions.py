@@ -17,6 +17,9 @@ from scinterp_assets.core.attention.scores import AttentionScores
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.defs.analysis_assets import build_analysis_assets
 from scinterp_assets.defs.automation import (
+    REPORT_GROUP,
+    SUMMARY_GROUP,
+    VERDICT_GROUP,
     cell_type_job,
     checkpoint_job,
     make_checkpoint_sensor,
@@ -95,7 +98,7 @@ def build_definitions(config: ScinterpConfig) -> dg.Definitions:
             make_checkpoint_sensor(model_store, sorted(config.cell_types), evaluation, registration,
                                    config.automation.checkpoint_quiet_seconds),
             dg.AutomationConditionSensorDefinition("summary_automation",
-                                                   target=dg.AssetSelection.groups("summary", "verdict", "report"),
+                                                   target=dg.AssetSelection.groups(SUMMARY_GROUP, VERDICT_GROUP, REPORT_GROUP),
                                                    default_status=dg.DefaultSensorStatus.RUNNING),
         ],
         schedules=[make_stale_partition_schedule(evaluation, sorted(config.cell_types),

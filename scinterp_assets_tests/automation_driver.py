@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-AUTOMATED_GROUPS = ("summary", "verdict", "report")  # upstream first
+from scinterp_assets.defs.automation import REPORT_GROUP, SUMMARY_GROUP, VERDICT_GROUP
+
+AUTOMATED_GROUPS = (SUMMARY_GROUP, VERDICT_GROUP, REPORT_GROUP)  # upstream first
 
 
 class Automation:

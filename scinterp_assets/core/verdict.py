@@ -52,9 +52,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from scinterp_assets.core.analyses.causal_interventions import CANNOT_CHANGE
+from scinterp_assets.core.analyses.causal_interventions import CANNOT_CHANGE, NO_SIGNAL_TO_LOSE
 from scinterp_assets.core.analyses.incremental_value import MODELS, SPLIT_ANALYSIS, SPLITS
 from scinterp_assets.core.analyses.perturbation_prediction import ATTENTION_METHODS
+from scinterp_assets.core.analyses.reference_nulls_analysis import NULL_CANNOT_TEST
 from scinterp_assets.core.analyses.reference_structure import NOT_EVALUABLE as REFERENCE_NOT_EVALUABLE
 from scinterp_assets.core.analyses.score_sets import BASELINE_PREFIX
 
@@ -69,8 +70,6 @@ VERDICT = "verdict"  # the criterion name of each context's overall row
 VERDICT_COLUMNS: tuple[str, ...] = ("model", "cell_type", "criterion", "status", "reason", "edge_score",
                                     "statistic", "bound", "threshold", "test_ids", "q_values")
 REQUIRED_BASELINES = ("baseline_variance", "baseline_mean", "baseline_detection_rate")
-_NULL_CANNOT_TEST = "cannot test anything"  # A10 note of a reference whose null draws barely move
-_NO_CLEAN_SIGNAL = "a drop is no loss of signal"  # A17 note of a readout whose clean PF AUROC is not above 0.5
 _TOP_K = re.compile(r"^A17:zero_heads:top_k_vs_random:k(\d+):([a-z_]+)$")
 _TOP_K_FIDELITY = re.compile(r"^A19:A17:zero_heads:top_k:k(\d+):heads$")
 
@@ -174,9 +173,8 @@ def beats_gene_baselines(context: pd.DataFrame, thresholds: VerdictThresholds) -
         qs = [_q(r) for r in compared]
         beaten = [m > 0 and q < thresholds.alpha for m, q in zip(margins, qs)]
         worst = min(range(len(compared)), key=lambda i: (beaten[i], margins[i]))  # a baseline not beaten first
-        reason = (f"{compared[worst].name} {'does better' if margins[worst] <= 0 else 'is not beaten at q < '}"
-                  f"{'' if margins[worst] <= 0 else format(thresholds.alpha, 'g')} "
-                  f"(edge - baseline {margins[worst]:+.3f}, q = {qs[worst]:.2g})")
+        verdict = "does better" if margins[worst] <= 0 else f"is not beaten at q < {thresholds.alpha:g}"
+        reason = f"{compared[worst].name} {verdict} (edge - baseline {margins[worst]:+.3f}, q = {qs[worst]:.2g})"
         # a row outside the confirmatory family (a random-weights twin's) has no q: only a baseline the edge
         # score does not even exceed settles it
         judged = min(margins) <= 0 or not np.isnan(qs).any()
@@ -214,8 +212,8 @@ def incremental_value(context: pd.DataFrame, thresholds: VerdictThresholds) -> A
         deltas = [float(arm["effect"]) for arm in arms]
         lows = [float(arm["ci_low"]) for arm in arms]
         if failures or not arms:
-            reason = "; ".join(failures) if failures else ""
-            candidates.append(_Candidate(score, False, bool(failures), reason or "no arm was run", -min(lows, default=-np.inf),
+            candidates.append(_Candidate(score, False, bool(failures), "; ".join(failures) or "no arm was run",
+                                         -min(lows, default=-np.inf),
                                          min(deltas, default=np.nan), min(lows, default=np.nan), tuple(arms)))
         elif missing:
             candidates.append(_Candidate(
@@ -242,7 +240,7 @@ def beyond_covariates_and_degree(context: pd.DataFrame, thresholds: VerdictThres
             if residual_id not in by_id.index or raw_id not in by_id.index:
                 unevaluable.append(f"{resource}: no {'A09 OLS' if residual_id not in by_id.index else 'A12'} row")
                 continue
-            if _NULL_CANNOT_TEST in str(null["note"]):
+            if NULL_CANNOT_TEST in str(null["note"]):
                 unevaluable.append(f"{resource}: the degree-preserving null barely moves")
                 continue
             residual, raw = by_id.loc[residual_id], by_id.loc[raw_id]
@@ -297,7 +295,7 @@ def causal_heads(context: pd.DataFrame, thresholds: VerdictThresholds) -> Assess
                 unevaluable.append(f"{readout}: no top-k row")
             continue  # else the study's attention readout, which these ablations cannot change: it tests nothing
         read.append(readout)
-        if by_k["note"].astype(str).str.contains(_NO_CLEAN_SIGNAL, regex=False).any():
+        if by_k["note"].astype(str).str.contains(NO_SIGNAL_TO_LOSE, regex=False).any():
             failures.append(f"{readout}: the clean model's readout is at chance, so there is no signal to degrade")
         for _, row in by_k[by_k["effect"].isna()].iterrows():
             unevaluable.append(f"{readout}, k = {row['k']}: no random head set to compare with")

@@ -8,6 +8,7 @@ import dagster as dg
 from scinterp_assets.resources.model_store import COMPLETION_MARKER, RANDOM_WEIGHTS_SUFFIX, ModelStore
 
 MODEL_EVALUATION_GROUP = "model_evaluation"
+SUMMARY_GROUP, VERDICT_GROUP, REPORT_GROUP = "summary", "verdict", "report"  # automated, in this order
 # Fan-in summaries re-run when any upstream partition updates, even while other partitions are still missing.
 SUMMARY_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 
@@ -47,16 +48,16 @@ def reference_job():
 
 
 def summary_job():
-    return dg.define_asset_job("summary_job", selection=dg.AssetSelection.groups("summary"))
+    return dg.define_asset_job("summary_job", selection=dg.AssetSelection.groups(SUMMARY_GROUP))
 
 
 def verdict_job(multi_partitions: dg.MultiPartitionsDefinition):
-    return dg.define_asset_job("verdict_job", selection=dg.AssetSelection.groups("verdict"),
+    return dg.define_asset_job("verdict_job", selection=dg.AssetSelection.groups(VERDICT_GROUP),
                                partitions_def=multi_partitions)
 
 
 def report_job():
-    return dg.define_asset_job("report_job", selection=dg.AssetSelection.groups("report"))
+    return dg.define_asset_job("report_job", selection=dg.AssetSelection.groups(REPORT_GROUP))
 
 
 def make_checkpoint_sensor(model_store: ModelStore, cell_types: list[str], evaluation_job, registration_job,

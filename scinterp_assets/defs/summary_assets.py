@@ -20,7 +20,7 @@ from scinterp_assets.core.report import render_report
 from scinterp_assets.core.stats.family_sensitivity import family_definition_sensitivity
 from scinterp_assets.core.stats.registry import apply_framework_bh, combine_registry_parts
 from scinterp_assets.core.verdict import first_page
-from scinterp_assets.defs.automation import SUMMARY_AUTOMATION
+from scinterp_assets.defs.automation import REPORT_GROUP, SUMMARY_AUTOMATION, SUMMARY_GROUP
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.partitions import registered_model_cell_type_keys
 from scinterp_assets.defs.registry_fields import code_version
@@ -28,8 +28,6 @@ from scinterp_assets.defs.verdict_assets import verdict_thresholds
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 from scinterp_assets.resources.model_store import RANDOM_WEIGHTS_SUFFIX
 
-GROUP = "summary"
-REPORT_GROUP = "report"  # the verdict table and the report, after the per-context verdicts
 
 
 def _concat_partitions(by_partition: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -43,7 +41,7 @@ def _concat_partitions(by_partition: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def build_summary_assets() -> list[dg.AssetsDefinition]:
     @dg.multi_asset(
-        group_name=GROUP,
+        group_name=SUMMARY_GROUP,
         outs={
             "test_registry": dg.AssetOut(automation_condition=SUMMARY_AUTOMATION),
             "perturbation_auroc_table": dg.AssetOut(
@@ -107,20 +105,20 @@ def build_summary_assets() -> list[dg.AssetsDefinition]:
             **frame_metadata(coverage_table), "table": dg.MetadataValue.md(coverage_table.to_markdown(index=False))})
         yield contracts.check_result(contracts.validate("test_registry", registry), asset_key="test_registry")
 
-    @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
+    @dg.asset(group_name=SUMMARY_GROUP, automation_condition=SUMMARY_AUTOMATION)
     def cross_context_table(test_registry: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
         """A23: per model x cell type, attention vs correlation, gene-level dominance and incremental value."""
         table = build_cross_context_table(test_registry, alpha=project.analyses.alpha)
         return dg.Output(table, metadata={**frame_metadata(table), "table": dg.MetadataValue.md(table.to_markdown(index=False))})
 
-    @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
+    @dg.asset(group_name=SUMMARY_GROUP, automation_condition=SUMMARY_AUTOMATION)
     def metric_map(test_registry: pd.DataFrame) -> dg.Output:
         """A24: every AUROC with its model, context, universe, negatives, label rule and positives, grouped
         so that only comparable numbers share a group."""
         table = build_metric_map(test_registry)
         return dg.Output(table, metadata={**frame_metadata(table), "groups": int(table["comparable_group"].nunique())})
 
-    @dg.asset(group_name=GROUP, automation_condition=SUMMARY_AUTOMATION)
+    @dg.asset(group_name=SUMMARY_GROUP, automation_condition=SUMMARY_AUTOMATION)
     def family_sensitivity(test_registry: pd.DataFrame, project: dg.ResourceParam[ScinterpConfig]) -> dg.Output:
         """Which conclusions change between multiple-testing families (confirmatory only, all tests, one family
         per analysis; FRAMEWORK section 7)."""

@@ -15,12 +15,11 @@ from scinterp_assets.config import ScinterpConfig
 from scinterp_assets.core.verdict import (
     CRITERIA, PASS, VERDICT, VERDICT_COLUMNS, VerdictThresholds, assess_context, verdict_preconditions, verdict_rows,
 )
-from scinterp_assets.defs.automation import SUMMARY_AUTOMATION
+from scinterp_assets.defs.automation import REPORT_GROUP, SUMMARY_AUTOMATION, VERDICT_GROUP
 from scinterp_assets.defs.metadata import frame_metadata
 from scinterp_assets.defs.partitions import model_and_cell_type
 from scinterp_assets.resources.contracts import ContractRunner, contract_check_spec
 
-VERDICT_GROUP = "verdict"
 PRECONDITIONS = "verdict_preconditions"
 VERDICT_AUTOMATION = dg.AutomationCondition.eager()  # every context again when the registry updates
 
@@ -84,7 +83,7 @@ def build_verdict_assets(multi_partitions: dg.MultiPartitionsDefinition) -> list
         for name in CRITERIA:
             yield _criterion_check(name, assessments[name], thresholds.record())
 
-    @dg.asset(group_name="report", automation_condition=SUMMARY_AUTOMATION)
+    @dg.asset(group_name=REPORT_GROUP, automation_condition=SUMMARY_AUTOMATION)
     def verdicts(context: dg.AssetExecutionContext, qc_verdict: dict[str, pd.DataFrame]) -> dg.Output:
         """Every model x cell type's QC criteria and verdict in one table (core/verdict.VERDICT_COLUMNS),
         in the registered contexts that have a verdict."""

@@ -71,6 +71,7 @@ CONDITION_COLUMNS = (
 )  # fmt: skip
 CANNOT_CHANGE = ("cannot change by construction: every intervention zeroes heads or an MLP block at or after the "
                  "attention readout layer")
+NO_SIGNAL_TO_LOSE = "a drop is no loss of signal"  # note of a readout whose clean PF AUROC is not above 0.5
 DID_NOT_MOVE = "did not move the model (fidelity at or below the threshold): proves nothing"
 
 
@@ -200,8 +201,8 @@ def intervention_tests(conditions: pd.DataFrame, settings: InterventionSettings,
             if readout != "masked_loss":
                 clean_pf_auroc = float(conditions.iloc[0][f"{readout}_pf_auroc"])
                 if not clean_pf_auroc > 0.5:
-                    notes.append(f"the clean {readout} PF AUROC is {clean_pf_auroc:.3f}, not above 0.5: a drop is no "
-                                 "loss of signal")  # fmt: skip
+                    notes.append(f"the clean {readout} PF AUROC is {clean_pf_auroc:.3f}, not above 0.5: "
+                                 f"{NO_SIGNAL_TO_LOSE}")  # fmt: skip
             head_sets = group[group["condition"].isin(["top_k", "random_k", "bottom_k", "entropy_matched_k"])]
             for k, at_k in head_sets.groupby("k"):
                 random = _comparators(at_k[at_k["condition"] == "random_k"], column, readout)

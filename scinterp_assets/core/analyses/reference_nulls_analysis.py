@@ -43,6 +43,7 @@ from scinterp_assets.core.networks.null import null_z_score, permutation_p_value
 from scinterp_assets.core.networks.reference_nulls import ReferenceNulls
 from scinterp_assets.core.stats.auroc import DegenerateScoreWarning
 
+NULL_CANNOT_TEST = "cannot test anything"  # note of a reference whose null draws barely move
 DECOMPOSITION_COLUMNS = ("score", "resource", "observed", "chance", "degree", "residual", "null_sd", "z", "p_value",
                          "n_draws")
 _DRAWS_PER_CHUNK = 128  # bounds the (draws, edges) lookups held at once
@@ -182,7 +183,7 @@ def _decompositions(reference, genes, score_sets, nulls, resources):
 
 
 def _row(result: NullDecomposition, score_set: ScoreSet, mixing_problem: str) -> dict:
-    note = (f"the null of {result.resource!r} cannot test anything: its draws barely move ({mixing_problem})"
+    note = (f"the null of {result.resource!r} {NULL_CANNOT_TEST}: its draws barely move ({mixing_problem})"
             if mixing_problem else "")
     return registry_row(
         "A10", f"A10:{result.resource}:{score_name(score_set)}", score_set, statistic_name="null_z",
